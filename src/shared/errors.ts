@@ -1,0 +1,27 @@
+/**
+ * @module
+ * Errors a user can see. Every layer (image path, shards, inference, converter CLI) throws an
+ * {@link AppError} with a stable `code`; the Worker turns it into application/problem+json with
+ * `type` = `https://beit-edge.dev/problems/<code>` and the given HTTP `status`, the CLIs print
+ * `error[<code>]: <detail>` and exit non-zero.
+ */
+
+export class AppError extends Error {
+  constructor(
+    /** Stable machine-readable code, kebab-case: "unsupported-format", "image-too-large", ... */
+    readonly code: string,
+    /** HTTP status that describes the failure: 400, 413, 415, 422, 503, 504 ... */
+    readonly status: number,
+    /** One or two sentences: what happened and what to do. */
+    readonly detail: string,
+    /** Extra members for the problem+json body (must be JSON-serialisable). */
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(detail);
+    this.name = "AppError";
+  }
+}
+
+export function isAppError(e: unknown): e is AppError {
+  return e instanceof AppError;
+}
