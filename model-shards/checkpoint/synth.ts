@@ -1,0 +1,312 @@
+/**
+ * @module
+ * Synthetic BEiT checkpoints: random weights in exactly the Hugging Face layout and naming of
+ * BeitForImageClassification (keys, shapes, config.json, preprocessor_config.json), so that the
+ * converter, the Worker and the benchmarks can run where the hub cannot be reached. `base` has the
+ * real model's shapes (21,841 labels, ~102.6M parameters); `tiny` is a 4-layer, 64-wide model
+ * made in milliseconds. Weights come from a seeded PRNG and are scaled so that activations stay
+ * O(1) and logits are spread (std across classes of a few units), so top-k comparisons mean
+ * something. config.json carries `"beit_edge_synthetic": true`.
+ */
+import { mkdir, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { AppError } from "../../src/shared/errors.ts";
+import { parseBeitConfig } from "./config.ts";
+import { numel } from "./dtypes.ts";
+import { expectedTensorShapes, gridSide, isIndexKey, relativePositionIndex } from "./layout.ts";
+import { writePytorchBin } from "./pytorch.ts";
+import { writeSafetensors } from "./safetensors.ts";
+import type { StateDict } from "./types.ts";
+
+/** A synthesized checkpoint, in memory. */
+export interface SynthCheckpoint {
+  /** The config.json object. */
+  config: Record<string, unknown>;
+  /** The preprocessor_config.json object. */
+  preprocessor: Record<string, unknown>;
+  tensors: StateDict;
+}
+
+export type SynthSize = "tiny" | "base";
+
+export interface SynthOptions {
+  size: SynthSize;
+  /** PRNG seed (default 0). Same seed, same bytes. */
+  seed?: number;
+  /** Override the number of classes (default 21841 for base, 16 for tiny). */
+  numLabels?: number;
+}
+
+const SIZES: Record<
+  SynthSize,
+  { hidden: number; layers: number; heads: number; mlp: number; labels: number }
+> = {
+  base: { hidden: 768, layers: 12, heads: 12, mlp: 3072, labels: 21841 },
+  tiny: { hidden: 64, layers: 4, heads: 4, mlp: 128, labels: 16 },
+};
+
+/** sfc32 seeded through splitmix32: fast, deterministic, good enough for weights. */
+export class Prng {
+  private a: number;
+  private b: number;
+  private c: number;
+  private d: number;
+  private spare: number | null = null;
+
+  constructor(seed: number) {
+    let s = seed >>> 0;
+    const mix = () => {
+      s = (s + 0x9e3779b9) | 0;
+      let z = s;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+      return (z ^ (z >>> 16)) >>> 0;
+    };
+    this.a = mix();
+    this.b = mix();
+    this.c = mix();
+    this.d = mix();
+    for (let i = 0; i < 12; i++) this.next();
+  }
+
+  /** Uniform 32-bit unsigned integer. */
+  nextU32(): number {
+    const t = (((this.a + this.b) | 0) + this.d) | 0;
+    this.d = (this.d + 1) | 0;
+    this.a = this.b ^ (this.b >>> 9);
+    this.b = (this.c + (this.c << 3)) | 0;
+    this.c = (this.c << 21) | (this.c >>> 11);
+    this.c = (this.c + t) | 0;
+    return t >>> 0;
+  }
+
+  /** Uniform in [0, 1). */
+  next(): number {
+    return this.nextU32() / 4294967296;
+  }
+
+  /** Standard normal (Box-Muller, both values used). */
+  normal(): number {
+    if (this.spare !== null) {
+      const v = this.spare;
+      this.spare = null;
+      return v;
+    }
+    const u = 1 - this.next();
+    const r = Math.sqrt(-2 * Math.log(u));
+    const t = 2 * Math.PI * this.next();
+    this.spare = r * Math.sin(t);
+    return r * Math.cos(t);
+  }
+}
+
+const SYLLABLES = [
+  "ka",
+  "lo",
+  "mi",
+  "ne",
+  "ru",
+  "ta",
+  "vi",
+  "so",
+  "pe",
+  "du",
+  "ga",
+  "ri",
+  "zo",
+  "fe",
+  "bu",
+  "hi",
+];
+
+/**
+ * Deterministic, obviously synthetic class names: "synthetic-<pseudo-word>-<id>".
+ */
+export function syntheticLabel(i: number): string {
+  let h = Math.imul(i + 1, 0x9e3779b1) >>> 0;
+  let word = "";
+  for (let k = 0; k < 3; k++) {
+    word += SYLLABLES[h & 15];
+    h = Math.imul(h ^ (h >>> 15), 0x2c1b3c6d) >>> 0;
+  }
+  return `synthetic-${word}-${String(i).padStart(5, "0")}`;
+}
+
+/** The preprocessor_config.json the real hub repo ships (old feature-extractor style). */
+export function hubPreprocessorConfig(image: number): Record<string, unknown> {
+  return {
+    crop_size: image,
+    do_center_crop: false,
+    do_normalize: true,
+    do_resize: true,
+    feature_extractor_type: "BeitFeatureExtractor",
+    image_mean: [0.5, 0.5, 0.5],
+    image_std: [0.5, 0.5, 0.5],
+    reduce_labels: false,
+    resample: 2,
+    size: image,
+  };
+}
+
+/**
+ * Makes a random-weight BeitForImageClassification checkpoint.
+ *
+ * @example
+ * const ck = synthesize({ size: "tiny", seed: 1 });
+ * await writeCheckpoint("/tmp/tiny", ck, "both");
+ */
+export function synthesize(opts: SynthOptions): SynthCheckpoint {
+  const dims = SIZES[opts.size];
+  if (!dims)
+    throw new AppError(
+      "invalid-arguments",
+      400,
+      `unknown size ${JSON.stringify(opts.size)}; use tiny or base.`,
+    );
+  const numLabels = opts.numLabels ?? dims.labels;
+  if (!Number.isInteger(numLabels) || numLabels < 1)
+    throw new AppError("invalid-arguments", 400, `numLabels must be a positive integer, got ${numLabels}.`);
+  const id2label: Record<string, string> = {};
+  const label2id: Record<string, number> = {};
+  for (let i = 0; i < numLabels; i++) {
+    const name = syntheticLabel(i);
+    id2label[String(i)] = name;
+    label2id[name] = i;
+  }
+  const config: Record<string, unknown> = {
+    _name_or_path: `beit-edge/synthetic-beit-${opts.size}`,
+    architectures: ["BeitForImageClassification"],
+    attention_probs_dropout_prob: 0.0,
+    auxiliary_channels: 256,
+    drop_path_rate: 0.1,
+    hidden_act: "gelu",
+    hidden_dropout_prob: 0.0,
+    hidden_size: dims.hidden,
+    id2label,
+    image_size: 224,
+    initializer_range: 0.02,
+    intermediate_size: dims.mlp,
+    label2id,
+    layer_norm_eps: 1e-12,
+    layer_scale_init_value: 0.1,
+    model_type: "beit",
+    num_attention_heads: dims.heads,
+    num_channels: 3,
+    num_hidden_layers: dims.layers,
+    out_indices: [3, 5, 7, 11],
+    patch_size: 16,
+    semantic_loss_ignore_index: 255,
+    torch_dtype: "float32",
+    use_absolute_position_embeddings: false,
+    use_auxiliary_head: true,
+    use_mask_token: false,
+    use_mean_pooling: true,
+    use_relative_position_bias: true,
+    use_shared_relative_position_bias: false,
+    vocab_size: 8192,
+    beit_edge_synthetic: true,
+    beit_edge_seed: opts.seed ?? 0,
+  };
+  const parsed = parseBeitConfig(config);
+  const rng = new Prng(opts.seed ?? 0);
+  const H = dims.hidden;
+  const I = dims.mlp;
+  const g = gridSide(parsed);
+  const tensors: StateDict = new Map();
+  for (const [key, shape] of expectedTensorShapes(parsed)) {
+    if (isIndexKey(key)) {
+      tensors.set(key, { dtype: "I64", shape, data: relativePositionIndex(g) });
+      continue;
+    }
+    const n = numel(shape);
+    const data = new Float32Array(n);
+    const normal = (std: number, mean = 0) => {
+      for (let i = 0; i < n; i++) data[i] = mean + std * rng.normal();
+    };
+    const leaf = key.slice(key.lastIndexOf(".") + 1);
+    if (key === "beit.embeddings.cls_token") normal(1);
+    else if (key.includes("patch_embeddings.projection.weight")) normal(Math.sqrt(3 / (3 * 16 * 16)));
+    else if (leaf === "lambda_1" || leaf === "lambda_2")
+      for (let i = 0; i < n; i++) data[i] = 0.1 + 0.4 * rng.next();
+    else if (key.endsWith("relative_position_bias_table")) normal(1);
+    else if (key.includes("layernorm") && leaf === "weight") normal(0.1, 1);
+    else if (key === "classifier.weight") normal(4 / Math.sqrt(H));
+    else if (key === "classifier.bias") normal(0.5);
+    else if (key.endsWith("output.dense.weight") && !key.includes("attention")) normal(Math.sqrt(2 / I));
+    else if (leaf === "weight") normal(1 / Math.sqrt(H));
+    else normal(0.1); // biases
+    tensors.set(key, { dtype: "F32", shape, data });
+  }
+  return { config, preprocessor: hubPreprocessorConfig(224), tensors };
+}
+
+export type CheckpointFormat = "bin" | "safetensors" | "both";
+
+/**
+ * Writes a checkpoint directory: config.json, preprocessor_config.json, and pytorch_model.bin
+ * and/or model.safetensors. Tensor bytes are streamed, never concatenated in memory.
+ */
+export async function writeCheckpoint(
+  dir: string,
+  ck: SynthCheckpoint,
+  format: CheckpointFormat,
+): Promise<void> {
+  if (format !== "bin" && format !== "safetensors" && format !== "both")
+    throw new AppError(
+      "invalid-arguments",
+      400,
+      `unknown format ${JSON.stringify(format)}; use bin, safetensors or both.`,
+    );
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, "config.json"), `${JSON.stringify(ck.config, null, 2)}\n`);
+  await writeFile(join(dir, "preprocessor_config.json"), `${JSON.stringify(ck.preprocessor, null, 2)}\n`);
+  if (format !== "safetensors") await writePytorchBin(join(dir, "pytorch_model.bin"), ck.tensors);
+  if (format !== "bin") await writeSafetensors(join(dir, "model.safetensors"), ck.tensors, { format: "pt" });
+}
+
+function usage(what: string): AppError {
+  return new AppError(
+    "invalid-arguments",
+    400,
+    `${what}. Usage: npm run model -- synth --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both]`,
+  );
+}
+
+/**
+ * `model synth`: parses argv (the words after "synth"), synthesizes and writes the checkpoint,
+ * and prints one line saying what was written.
+ */
+export async function synthCommand(argv: string[]): Promise<void> {
+  const opts: Record<string, string> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const m = /^--(size|out|seed|format|labels)(?:=(.*))?$/.exec(arg);
+    if (!m) throw usage(`unexpected argument ${JSON.stringify(arg)}`);
+    const value = m[2] ?? argv[++i];
+    if (value === undefined) throw usage(`--${m[1]} needs a value`);
+    opts[m[1]] = value;
+  }
+  if (opts.size !== "tiny" && opts.size !== "base") throw usage("--size must be tiny or base");
+  if (!opts.out) throw usage("--out DIR is required");
+  const seed = opts.seed === undefined ? 0 : Number(opts.seed);
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
+    throw usage(`--seed must be an integer 0..2^32-1, got ${opts.seed}`);
+  const format = (opts.format ?? "both") as CheckpointFormat;
+  if (!["bin", "safetensors", "both"].includes(format))
+    throw usage("--format must be bin, safetensors or both");
+  const numLabels = opts.labels === undefined ? undefined : Number(opts.labels);
+  const t0 = performance.now();
+  const ck = synthesize({ size: opts.size, seed, numLabels });
+  await writeCheckpoint(opts.out, ck, format);
+  let params = 0;
+  for (const t of ck.tensors.values()) if (t.dtype !== "I64") params += t.data.length;
+  const files: string[] = [];
+  for (const f of ["pytorch_model.bin", "model.safetensors"]) {
+    const s = await stat(join(opts.out, f)).catch(() => null);
+    if (s && (format === "both" || (format === "bin") === (f === "pytorch_model.bin")))
+      files.push(`${f} ${(s.size / 1e6).toFixed(1)} MB`);
+  }
+  process.stdout.write(
+    `synthetic ${opts.size} checkpoint (seed ${seed}, ${(params / 1e6).toFixed(1)}M parameters, ${numLabels ?? SIZES[opts.size].labels} labels) written to ${opts.out}: ${files.join(", ")} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
+  );
+}
