@@ -1,0 +1,165 @@
+/**
+ * @module
+ * Reading a model from R2 inside a Worker: the active pointer (short isolate cache), manifests by
+ * version (isolate cache, immutable), and content-addressed files through two cache levels:
+ *
+ *   isolate memory (caller's choice) -> Cache API (per data center) -> R2.
+ *
+ * Every file's sha256 is checked against the manifest before it is returned or written to the
+ * Cache API, so a corrupted or truncated object is never used and never cached: the caller gets
+ * an {@link AppError} `model-unavailable` (503, with `retryAfter`), and the next request reads R2
+ * again. A corrupted Cache API entry is deleted and R2 is read instead.
+ */
+import { AppError } from "../shared/errors.ts";
+import { sha256Hex } from "../shared/hash.ts";
+import { type FileRef, type Manifest, parseManifest } from "../shared/manifest.ts";
+import { ACTIVE_KEY, type ActivePointer, manifestKey, parseActivePointer, shardKey } from "./layout.ts";
+
+/** Seconds a client should wait before retrying after `model-unavailable`. */
+export const RETRY_AFTER_SECONDS = 5;
+
+/** Origin of the synthetic URLs that key shard bytes in the Cache API. */
+const CACHE_ORIGIN = "https://shards.beit-edge.internal";
+
+/** Where a file's bytes came from, for timing headers and the cold-start benchmark. */
+export type FileOrigin = "cache" | "r2";
+
+export interface LoadedFile {
+  bytes: Uint8Array;
+  origin: FileOrigin;
+}
+
+export interface ShardStoreOptions {
+  /** How long the active pointer is reused before R2 is asked again (ms). */
+  pointerTtlMs?: number;
+  /** Cache API to use; defaults to `caches.default` when present, none otherwise. */
+  cache?: Cache | null;
+  /** Clock, for tests. */
+  now?: () => number;
+}
+
+function unavailable(detail: string, extra: Record<string, unknown> = {}): AppError {
+  return new AppError("model-unavailable", 503, detail, { retryAfter: RETRY_AFTER_SECONDS, ...extra });
+}
+
+function defaultCache(): Cache | null {
+  const c = (globalThis as { caches?: CacheStorage & { default?: Cache } }).caches;
+  return c?.default ?? null;
+}
+
+/**
+ * Model reader over an R2 bucket. Create one per isolate (module scope) and reuse it.
+ *
+ * @example
+ * const store = new ShardStore(env.MODELS);
+ * const manifest = await store.manifest((await store.active()).version);
+ * const { bytes } = await store.file(manifest.stages[0].graph);
+ */
+export class ShardStore {
+  readonly #bucket: R2Bucket;
+  readonly #ttl: number;
+  readonly #cache: Cache | null;
+  readonly #now: () => number;
+  #pointer: { value: ActivePointer; at: number } | null = null;
+  readonly #manifests = new Map<string, Promise<Manifest>>();
+
+  constructor(bucket: R2Bucket, options: ShardStoreOptions = {}) {
+    this.#bucket = bucket;
+    this.#ttl = options.pointerTtlMs ?? 5_000;
+    this.#cache = options.cache === undefined ? defaultCache() : options.cache;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** The active pointer, re-read from R2 at most every `pointerTtlMs`. */
+  async active(): Promise<ActivePointer> {
+    const now = this.#now();
+    if (this.#pointer && now - this.#pointer.at < this.#ttl) return this.#pointer.value;
+    const obj = await this.#bucket.get(ACTIVE_KEY);
+    if (!obj)
+      throw unavailable(
+        "No model is published (active.json is missing in the bucket). Publish one with `npm start` or `npm run deploy`, then retry.",
+      );
+    let parsed: ActivePointer | null = null;
+    try {
+      parsed = parseActivePointer(await obj.json());
+    } catch {
+      parsed = null;
+    }
+    if (!parsed)
+      throw unavailable("The model pointer active.json is malformed. Republish the model, then retry.");
+    this.#pointer = { value: parsed, at: now };
+    return parsed;
+  }
+
+  /** Forgets the cached pointer so that the next {@link active} reads R2. */
+  invalidatePointer(): void {
+    this.#pointer = null;
+  }
+
+  /** The manifest of `version`, validated; cached for the life of the isolate (versions are immutable). */
+  manifest(version: string): Promise<Manifest> {
+    let p = this.#manifests.get(version);
+    if (!p) {
+      p = this.#loadManifest(version);
+      this.#manifests.set(version, p);
+      p.catch(() => this.#manifests.delete(version));
+    }
+    return p;
+  }
+
+  async #loadManifest(version: string): Promise<Manifest> {
+    const obj = await this.#bucket.get(manifestKey(version));
+    if (!obj)
+      throw unavailable(`The manifest of model version ${version.slice(0, 12)} is missing from the bucket.`);
+    let manifest: Manifest;
+    try {
+      manifest = parseManifest(await obj.json());
+    } catch (e) {
+      throw unavailable(`The manifest of model version ${version.slice(0, 12)} is invalid: ${String(e)}`);
+    }
+    if (manifest.version !== version)
+      throw unavailable(`manifests/${version}.json holds version ${manifest.version}; republish the model.`);
+    return manifest;
+  }
+
+  /**
+   * The verified bytes of a content-addressed file: Cache API first, then R2. Bytes whose length
+   * or sha256 differs from `ref` are never returned or cached.
+   */
+  async file(ref: FileRef): Promise<LoadedFile> {
+    const url = `${CACHE_ORIGIN}/${ref.file}`;
+    if (this.#cache) {
+      const hit = await this.#cache.match(url).catch(() => undefined);
+      if (hit) {
+        const bytes = new Uint8Array(await hit.arrayBuffer());
+        if (await matches(bytes, ref)) return { bytes, origin: "cache" };
+        await this.#cache.delete(url).catch(() => false);
+      }
+    }
+    const obj = await this.#bucket.get(shardKey(ref.file));
+    if (!obj)
+      throw unavailable(`Shard ${ref.file} is missing from the bucket. Republish the model, then retry.`, {
+        file: ref.file,
+      });
+    const bytes = new Uint8Array(await obj.arrayBuffer());
+    if (!(await matches(bytes, ref)))
+      throw unavailable(
+        `Shard ${ref.file} failed its integrity check (size or sha256 differs from the manifest); it was not used. Republish the model, then retry.`,
+        { file: ref.file },
+      );
+    if (this.#cache) {
+      const res = new Response(bytes, {
+        headers: {
+          "content-type": "application/octet-stream",
+          "cache-control": "public, max-age=31536000, immutable",
+        },
+      });
+      await this.#cache.put(url, res).catch(() => undefined);
+    }
+    return { bytes, origin: "r2" };
+  }
+}
+
+async function matches(bytes: Uint8Array, ref: FileRef): Promise<boolean> {
+  return bytes.byteLength === ref.bytes && (await sha256Hex(bytes)) === ref.sha256;
+}

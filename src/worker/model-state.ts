@@ -1,0 +1,82 @@
+/**
+ * @module
+ * What the gateway knows about the model: the active version (from the R2 pointer, cached a few
+ * seconds), its manifest and its labels (cached per version for the isolate's life). A request
+ * resolves the version once and uses that manifest for every stage call, so a pointer swap never
+ * mixes two versions inside one request.
+ */
+import { ShardStore } from "../shards/store.ts";
+import { AppError } from "../shared/errors.ts";
+import type { Manifest } from "../shared/manifest.ts";
+import type { GatewayEnv } from "./env.ts";
+
+export interface ModelView {
+  version: string;
+  publishedAt: string;
+  manifest: Manifest;
+  labels: string[];
+}
+
+let store: ShardStore | null = null;
+let storeBucket: R2Bucket | null = null;
+const labelCache = new Map<string, Promise<string[]>>();
+
+/** The isolate's ShardStore for this bucket (recreated if the binding object changes). */
+export function gatewayStore(env: GatewayEnv): ShardStore {
+  if (!store || storeBucket !== env.MODELS) {
+    const ttl = Number(env.POINTER_TTL_S);
+    store = new ShardStore(env.MODELS, {
+      pointerTtlMs: Number.isFinite(ttl) && ttl >= 0 ? ttl * 1000 : 5_000,
+    });
+    storeBucket = env.MODELS;
+  }
+  return store;
+}
+
+async function loadLabels(s: ShardStore, manifest: Manifest): Promise<string[]> {
+  const { bytes } = await s.file(manifest.labels);
+  let labels: unknown;
+  try {
+    labels = JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    labels = null;
+  }
+  if (
+    !Array.isArray(labels) ||
+    labels.length !== manifest.labels.count ||
+    !labels.every((l) => typeof l === "string")
+  )
+    throw new AppError(
+      "model-unavailable",
+      503,
+      "The label file is not a JSON array of the manifest's label count.",
+      {
+        retryAfter: 5,
+      },
+    );
+  return labels as string[];
+}
+
+/** The active model (pointer -> manifest -> labels), each verified. */
+export async function activeModel(env: GatewayEnv): Promise<ModelView> {
+  const s = gatewayStore(env);
+  const pointer = await s.active();
+  const manifest = await s.manifest(pointer.version);
+  let labels = labelCache.get(pointer.version);
+  if (!labels) {
+    labels = loadLabels(s, manifest);
+    labelCache.set(pointer.version, labels);
+    labels.catch(() => labelCache.delete(pointer.version));
+  }
+  return { version: pointer.version, publishedAt: pointer.publishedAt, manifest, labels: await labels };
+}
+
+/** Headers naming the model on every model-related response. */
+export function modelHeaders(m: ModelView): Record<string, string> {
+  return {
+    "x-model-id": m.manifest.model.id,
+    "x-model-version": m.version,
+    "x-model-synthetic": String(m.manifest.model.synthetic),
+    "x-model-precision": m.manifest.precision,
+  };
+}

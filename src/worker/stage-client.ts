@@ -1,0 +1,172 @@
+/**
+ * @module
+ * The gateway's side of the stage pipeline: warming every stage at once when a version is new to
+ * this isolate, then running the stages in order over their service bindings, all pinned to one
+ * model version.
+ */
+import { AppError } from "../shared/errors.ts";
+import type { Manifest } from "../shared/manifest.ts";
+import { type GatewayEnv, MAX_STAGES, stageBinding } from "./env.ts";
+import type { Deadline } from "./limits.ts";
+import { problemFromResponse } from "./problem.ts";
+import {
+  HEADER_LOAD_MS,
+  HEADER_STAGE,
+  HEADER_STAGE_MS,
+  HEADER_VERSION,
+  STAGE_ORIGIN,
+  type StageStatus,
+  type WarmReport,
+} from "./stage-protocol.ts";
+
+/** Per-stage timings of one pipeline run (ms, measured at the gateway, and as the stage reported). */
+export interface StageTiming {
+  stage: number;
+  /** Round trip seen by the gateway. */
+  ms: number;
+  /** session.run time reported by the stage. */
+  runMs: number;
+  /** Shard loading included in this call (0 when warm). */
+  loadMs: number;
+}
+
+function bindings(env: GatewayEnv, manifest: Manifest): Fetcher[] {
+  if (manifest.stages.length > MAX_STAGES)
+    throw new AppError(
+      "model-unavailable",
+      503,
+      `The active model has ${manifest.stages.length} stages; the gateway binds at most ${MAX_STAGES}.`,
+      { retryAfter: 30 },
+    );
+  return manifest.stages.map((s) => {
+    const b = stageBinding(env, s.index);
+    if (!b)
+      throw new AppError(
+        "model-unavailable",
+        503,
+        `The active model needs ${manifest.stages.length} stage Workers but STAGE_${s.index} is not bound. Redeploy with \`npm run deploy\` (or restart \`npm start\`).`,
+        { retryAfter: 30 },
+      );
+    return b;
+  });
+}
+
+function stageRequest(path: string, version: string, stage: number, body?: Uint8Array): Request {
+  return new Request(`${STAGE_ORIGIN}${path}`, {
+    method: "POST",
+    headers: {
+      [HEADER_VERSION]: version,
+      [HEADER_STAGE]: String(stage),
+      "content-type": "application/octet-stream",
+    },
+    body: body ?? null,
+  });
+}
+
+async function call(binding: Fetcher, req: Request, stage: number): Promise<Response> {
+  let res: Response;
+  try {
+    res = await binding.fetch(req);
+  } catch (e) {
+    throw new AppError(
+      "model-unavailable",
+      503,
+      `Stage ${stage} is unreachable (${String(e)}). Retry shortly.`,
+      {
+        retryAfter: 5,
+      },
+    );
+  }
+  if (!res.ok) throw await problemFromResponse(res, `Stage ${stage} failed with HTTP ${res.status}.`);
+  return res;
+}
+
+const warmed = new Map<string, Promise<WarmReport[]>>();
+
+/**
+ * Warms every stage of `manifest` in parallel, once per version per gateway isolate (concurrent
+ * callers share the same attempt; a failed attempt is forgotten so that the next request retries).
+ */
+export function warmAll(env: GatewayEnv, manifest: Manifest, deadline?: Deadline): Promise<WarmReport[]> {
+  let p = warmed.get(manifest.version);
+  if (!p) {
+    const bs = bindings(env, manifest);
+    p = Promise.all(
+      bs.map(async (b, i) => {
+        const res = await call(b, stageRequest("/warm", manifest.version, i), i);
+        return (await res.json()) as WarmReport;
+      }),
+    );
+    warmed.set(manifest.version, p);
+    p.catch(() => warmed.delete(manifest.version));
+  }
+  return deadline ? deadline.race(p) : p;
+}
+
+/** Runs `pixels` through every stage in order; returns the logits and per-stage timings. */
+export async function runPipeline(
+  env: GatewayEnv,
+  manifest: Manifest,
+  pixels: Float32Array,
+  deadline: Deadline,
+): Promise<{ logits: Float32Array; timings: StageTiming[] }> {
+  const bs = bindings(env, manifest);
+  let x = new Uint8Array(pixels.buffer, pixels.byteOffset, pixels.byteLength);
+  const timings: StageTiming[] = [];
+  for (let i = 0; i < bs.length; i++) {
+    deadline.check();
+    const t0 = Date.now();
+    const res = await deadline.race(call(bs[i], stageRequest("/run", manifest.version, i, x), i));
+    x = new Uint8Array(await deadline.race(res.arrayBuffer()));
+    timings.push({
+      stage: i,
+      ms: Date.now() - t0,
+      runMs: Number(res.headers.get(HEADER_STAGE_MS) ?? 0),
+      loadMs: Number(res.headers.get(HEADER_LOAD_MS) ?? 0),
+    });
+  }
+  const expected = manifest.stages[manifest.stages.length - 1].outputs[0].shape.reduce((a, b) => a * b, 1);
+  if (x.byteLength !== expected * 4)
+    throw new AppError(
+      "model-unavailable",
+      503,
+      `The last stage returned ${x.byteLength} bytes, expected ${expected * 4}.`,
+      {
+        retryAfter: 5,
+      },
+    );
+  return { logits: new Float32Array(x.buffer, x.byteOffset, expected), timings };
+}
+
+export interface StageReport extends Partial<StageStatus> {
+  index: number;
+  binding: string;
+  reachable: boolean;
+  error?: string;
+  estimatedPeakBytes: number;
+  budgetBytes: number;
+}
+
+/** GET /status of every stage of `manifest` (never throws; unreachable stages are reported). */
+export async function stageStatuses(env: GatewayEnv, manifest: Manifest): Promise<StageReport[]> {
+  return Promise.all(
+    manifest.stages.map(async (s) => {
+      const base = {
+        index: s.index,
+        binding: `STAGE_${s.index}`,
+        estimatedPeakBytes: s.estimatedPeakBytes,
+        budgetBytes: manifest.budget.stageBudgetBytes,
+      };
+      const b = stageBinding(env, s.index);
+      if (!b) return { ...base, reachable: false, error: "not bound" };
+      try {
+        const res = await b.fetch(new Request(`${STAGE_ORIGIN}/status`));
+        if (!res.ok) return { ...base, reachable: false, error: `HTTP ${res.status}` };
+        const st = (await res.json()) as StageStatus;
+        return { ...base, ...st, reachable: true };
+      } catch (e) {
+        return { ...base, reachable: false, error: String(e) };
+      }
+    }),
+  );
+}
