@@ -1,0 +1,188 @@
+import { beforeAll, describe, expect, it } from "vitest";
+import { expected, fixture, maxAbsDiff, pillowRgb } from "../../test/helpers/image-fixtures.ts";
+import { AppError } from "../shared/errors.ts";
+import { codecMemoryBytes, RELEASE_AFTER_BYTES } from "./codecs.ts";
+import { initNodeCodecs } from "./codecs-node.ts";
+import { decodeImage } from "./decode.ts";
+import { DEFAULT_LIMITS } from "./limits.ts";
+
+beforeAll(() => initNodeCodecs());
+
+async function refusal(bytes: Uint8Array, opts = {}): Promise<AppError> {
+  try {
+    await decodeImage(bytes, opts);
+  } catch (e) {
+    expect(e).toBeInstanceOf(AppError);
+    return e as AppError;
+  }
+  throw new Error("expected decodeImage to refuse the input");
+}
+
+const decodable = Object.entries(expected.images).filter(([, e]) => !e.refusal);
+const refused = Object.entries(expected.images).filter(([, e]) => e.refusal);
+
+describe("decodeImage matches Pillow's exif_transpose(open(f)).convert('RGB')", () => {
+  it.each(decodable)("%s", async (name, e) => {
+    const img = await decodeImage(fixture(name));
+    expect([img.width, img.height]).toEqual([e.width, e.height]);
+    expect(img.data.length).toBe(e.width! * e.height! * 3);
+    const ref = pillowRgb(name);
+    // libjpeg-turbo in Pillow and MozJPEG here share the ISLOW IDCT and fancy upsampling: the spec allows
+    // 1 LSB for JPEG, lossless formats must be exact.
+    const tolerance = name.endsWith(".jpeg") ? 1 : 0;
+    expect(maxAbsDiff(img.data, ref)).toBeLessThanOrEqual(tolerance);
+  });
+
+  it.each(refused)("%s is refused with a stable code", async (name, e) => {
+    const err = await refusal(fixture(name));
+    expect(err.code).toBe(e.refusal);
+    expect(err.detail.length).toBeGreaterThan(20);
+  });
+});
+
+describe("EXIF orientation", () => {
+  it("applies all eight orientations like ImageOps.exif_transpose", async () => {
+    const upright = await decodeImage(fixture("exif-orientation-1.jpeg"));
+    for (let o = 2; o <= 8; o++) {
+      const img = await decodeImage(fixture(`exif-orientation-${o}.jpeg`));
+      const swap = o >= 5;
+      expect([img.width, img.height]).toEqual(swap ? [11, 17] : [17, 11]);
+      expect(maxAbsDiff(img.data, pillowRgb(`exif-orientation-${o}.jpeg`))).toBeLessThanOrEqual(1);
+      if (!swap) expect(img.data).not.toEqual(upright.data);
+    }
+  });
+
+  it("exifTranspose: false keeps the stored pixel grid (Image.open + processor, as in the model card)", async () => {
+    const raw = await decodeImage(fixture("exif-orientation-6.jpeg"), { exifTranspose: false });
+    const plain = await decodeImage(fixture("exif-orientation-1.jpeg"));
+    expect([raw.width, raw.height]).toEqual([17, 11]);
+    expect(raw.data).toEqual(plain.data);
+    const png = await decodeImage(fixture("exif-rotated-90.png"), { exifTranspose: false });
+    expect([png.width, png.height]).toEqual([17, 11]);
+  });
+
+  it("reads EXIF from PNG eXIf and WebP EXIF chunks too", async () => {
+    expect((await decodeImage(fixture("exif-rotated-90.png"))).width).toBe(11);
+    const webp = await decodeImage(fixture("exif-rotated-180.webp"));
+    expect(webp.data).toEqual(pillowRgb("exif-rotated-180.webp"));
+  });
+});
+
+describe("format quirks Pillow has", () => {
+  it("clips 16-bit grayscale to 0..255 instead of scaling (mode 'I' -> 'RGB')", async () => {
+    const img = await decodeImage(fixture("grayscale-16bit.png"));
+    // The first row starts with samples 0, 1, 254, 255, 256, 65535.
+    expect(Array.from(img.data.subarray(0, 18))).toEqual([
+      0, 0, 0, 1, 1, 1, 254, 254, 254, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    ]);
+  });
+
+  it("keeps the high byte of 16-bit RGB samples", async () => {
+    const img = await decodeImage(fixture("rgb-16bit.png"));
+    // First pixel's samples are 0, 2741, 5482 -> high bytes 0, 10, 21.
+    expect(Array.from(img.data.subarray(0, 3))).toEqual([0, 10, 21]);
+  });
+
+  it("drops alpha without compositing", async () => {
+    const img = await decodeImage(fixture("rgba-alpha-dropped.png"));
+    const rgb = await decodeImage(fixture("rgb-8bit.png"));
+    expect(img.data).toEqual(rgb.data);
+  });
+
+  it("decodes the first frame of an animated GIF and the default image of an APNG", async () => {
+    const gif = await decodeImage(fixture("first-frame.gif"));
+    expect(gif.format).toBe("gif");
+    const apng = await decodeImage(fixture("animated.png"));
+    expect(apng.data).toEqual(pillowRgb("animated.png"));
+  });
+});
+
+function pngHeaderOnly(width: number, height: number): Uint8Array {
+  const b = new Uint8Array(8 + 25 + 12);
+  b.set([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  const v = new DataView(b.buffer);
+  v.setUint32(8, 13);
+  b.set([0x49, 0x48, 0x44, 0x52], 12);
+  v.setUint32(16, width);
+  v.setUint32(20, height);
+  b.set([8, 2, 0, 0, 0], 24);
+  return b;
+}
+
+describe("bad input gets a clear error with a stable code", () => {
+  it("empty body", async () => {
+    const e = await refusal(new Uint8Array(0));
+    expect([e.code, e.status]).toEqual(["empty-body", 400]);
+  });
+
+  it("unknown bytes and unsupported formats name what was detected", async () => {
+    const text = await refusal(new TextEncoder().encode("hello, this is not an image"));
+    expect([text.code, text.status]).toEqual(["unsupported-format", 415]);
+    expect(text.detail).toContain("no known image format");
+    const tiff = await refusal(new Uint8Array([0x49, 0x49, 0x2a, 0, 8, 0, 0, 0, 0, 0]));
+    expect(tiff.detail).toContain("detected TIFF; supported: JPEG, PNG, WebP, AVIF, GIF");
+    const bmp = await refusal(new Uint8Array([0x42, 0x4d, 1, 2, 3, 4]));
+    expect(bmp.detail).toContain("detected BMP");
+  });
+
+  it("a wrong file name or Content-Type does not matter: the magic bytes decide", async () => {
+    // A PNG named .jpeg would still be a PNG: decodeImage never sees a name, and the format comes back.
+    expect((await decodeImage(fixture("rgb-8bit.png"))).format).toBe("png");
+  });
+
+  it("too many bytes", async () => {
+    const e = await refusal(fixture("rgb-8bit.png"), { limits: { maxBytes: 100 } });
+    expect([e.code, e.status]).toEqual(["image-too-large", 413]);
+    expect(e.detail).toContain("limit is 100 bytes");
+  });
+
+  it("a decompression bomb is refused from its header", async () => {
+    const e = await refusal(pngHeaderOnly(100_000, 100_000));
+    expect([e.code, e.status]).toEqual(["image-too-large", 413]);
+    expect(e.detail).toContain("width 100000 exceeds the limit");
+    const px = await refusal(pngHeaderOnly(16_000, 16_000));
+    expect(px.detail).toContain(`exceeds the limit of ${DEFAULT_LIMITS.maxPixels}`);
+    const custom = await refusal(fixture("photo-odd-size.jpeg"), { limits: { maxPixels: 10_000 } });
+    expect(custom.code).toBe("image-too-large");
+  });
+
+  it("zero-pixel images", async () => {
+    const e = await refusal(pngHeaderOnly(0, 10));
+    expect([e.code, e.status]).toEqual(["image-too-small", 422]);
+  });
+
+  it("a one-pixel image decodes", async () => {
+    const gif = new Uint8Array([
+      0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 1, 0, 1, 0, 0x80, 0, 0, 10, 20, 30, 40, 50, 60, 0x2c, 0, 0, 0, 0, 1,
+      0, 1, 0, 0, 2, 2, 0x44, 0x01, 0, 0x3b,
+    ]);
+    const img = await decodeImage(gif);
+    expect([img.width, img.height, ...img.data]).toEqual([1, 1, 10, 20, 30]);
+  });
+
+  it("truncated files of every format", async () => {
+    // (A GIF cut inside its second frame still has a complete first frame and decodes, as in Pillow.)
+    for (const name of [
+      "photo-odd-size.jpeg",
+      "rgb-8bit.png",
+      "lossy.webp",
+      "not-interlaced.gif",
+      "lossless.avif",
+    ]) {
+      const b = fixture(name);
+      const e = await refusal(b.subarray(0, Math.floor(b.length * 0.6)));
+      expect(e.code, name).toBe("undecodable-image");
+    }
+  });
+});
+
+describe("codec memory", () => {
+  it("drops a JPEG instance whose memory grew past the release threshold, and keeps decoding", async () => {
+    await decodeImage(fixture("photo-odd-size.jpeg"));
+    const mem = await codecMemoryBytes();
+    expect(mem.jpeg).toBeGreaterThan(0);
+    expect(mem.jpeg).toBeLessThanOrEqual(RELEASE_AFTER_BYTES);
+    const again = await decodeImage(fixture("photo-odd-size.jpeg"));
+    expect(maxAbsDiff(again.data, pillowRgb("photo-odd-size.jpeg"))).toBeLessThanOrEqual(1);
+  });
+});

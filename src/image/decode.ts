@@ -1,0 +1,287 @@
+/**
+ * @module
+ * Bytes to RGB the way the Hugging Face pipeline loads images: format from magic bytes, limits checked
+ * from the header before any pixel buffer exists, decode through the codec boundary, EXIF orientation
+ * (`ImageOps.exif_transpose`), then `Image.convert("RGB")` semantics: alpha dropped without compositing,
+ * grayscale and palette expanded, 16-bit grayscale PNG clipped to 0..255 (Pillow's "I" -> "RGB").
+ * Every failure is an {@link AppError} with a stable code; codec exceptions and wasm traps never leak.
+ */
+
+import { AppError, isAppError } from "../shared/errors.ts";
+import {
+  decodeAvifRgba,
+  decodeJpegRgba,
+  decodePngRgba,
+  decodeWebpRgba,
+  hasCodec,
+  type RgbaRaster,
+} from "./codecs.ts";
+import { applyOrientation, readOrientation } from "./exif.ts";
+import { decodeGifFirstFrame, gifCanvasSize } from "./gif.ts";
+import {
+  type DetectedFormat,
+  FORMAT_NAMES,
+  type ImageHeader,
+  readHeader,
+  SUPPORTED_FORMATS,
+  type SupportedFormat,
+  sniffFormat,
+} from "./header.ts";
+import { type ImageLimits, resolveLimits } from "./limits.ts";
+
+export { type DetectedFormat, type SupportedFormat, sniffFormat } from "./header.ts";
+
+/** A decoded image: RGB, 3 bytes per pixel, row-major, upright when EXIF orientation was applied. */
+export interface RgbImage {
+  width: number;
+  height: number;
+  data: Uint8Array;
+  format: SupportedFormat;
+}
+
+/** Options for {@link decodeImage}. */
+export interface DecodeOptions {
+  /** Overrides of {@link DEFAULT_LIMITS}. */
+  limits?: Partial<ImageLimits>;
+  /**
+   * Apply the EXIF orientation like the Hugging Face pipeline (`ImageOps.exif_transpose`). Default true.
+   * Set false to match `Image.open` + processor, as in the model card's example.
+   */
+  exifTranspose?: boolean;
+}
+
+const SUPPORTED_LIST = SUPPORTED_FORMATS.map((f) => FORMAT_NAMES[f]).join(", ");
+
+const undecodable = (format: SupportedFormat, why: string): AppError =>
+  new AppError(
+    "undecodable-image",
+    400,
+    `The ${FORMAT_NAMES[format]} image could not be decoded (${why}); send a complete, valid image file.`,
+    { format },
+  );
+
+/**
+ * Names the detected format for an error message, or says nothing was recognised.
+ */
+function unsupported(detected: DetectedFormat | null): AppError {
+  const what = detected ? `detected ${FORMAT_NAMES[detected]}` : "the bytes match no known image format";
+  return new AppError(
+    "unsupported-format",
+    415,
+    `Unsupported image format: ${what}; supported: ${SUPPORTED_LIST}. The format is read from the file's bytes, not its Content-Type or name.`,
+    { detected },
+  );
+}
+
+/**
+ * Checks the encoded size, format and header dimensions against the limits without decoding.
+ *
+ * @returns the format and header, ready for {@link decodeImage}.
+ * @throws AppError empty-body, image-too-large, unsupported-format, undecodable-image, image-too-small.
+ */
+export function inspectImage(bytes: Uint8Array, limits: ImageLimits): ImageHeader {
+  if (bytes.length === 0) {
+    throw new AppError(
+      "empty-body",
+      400,
+      "The request body is empty; send the image file's bytes as the body.",
+    );
+  }
+  if (bytes.length > limits.maxBytes) {
+    throw new AppError(
+      "image-too-large",
+      413,
+      `The image is ${bytes.length} bytes; the limit is ${limits.maxBytes} bytes. Send a smaller or more compressed file.`,
+      { limit: "maxBytes", value: bytes.length, max: limits.maxBytes },
+    );
+  }
+  const detected = sniffFormat(bytes);
+  if (!detected || !(SUPPORTED_FORMATS as readonly string[]).includes(detected)) throw unsupported(detected);
+  const format = detected as SupportedFormat;
+  const header = readHeader(bytes, format);
+  if (format === "gif") Object.assign(header, gifCanvasSize(bytes));
+  const { width, height } = header;
+  if (width < 1 || height < 1) {
+    throw new AppError(
+      "image-too-small",
+      422,
+      `The ${FORMAT_NAMES[format]} header declares ${width}x${height} pixels; an image needs at least 1x1.`,
+      { width, height },
+    );
+  }
+  const over =
+    width > limits.maxWidth
+      ? `width ${width} exceeds the limit of ${limits.maxWidth}`
+      : height > limits.maxHeight
+        ? `height ${height} exceeds the limit of ${limits.maxHeight}`
+        : width * height > limits.maxPixels
+          ? `${width}x${height} = ${width * height} pixels exceeds the limit of ${limits.maxPixels}`
+          : null;
+  if (over) {
+    throw new AppError(
+      "image-too-large",
+      413,
+      `The image is too large: ${over}. Downscale it before sending.`,
+      {
+        limit: "pixels",
+        width,
+        height,
+        maxWidth: limits.maxWidth,
+        maxHeight: limits.maxHeight,
+        maxPixels: limits.maxPixels,
+      },
+    );
+  }
+  if (format === "webp" && header.animated) {
+    throw new AppError(
+      "animated-image",
+      422,
+      "Animated WebP is not supported; send a still image (for example the first frame exported as PNG or JPEG).",
+      { format },
+    );
+  }
+  if (format === "jpeg" && header.components === 4) {
+    throw new AppError(
+      "unsupported-format",
+      415,
+      "Detected a CMYK/YCCK JPEG, which the WebAssembly JPEG decoder cannot convert; convert it to RGB (sRGB) and resend.",
+      { detected: "jpeg-cmyk" },
+    );
+  }
+  return header;
+}
+
+/**
+ * Decodes an image to upright RGB.
+ *
+ * @throws AppError with codes empty-body (400), image-too-large (413), unsupported-format (415),
+ *   undecodable-image (400), image-too-small (422), animated-image (422), decode-timeout (503),
+ *   codec-unavailable (500, a deployment error: the codec's wasm was not passed to initCodecs).
+ * @example
+ * await initNodeCodecs(); // or initCodecs({ jpeg, png, webp, avif }) in a Worker
+ * const img = await decodeImage(bytes, { exifTranspose: true });
+ */
+export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): Promise<RgbImage> {
+  const limits = resolveLimits(opts.limits);
+  const started = performance.now();
+  const header = inspectImage(bytes, limits);
+  const { format } = header;
+  const deadline = started + limits.maxDecodeMs;
+
+  let img: RgbImage;
+  if (format === "gif") {
+    img = { ...decodeGifFirstFrame(bytes, deadline), format };
+  } else {
+    if (!hasCodec(format)) {
+      throw new AppError(
+        "codec-unavailable",
+        500,
+        `The ${FORMAT_NAMES[format]} decoder was not initialised on this server; pass its wasm module to initCodecs().`,
+      );
+    }
+    if (format === "jpeg" && !jpegHasEnd(bytes))
+      throw undecodable(format, "the file is truncated: no end-of-image marker");
+    let raster: RgbaRaster<Uint8Array | Uint8ClampedArray | Uint16Array> | null;
+    try {
+      raster = await runCodec(format, header, bytes);
+    } catch (e) {
+      if (isAppError(e)) throw e;
+      throw undecodable(format, describe(e));
+    }
+    if (!raster) throw undecodable(format, "the decoder rejected the data");
+    if (raster.width !== header.width || raster.height !== header.height) {
+      throw undecodable(
+        format,
+        `decoded ${raster.width}x${raster.height} but the header says ${header.width}x${header.height}`,
+      );
+    }
+    img = { width: raster.width, height: raster.height, data: rgbaToRgb(raster), format };
+  }
+  checkTime(started, limits.maxDecodeMs, format);
+  if (opts.exifTranspose !== false && header.exif) {
+    img = applyOrientation(img, readOrientation(header.exif));
+    checkTime(started, limits.maxDecodeMs, format);
+  }
+  return img;
+}
+
+function checkTime(started: number, maxMs: number, format: SupportedFormat): void {
+  if (performance.now() - started > maxMs) {
+    throw new AppError(
+      "decode-timeout",
+      503,
+      `Decoding the ${FORMAT_NAMES[format]} image took longer than ${maxMs} ms; send a smaller image or retry later.`,
+    );
+  }
+}
+
+function describe(e: unknown): string {
+  if (e instanceof WebAssembly.RuntimeError) return `decoder trapped: ${e.message}`;
+  if (e && typeof e === "object" && "name" in e && (e as { name: string }).name === "ExitStatus")
+    return "decoder error";
+  if (e instanceof Error) return e.message;
+  return String(e);
+}
+
+async function runCodec(
+  format: Exclude<SupportedFormat, "gif">,
+  header: ImageHeader,
+  bytes: Uint8Array,
+): Promise<RgbaRaster<Uint8Array | Uint8ClampedArray | Uint16Array> | null> {
+  switch (format) {
+    case "jpeg":
+      return decodeJpegRgba(bytes);
+    case "webp":
+      return decodeWebpRgba(bytes);
+    case "avif":
+      return decodeAvifRgba(bytes);
+    case "png":
+      // Pillow opens 16-bit grayscale as a 32-bit integer image ("I"), and "I" -> "RGB" clips to 0..255.
+      return decodePngRgba(bytes, header.colorType === 0 && header.bitDepth === 16 ? 16 : 8);
+  }
+}
+
+/** RGBA (8 or 16 bit) to packed RGB; 8-bit input is compacted in place, reusing its buffer. */
+function rgbaToRgb(r: RgbaRaster<Uint8Array | Uint8ClampedArray | Uint16Array>): Uint8Array {
+  const n = r.width * r.height;
+  const src = r.data;
+  if (src.length < n * 4)
+    throw new AppError("undecodable-image", 400, "The decoder returned too few pixels.");
+  if (src instanceof Uint16Array) {
+    const out = new Uint8Array(n * 3);
+    for (let i = 0, o = 0, s = 0; i < n; i++, o += 3, s += 4) {
+      out[o] = Math.min(src[s], 255);
+      out[o + 1] = Math.min(src[s + 1], 255);
+      out[o + 2] = Math.min(src[s + 2], 255);
+    }
+    return out;
+  }
+  const u8 = new Uint8Array(src.buffer, src.byteOffset, n * 4);
+  for (let i = 0, o = 0, s = 0; i < n; i++, o += 3, s += 4) {
+    u8[o] = u8[s];
+    u8[o + 1] = u8[s + 1];
+    u8[o + 2] = u8[s + 2];
+  }
+  return u8.subarray(0, n * 3);
+}
+
+/** True when an end-of-image marker follows the first start-of-scan (entropy data never holds FF D9). */
+function jpegHasEnd(b: Uint8Array): boolean {
+  let at = 2;
+  while (at + 4 <= b.length) {
+    if (b[at] !== 0xff) return false;
+    const marker = b[at + 1];
+    if (marker === 0xff || marker === 0xd8 || (marker >= 0xd0 && marker <= 0xd7) || marker === 0x01) {
+      at += marker === 0xff ? 1 : 2;
+      continue;
+    }
+    if (marker === 0xd9) return false;
+    const len = (b[at + 2] << 8) | b[at + 3];
+    if (marker === 0xda) {
+      for (let i = at + 2 + len; i + 1 < b.length; i++) if (b[i] === 0xff && b[i + 1] === 0xd9) return true;
+      return false;
+    }
+    at += 2 + len;
+  }
+  return false;
+}
