@@ -230,11 +230,21 @@ export function synthesize(opts: SynthOptions): SynthCheckpoint {
       for (let i = 0; i < n; i++) data[i] = 0.1 + 0.4 * rng.next();
     else if (key.endsWith("relative_position_bias_table")) normal(1);
     else if (key.includes("layernorm") && leaf === "weight") normal(0.1, 1);
+    else if (key.includes("layernorm") && leaf === "bias") normal(0.02);
     else if (key === "classifier.weight") normal(4 / Math.sqrt(H));
     else if (key === "classifier.bias") normal(0.5);
-    else if (key.endsWith("output.dense.weight") && !key.includes("attention")) normal(Math.sqrt(2 / I));
-    else if (leaf === "weight") normal(1 / Math.sqrt(H));
-    else normal(0.1); // biases
+    else if (key.endsWith("output.dense.weight") && !key.includes("attention")) {
+      normal(Math.sqrt(2 / I));
+      // Zero-mean rows: GELU's positive mean would otherwise add the same vector to every token
+      // and image, and the pooled features (hence the top classes) would hardly depend on the input.
+      for (let r = 0; r < H; r++) {
+        let m = 0;
+        for (let c = 0; c < I; c++) m += data[r * I + c];
+        m /= I;
+        for (let c = 0; c < I; c++) data[r * I + c] -= m;
+      }
+    } else if (leaf === "weight") normal(1 / Math.sqrt(H));
+    else normal(0.02); // biases
     tensors.set(key, { dtype: "F32", shape, data });
   }
   return { config, preprocessor: hubPreprocessorConfig(224), tensors };
