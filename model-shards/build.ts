@@ -1,0 +1,280 @@
+/**
+ * @module
+ * Writes a shard directory from a checkpoint ({@link buildShards}) and checks one
+ * ({@link verifyShards}).
+ *
+ * Layout: `stage<i>-<sha256>.onnx` (the graph, small), `stage<i>-<sha256>.weights` (its ONNX
+ * external data, which the graph names as `location`), `labels-<sha256>.json`, manifest.json.
+ * Shard files hold no timestamps: the same weights give byte-identical files whatever format they
+ * were read from; only manifest.json carries createdAt. The build writes into a temporary
+ * directory beside `outDir` and renames it into place at the end, so a failed build never leaves
+ * a directory that looks complete.
+ */
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { basename, dirname, join, resolve } from "node:path";
+import { AppError } from "../src/shared/errors.ts";
+import { sha256Hex } from "../src/shared/hash.ts";
+import {
+  type Manifest,
+  ManifestError,
+  manifestFiles,
+  type Precision,
+  parseManifest,
+  type StageSpec,
+  serializeManifest,
+} from "../src/shared/manifest.ts";
+import type { Checkpoint } from "./checkpoint/types.ts";
+import { buildStageGraph, checkSupported } from "./onnx/beit-graph.ts";
+import { readInitializers, serializeModel } from "./onnx/proto.ts";
+import { DEFAULT_QUANT, describeQuant, type QuantOptions } from "./onnx/quantize.ts";
+import { planStages } from "./plan.ts";
+
+/** Converter identity written into manifests. */
+export const CONVERTER = "beit-edge model-shards 0.1.0";
+
+export interface BuildOptions {
+  outDir: string;
+  precision: Precision;
+  stageBudgetBytes?: number;
+  /** int8 scheme (default {@link DEFAULT_QUANT}). */
+  quant?: QuantOptions;
+  onProgress?: (msg: string, frac?: number) => void;
+}
+
+async function exists(p: string): Promise<boolean> {
+  return (await stat(p).catch(() => null)) !== null;
+}
+
+/**
+ * Converts a checkpoint into content-addressed stage shards plus manifest.json in `opts.outDir`.
+ * An existing `outDir` is replaced only if it is empty or a previous shard build (has
+ * manifest.json).
+ *
+ * @example
+ * const ck = await loadCheckpoint("./checkpoints/tiny");
+ * const manifest = await buildShards(ck, { outDir: "model-shards/out/tiny", precision: "int8" });
+ */
+export async function buildShards(ck: Checkpoint, opts: BuildOptions): Promise<Manifest> {
+  const progress = opts.onProgress ?? (() => {});
+  const outDir = resolve(opts.outDir);
+  checkSupported(ck.config);
+  if (ck.config.labels.length < 1)
+    throw new AppError(
+      "unsupported-config",
+      422,
+      "config.json has no id2label entries; the classifier needs labels.",
+    );
+  const plan = planStages(ck.config, opts.precision, { stageBudgetBytes: opts.stageBudgetBytes });
+  if (await exists(outDir)) {
+    const entries = await readdir(outDir).catch(() => null);
+    if (entries === null)
+      throw new AppError(
+        "output-not-directory",
+        422,
+        `${outDir} exists and is not a directory; choose another --out.`,
+      );
+    if (entries.length > 0 && !entries.includes("manifest.json"))
+      throw new AppError(
+        "output-not-empty",
+        422,
+        `${outDir} is not empty and holds no manifest.json, so it is not a previous shard build; choose an empty or new --out directory.`,
+      );
+  }
+  await mkdir(dirname(outDir), { recursive: true });
+  const tmp = join(dirname(outDir), `.${basename(outDir)}.tmp-${process.pid}-${Date.now()}`);
+  await mkdir(tmp);
+  try {
+    const quant = opts.quant ?? DEFAULT_QUANT;
+    const stages: StageSpec[] = [];
+    const total = plan.stages.length + 1;
+    for (const [i, p] of plan.stages.entries()) {
+      progress(`stage ${i}: building graph for layers [${p.layers[0]}, ${p.layers[1]})`, i / total);
+      const sg = buildStageGraph({
+        config: ck.config,
+        tensors: ck.tensors,
+        layers: p.layers,
+        embeddings: p.embeddings,
+        head: p.head,
+        precision: opts.precision,
+        quant,
+      });
+      // Serialize once to learn the weights' hash, then again with the final file name inside.
+      const first = serializeModel(sg.graph, { location: "pending" });
+      let weights: StageSpec["weights"] = null;
+      let location: string | null = null;
+      let model = first.model;
+      if (first.weights) {
+        const wsha = await sha256Hex(first.weights);
+        location = `stage${i}-${wsha}.weights`;
+        await writeFile(join(tmp, location), first.weights);
+        weights = { file: location, bytes: first.weights.length, sha256: wsha };
+        model = serializeModel(sg.graph, { location }).model;
+      }
+      const gsha = await sha256Hex(model);
+      const graphFile = `stage${i}-${gsha}.onnx`;
+      await writeFile(join(tmp, graphFile), model);
+      stages.push({
+        index: i,
+        layers: p.layers,
+        embeddings: p.embeddings,
+        head: p.head,
+        graph: { file: graphFile, bytes: model.length, sha256: gsha },
+        weights,
+        externalDataPath: location,
+        inputs: [sg.input],
+        outputs: [sg.output],
+        weightBytes: sg.weightBytes,
+        estimatedPeakBytes: p.estimatedPeakBytes,
+      });
+      progress(
+        `stage ${i}: ${(sg.weightBytes / 1048576).toFixed(1)} MiB of weights written`,
+        (i + 1) / total,
+      );
+    }
+    const labelBytes = new TextEncoder().encode(`${JSON.stringify(ck.config.labels)}\n`);
+    const lsha = await sha256Hex(labelBytes);
+    const labelFile = `labels-${lsha}.json`;
+    await writeFile(join(tmp, labelFile), labelBytes);
+    const hashes = [`labels ${lsha}`];
+    for (const s of stages) hashes.push(`stage${s.index} ${s.graph.sha256} ${s.weights?.sha256 ?? "-"}`);
+    const version = await sha256Hex(new TextEncoder().encode(hashes.join("\n")));
+    const c = ck.config;
+    const manifest: Manifest = {
+      schema: 1,
+      version,
+      model: {
+        id: ck.id,
+        revision: ck.revision,
+        synthetic: ck.synthetic,
+        architecture: "BeitForImageClassification",
+        hidden_size: c.hidden_size,
+        num_hidden_layers: c.num_hidden_layers,
+        num_attention_heads: c.num_attention_heads,
+        intermediate_size: c.intermediate_size,
+        image_size: c.image_size,
+        patch_size: c.patch_size,
+        num_labels: c.labels.length,
+      },
+      precision: opts.precision,
+      quantization: opts.precision === "int8" ? describeQuant(quant) : "",
+      preprocess: ck.preprocess,
+      labels: { file: labelFile, bytes: labelBytes.length, sha256: lsha, count: c.labels.length },
+      stages,
+      budget: { stageBudgetBytes: plan.stageBudgetBytes, marginBytes: plan.marginBytes },
+      createdAt: new Date().toISOString(),
+      converter: CONVERTER,
+    };
+    const checked = parseManifest(JSON.parse(serializeManifest(manifest)));
+    await writeFile(join(tmp, "manifest.json"), serializeManifest(checked));
+    progress("moving the finished build into place", 1);
+    if (await exists(outDir)) {
+      const old = `${tmp}.old`;
+      await rename(outDir, old);
+      await rename(tmp, outDir);
+      await rm(old, { recursive: true, force: true });
+    } else {
+      await rename(tmp, outDir);
+    }
+    return checked;
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/**
+ * Checks a shard directory: manifest schema, every file's presence, size and sha256, each graph's
+ * external-data location and ranges against its weights file, and the label file's count.
+ * Throws an AppError naming the first mismatch; returns the manifest when all is well.
+ *
+ * @example
+ * await verifyShards("model-shards/out/base-int8");
+ */
+export async function verifyShards(dir: string): Promise<Manifest> {
+  const mpath = join(dir, "manifest.json");
+  const text = await readFile(mpath, "utf8").catch(() => {
+    throw new AppError(
+      "manifest-missing",
+      422,
+      `${mpath} does not exist; build shards with \`npm run model -- build\`.`,
+    );
+  });
+  let manifest: Manifest;
+  try {
+    manifest = parseManifest(JSON.parse(text));
+  } catch (e) {
+    const why = e instanceof ManifestError || e instanceof SyntaxError ? e.message : String(e);
+    throw new AppError(
+      "manifest-invalid",
+      422,
+      `${mpath} is not a valid manifest: ${why}. Rebuild the shards.`,
+    );
+  }
+  for (const f of manifestFiles(manifest)) {
+    const p = join(dir, f.file);
+    const bytes = await readFile(p).catch(() => null);
+    if (!bytes)
+      throw new AppError(
+        "shard-missing",
+        422,
+        `${f.file} is listed in manifest.json but missing from ${dir}. Rebuild or re-copy the shards.`,
+      );
+    if (bytes.length !== f.bytes)
+      throw new AppError(
+        "shard-size-mismatch",
+        422,
+        `${f.file} has ${bytes.length} bytes, manifest.json says ${f.bytes}. The file is truncated or replaced; rebuild or re-copy it.`,
+      );
+    const sha = await sha256Hex(bytes);
+    if (sha !== f.sha256)
+      throw new AppError(
+        "shard-hash-mismatch",
+        422,
+        `${f.file} has sha256 ${sha}, manifest.json says ${f.sha256}. The file is corrupted; rebuild or re-copy it.`,
+      );
+  }
+  for (const s of manifest.stages) {
+    const graph = await readFile(join(dir, s.graph.file));
+    let inits: ReturnType<typeof readInitializers>;
+    try {
+      inits = readInitializers(graph);
+    } catch (e) {
+      throw new AppError(
+        "shard-graph-invalid",
+        422,
+        `${s.graph.file} is not a readable ONNX model (${(e as Error).message}).`,
+      );
+    }
+    for (const t of inits) {
+      if (!t.external) continue;
+      if (t.external.location !== s.externalDataPath || !s.weights)
+        throw new AppError(
+          "shard-external-data-mismatch",
+          422,
+          `${s.graph.file} reads tensor ${t.name} from "${t.external.location}" but the manifest's externalDataPath is ${JSON.stringify(s.externalDataPath)}.`,
+        );
+      if (
+        t.external.offset < 0 ||
+        t.external.length < 0 ||
+        t.external.offset + t.external.length > s.weights.bytes
+      )
+        throw new AppError(
+          "shard-external-data-mismatch",
+          422,
+          `${s.graph.file} reads tensor ${t.name} beyond the end of ${s.weights.file}.`,
+        );
+    }
+  }
+  const labels = JSON.parse(await readFile(join(dir, manifest.labels.file), "utf8")) as unknown;
+  if (
+    !Array.isArray(labels) ||
+    labels.length !== manifest.labels.count ||
+    labels.some((l) => typeof l !== "string")
+  )
+    throw new AppError(
+      "labels-invalid",
+      422,
+      `${manifest.labels.file} must be a JSON array of ${manifest.labels.count} strings.`,
+    );
+  return manifest;
+}

@@ -1,0 +1,202 @@
+/**
+ * @module
+ * `npm run model -- <command>`: the converter's command line.
+ *
+ *   synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both]
+ *   build  --from <hub id | dir> --out DIR [--precision int8|fp32] [--stage-budget-mb N] [--revision R]
+ *   verify DIR
+ *   run    --model DIR --pixels FILE [--top K]
+ *   plan   --config base|tiny|DIR [--precision int8|fp32] [--stage-budget-mb N]
+ *
+ * Errors print `error[<code>]: <detail>` on stderr and exit 1.
+ */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { AppError, isAppError } from "../src/shared/errors.ts";
+import type { Precision } from "../src/shared/manifest.ts";
+import { buildShards, verifyShards } from "./build.ts";
+import { parseBeitConfig } from "./checkpoint/config.ts";
+import { loadCheckpoint } from "./checkpoint/index.ts";
+import { synthCommand, synthesize } from "./checkpoint/synth.ts";
+import type { BeitConfig } from "./checkpoint/types.ts";
+import { baseConfig } from "./configs.ts";
+import { formatPlan, MiB, planStages } from "./plan.ts";
+import { loadLocalModel } from "./runner.ts";
+
+const USAGE = `usage: npm run model -- <command>
+  synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both]
+  build  --from <hub id | dir> --out DIR [--precision int8|fp32] [--stage-budget-mb N] [--revision R]
+  verify DIR
+  run    --model DIR --pixels FILE [--top K]
+  plan   --config base|tiny|DIR [--precision int8|fp32] [--stage-budget-mb N]`;
+
+function usage(msg: string): AppError {
+  return new AppError("invalid-arguments", 400, `${msg}\n${USAGE}`);
+}
+
+/** Parses `--name value` / `--name=value` flags and positionals. */
+function parseFlags(argv: string[], allowed: string[]): { flags: Record<string, string>; rest: string[] } {
+  const flags: Record<string, string> = {};
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith("--")) {
+      rest.push(a);
+      continue;
+    }
+    const [name, inline] = a.slice(2).split(/=(.*)/s, 2);
+    if (!allowed.includes(name)) throw usage(`unknown option --${name}`);
+    const value = inline ?? argv[++i];
+    if (value === undefined) throw usage(`--${name} needs a value`);
+    flags[name] = value;
+  }
+  return { flags, rest };
+}
+
+function precisionOf(v: string | undefined): Precision {
+  const p = v ?? "int8";
+  if (p !== "int8" && p !== "fp32") throw usage(`--precision must be int8 or fp32, got ${p}`);
+  return p;
+}
+
+function budgetOf(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw usage(`--stage-budget-mb must be a positive number, got ${v}`);
+  return Math.floor(n * MiB);
+}
+
+/** A one-line progress bar on stderr (redrawn in place on a terminal). */
+function progressBar(): (msg: string, frac?: number) => void {
+  const tty = process.stderr.isTTY;
+  return (msg, frac) => {
+    const f = Math.max(0, Math.min(1, frac ?? 0));
+    const width = 24;
+    const filled = Math.round(f * width);
+    const line = `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${String(Math.round(f * 100)).padStart(3)}% ${msg}`;
+    process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
+    if (tty && f >= 1) process.stderr.write("\n");
+  };
+}
+
+async function configFor(arg: string): Promise<BeitConfig> {
+  if (arg === "base") return baseConfig();
+  if (arg === "tiny") return parseBeitConfig(synthesize({ size: "tiny", seed: 0 }).config);
+  const text = await readFile(join(arg, "config.json"), "utf8").catch(() => {
+    throw new AppError(
+      "checkpoint-not-found",
+      404,
+      `${arg} is not base, tiny, or a directory with config.json.`,
+    );
+  });
+  return parseBeitConfig(JSON.parse(text));
+}
+
+async function build(argv: string[]): Promise<void> {
+  const { flags } = parseFlags(argv, ["from", "out", "precision", "stage-budget-mb", "revision"]);
+  if (!flags.from) throw usage("--from <hub id | dir> is required");
+  if (!flags.out) throw usage("--out DIR is required");
+  const precision = precisionOf(flags.precision);
+  const stageBudgetBytes = budgetOf(flags["stage-budget-mb"]);
+  const bar = progressBar();
+  const t0 = performance.now();
+  bar(`loading ${flags.from}`, 0);
+  const ck = await loadCheckpoint(flags.from, {
+    revision: flags.revision,
+    onProgress: (p) => bar(`downloading ${p.file}`, p.total ? p.received / p.total : 0),
+  });
+  const manifest = await buildShards(ck, { outDir: flags.out, precision, stageBudgetBytes, onProgress: bar });
+  const bytes = manifest.stages.reduce((s, st) => s + st.graph.bytes + (st.weights?.bytes ?? 0), 0);
+  process.stdout.write(
+    `${manifest.precision} shards of ${manifest.model.id} (${manifest.stages.length} stages, ${(bytes / MiB).toFixed(1)} MiB, version ${manifest.version.slice(0, 12)}) written to ${flags.out} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
+  );
+}
+
+async function verify(argv: string[]): Promise<void> {
+  const { rest } = parseFlags(argv, []);
+  if (rest.length !== 1) throw usage("verify takes one shard directory");
+  const m = await verifyShards(rest[0]);
+  process.stdout.write(
+    `ok: ${rest[0]}: ${m.precision}, ${m.stages.length} stages, ${m.labels.count} labels, version ${m.version}\n`,
+  );
+}
+
+async function run(argv: string[]): Promise<void> {
+  const { flags } = parseFlags(argv, ["model", "pixels", "top"]);
+  if (!flags.model) throw usage("--model DIR is required");
+  if (!flags.pixels) throw usage("--pixels FILE is required");
+  const top = flags.top === undefined ? 5 : Number(flags.top);
+  if (!Number.isInteger(top) || top < 1) throw usage(`--top must be a positive integer, got ${flags.top}`);
+  const raw = await readFile(flags.pixels).catch(() => {
+    throw new AppError(
+      "pixels-not-found",
+      404,
+      `cannot read ${flags.pixels}; pass raw little-endian float32 pixel_values.`,
+    );
+  });
+  if (raw.byteLength % 4 !== 0)
+    throw new AppError(
+      "bad-pixels",
+      422,
+      `${flags.pixels} has ${raw.byteLength} bytes, not a whole number of float32 values.`,
+    );
+  const pixels = new Float32Array(raw.byteLength / 4);
+  new Uint8Array(pixels.buffer).set(raw);
+  const model = await loadLocalModel(flags.model);
+  const logits = await model.run(pixels);
+  const { topK } = await import("../src/inference/pipeline.ts");
+  const out = { logits_head: Array.from(logits.slice(0, 8)), top: topK(logits, model.labels, top) };
+  await model.release();
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
+async function plan(argv: string[]): Promise<void> {
+  const { flags } = parseFlags(argv, ["config", "precision", "stage-budget-mb"]);
+  const config = await configFor(flags.config ?? "base");
+  const p = planStages(config, precisionOf(flags.precision), {
+    stageBudgetBytes: budgetOf(flags["stage-budget-mb"]),
+  });
+  process.stdout.write(`${formatPlan(p)}\n`);
+}
+
+/** Entry point; returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case "synth":
+        await synthCommand(rest);
+        break;
+      case "build":
+        await build(rest);
+        break;
+      case "verify":
+        await verify(rest);
+        break;
+      case "run":
+        await run(rest);
+        break;
+      case "plan":
+        await plan(rest);
+        break;
+      case undefined:
+      case "help":
+      case "--help":
+        process.stdout.write(`${USAGE}\n`);
+        return cmd === undefined ? 1 : 0;
+      default:
+        throw usage(`unknown command ${JSON.stringify(cmd)}`);
+    }
+    return 0;
+  } catch (e) {
+    if (isAppError(e)) process.stderr.write(`error[${e.code}]: ${e.detail}\n`);
+    else process.stderr.write(`error[internal]: ${(e as Error)?.stack ?? String(e)}\n`);
+    return 1;
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith("model-shards/cli.ts")) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}

@@ -1,0 +1,47 @@
+/**
+ * @module
+ * Measures one stage's wasm heap in a fresh process: builds the stage graph from a synthetic checkpoint
+ * of the given size, creates an onnxruntime-web session from external data and runs it once,
+ * printing JSON {weightBytes, afterCreate, afterRun} (WebAssembly.Memory byteLength). Run it as a
+ * child process (wasm memory never shrinks, so each measurement needs its own process):
+ *   tsx model-shards/measure-heap.ts tiny|mid|base FROM TO HEAD(0|1) int8|fp32
+ */
+import { createStageSession, wasmHeapBytes } from "../src/inference/ort.ts";
+import type { Precision } from "../src/shared/manifest.ts";
+import { parseBeitConfig } from "./checkpoint/config.ts";
+import { synthesize } from "./checkpoint/synth.ts";
+import { buildStageGraph } from "./onnx/beit-graph.ts";
+import { serializeModel } from "./onnx/proto.ts";
+import { randomBeit, randomPixels, tinyConfig } from "./testing/random-beit.ts";
+
+const [size, fromS, toS, headS, precisionS] = process.argv.slice(2);
+// "mid" (384 wide, 4 layers, 1000 labels) is big enough for the heap to grow past ORT's initial
+// 16 MiB, yet quick to build.
+const mid = tinyConfig({
+  hidden_size: 384,
+  num_attention_heads: 6,
+  intermediate_size: 1536,
+  labels: Array.from({ length: 1000 }, (_, i) => `c${i}`),
+});
+const synth =
+  size === "mid"
+    ? { config: null, tensors: randomBeit(mid, 7) }
+    : synthesize({ size: size === "base" ? "base" : "tiny", seed: 7 });
+const config = synth.config ? parseBeitConfig(synth.config) : mid;
+const from = Number(fromS);
+const to = Number(toS);
+const head = headS === "1";
+const precision = precisionS as Precision;
+const tensors = synth.tensors;
+const sg = buildStageGraph({ config, tensors, layers: [from, to], embeddings: from === 0, head, precision });
+tensors.clear();
+const { model, weights } = serializeModel(sg.graph, { location: "w.weights" });
+const session = await createStageSession(model, weights ? { path: "w.weights", data: weights } : null);
+const afterCreate = wasmHeapBytes();
+const input =
+  from === 0
+    ? randomPixels(config, 1)
+    : new Float32Array(sg.input.shape.reduce((a, b) => a * b, 1)).fill(0.5);
+await session.run(input, sg.input, sg.output);
+await session.run(input, sg.input, sg.output);
+console.log(JSON.stringify({ weightBytes: sg.weightBytes, afterCreate, afterRun: wasmHeapBytes() }));

@@ -1,0 +1,293 @@
+/**
+ * @module
+ * Builds the ONNX graph of one pipeline stage of BeitForImageClassification (transformers
+ * semantics, opset 17): optional patch embedding + CLS token (stage 0), encoder layers
+ * [from, to), optional head (mean pooling over patch tokens, pooler layer norm, classifier).
+ *
+ * Build-time folds, all exact in real arithmetic: Q, K and V are one [H, 3H] MatMul (key bias 0);
+ * the 1/sqrt(head_dim) scale is folded into the query weight and bias; layer scale lambda_1 and
+ * lambda_2 are folded into the attention output and MLP output projections; the relative position
+ * bias table is gathered by relative_position_index into a constant [heads, T, T] per layer.
+ * GELU is the exact erf form (x/2 (1 + erf(x/sqrt 2))), which ORT fuses into its Gelu kernel.
+ */
+
+import { AppError } from "../../src/shared/errors.ts";
+import type { Precision, TensorSpec } from "../../src/shared/manifest.ts";
+import type { BeitConfig, StateDict, Tensor } from "../checkpoint/types.ts";
+import { attr, GraphBuilder } from "./builder.ts";
+import { DataType, type GraphDef } from "./proto.ts";
+import { DEFAULT_QUANT, type QuantOptions, quantizedLinear } from "./quantize.ts";
+
+/** What to put in one stage. */
+export interface StageGraphOptions {
+  config: BeitConfig;
+  tensors: StateDict;
+  /** Encoder layers, half open. */
+  layers: [number, number];
+  embeddings: boolean;
+  head: boolean;
+  precision: Precision;
+  quant?: QuantOptions;
+}
+
+export interface StageGraph {
+  graph: GraphDef;
+  input: TensorSpec;
+  output: TensorSpec;
+  /** Sum of initializer bytes. */
+  weightBytes: number;
+}
+
+/** Tokens per image: patches + CLS. */
+export function tokenCount(config: BeitConfig): number {
+  const w = config.image_size / config.patch_size;
+  return w * w + 1;
+}
+
+/** The stage input/output specs the pipeline uses. */
+export function stageSpecs(
+  config: BeitConfig,
+  embeddings: boolean,
+  head: boolean,
+): { input: TensorSpec; output: TensorSpec } {
+  const T = tokenCount(config);
+  const H = config.hidden_size;
+  const input: TensorSpec = embeddings
+    ? {
+        name: "pixel_values",
+        shape: [1, config.num_channels, config.image_size, config.image_size],
+        dtype: "float32",
+      }
+    : { name: "hidden_states", shape: [1, T, H], dtype: "float32" };
+  const output: TensorSpec = head
+    ? { name: "logits", shape: [1, config.labels.length], dtype: "float32" }
+    : { name: "next_hidden_states", shape: [1, T, H], dtype: "float32" };
+  return { input, output };
+}
+
+function need(tensors: StateDict, key: string, shape: number[]): Tensor {
+  const t = tensors.get(key);
+  if (!t)
+    throw new AppError(
+      "checkpoint-missing-tensor",
+      422,
+      `The checkpoint has no tensor "${key}". Is this a BeitForImageClassification checkpoint?`,
+    );
+  if (t.shape.join("x") !== shape.join("x"))
+    throw new AppError(
+      "checkpoint-bad-shape",
+      422,
+      `Tensor "${key}" has shape [${t.shape.join(", ")}], expected [${shape.join(", ")}] from config.json.`,
+    );
+  return t;
+}
+
+function f32(t: Tensor): Float32Array {
+  if (!(t.data instanceof Float32Array))
+    throw new AppError("checkpoint-bad-dtype", 422, "expected a float tensor");
+  return t.data;
+}
+
+/** Transposes a row-major [rows, cols] matrix. */
+export function transpose(m: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = m[r * cols + c];
+  return out;
+}
+
+/** Refuses configs the graph cannot express. */
+export function checkSupported(config: BeitConfig): void {
+  const bad: string[] = [];
+  if (config.use_absolute_position_embeddings) bad.push("use_absolute_position_embeddings=true");
+  if (!config.use_relative_position_bias) bad.push("use_relative_position_bias=false");
+  if (config.use_shared_relative_position_bias) bad.push("use_shared_relative_position_bias=true");
+  if (!config.use_mean_pooling) bad.push("use_mean_pooling=false");
+  if (config.hidden_act !== "gelu") bad.push(`hidden_act=${config.hidden_act}`);
+  if (config.image_size % config.patch_size !== 0) bad.push("image_size not a multiple of patch_size");
+  if (config.hidden_size % config.num_attention_heads !== 0) bad.push("hidden_size not a multiple of heads");
+  if (bad.length)
+    throw new AppError(
+      "unsupported-config",
+      422,
+      `The graph builder does not support ${bad.join(", ")}; it handles BEiT with per-layer relative position bias and mean pooling (like microsoft/beit-base-patch16-224-pt22k-ft22k).`,
+    );
+}
+
+/**
+ * Gathers a layer's relative position bias: out[h, i, j] = table[index[i, j], h].
+ */
+export function gatherRelativeBias(
+  table: Float32Array,
+  index: BigInt64Array,
+  heads: number,
+  T: number,
+): Float32Array {
+  const out = new Float32Array(heads * T * T);
+  const rows = table.length / heads;
+  for (let i = 0; i < T * T; i++) {
+    const r = Number(index[i]);
+    if (r < 0 || r >= rows)
+      throw new AppError(
+        "checkpoint-bad-index",
+        422,
+        `relative_position_index has ${r}, table has ${rows} rows`,
+      );
+    for (let h = 0; h < heads; h++) out[h * T * T + i] = table[r * heads + h];
+  }
+  return out;
+}
+
+/**
+ * Builds one stage's graph.
+ *
+ * @example
+ * const { graph, input, output } = buildStageGraph({ config, tensors, layers: [0, 4], embeddings: true, head: false, precision: "int8" });
+ */
+export function buildStageGraph(opts: StageGraphOptions): StageGraph {
+  const { config, tensors } = opts;
+  checkSupported(config);
+  const q = opts.quant ?? DEFAULT_QUANT;
+  const H = config.hidden_size;
+  const I = config.intermediate_size;
+  const heads = config.num_attention_heads;
+  const d = H / heads;
+  const T = tokenCount(config);
+  const P = config.patch_size;
+  const C = config.num_channels;
+  const W = config.image_size / P;
+  const L = config.labels.length;
+  const eps = config.layer_norm_eps;
+  const g = new GraphBuilder();
+  const int8 = opts.precision === "int8";
+  const { input, output } = stageSpecs(config, opts.embeddings, opts.head);
+
+  const linear = (
+    x: string,
+    w: Float32Array,
+    b: Float32Array | null,
+    out: number,
+    inp: number,
+    prefix: string,
+  ) => {
+    if (int8 && !(prefix === "classifier" && q.headFloat))
+      return quantizedLinear(g, x, w, b, out, inp, q, prefix);
+    const y = g.op1("MatMul", [x, g.f32(`${prefix}_w`, transpose(w, out, inp), [inp, out])]);
+    return b ? g.op1("Add", [y, g.f32(`${prefix}_b`, b, [out])]) : y;
+  };
+  const layerNorm = (x: string, prefix: string, key: string) =>
+    g.op1(
+      "LayerNormalization",
+      [
+        x,
+        g.f32(`${prefix}_g`, f32(need(tensors, `${key}.weight`, [H])), [H]),
+        g.f32(`${prefix}_b`, f32(need(tensors, `${key}.bias`, [H])), [H]),
+      ],
+      { axis: attr.int(-1), epsilon: attr.float(eps) },
+    );
+
+  let x = input.name;
+  if (opts.embeddings) {
+    const pw = f32(need(tensors, "beit.embeddings.patch_embeddings.projection.weight", [H, C, P, P]));
+    const pb = f32(need(tensors, "beit.embeddings.patch_embeddings.projection.bias", [H]));
+    const cls = f32(need(tensors, "beit.embeddings.cls_token", [1, 1, H]));
+    const conv = g.op1("Conv", [x, g.f32("patch_w", pw, [H, C, P, P]), g.f32("patch_b", pb, [H])], {
+      kernel_shape: attr.ints([P, P]),
+      strides: attr.ints([P, P]),
+    });
+    const flat = g.op1("Reshape", [conv, g.i64("shape", [1, H, W * W])]);
+    const tokens = g.op1("Transpose", [flat], { perm: attr.ints([0, 2, 1]) });
+    x = g.op1("Concat", [g.f32("cls", cls, [1, 1, H]), tokens], { axis: attr.int(1) });
+  }
+
+  const [from, to] = opts.layers;
+  if (from < 0 || to > config.num_hidden_layers || to < from)
+    throw new AppError(
+      "bad-stage",
+      422,
+      `Layer range [${from}, ${to}) is outside 0..${config.num_hidden_layers}.`,
+    );
+  const scale = 1 / Math.sqrt(d);
+  const sqrt2 = g.scalar("sqrt2", Math.SQRT2);
+  const one = g.scalar("one", 1);
+  const half = g.scalar("half", 0.5);
+  const qkvShape = g.i64("qkv_shape", [T, 3, heads, d]);
+  const ctxShape = g.i64("ctx_shape", [1, T, H]);
+  const idx = [0, 1, 2].map((i) => g.i64(`idx${i}`, [i], []));
+  for (let l = from; l < to; l++) {
+    const k = `beit.encoder.layer.${l}`;
+    const a = `${k}.attention.attention`;
+    const lam1 = f32(need(tensors, `${k}.lambda_1`, [H]));
+    const lam2 = f32(need(tensors, `${k}.lambda_2`, [H]));
+    // Fused QKV weight [3H, H] in PyTorch layout; query rows pre-scaled by 1/sqrt(d).
+    const wq = f32(need(tensors, `${a}.query.weight`, [H, H]));
+    const bq = f32(need(tensors, `${a}.query.bias`, [H]));
+    const wk = f32(need(tensors, `${a}.key.weight`, [H, H]));
+    const wv = f32(need(tensors, `${a}.value.weight`, [H, H]));
+    const bv = f32(need(tensors, `${a}.value.bias`, [H]));
+    const wqkv = new Float32Array(3 * H * H);
+    for (let i = 0; i < H * H; i++) wqkv[i] = wq[i] * scale;
+    wqkv.set(wk, H * H);
+    wqkv.set(wv, 2 * H * H);
+    const bqkv = new Float32Array(3 * H);
+    for (let i = 0; i < H; i++) bqkv[i] = bq[i] * scale;
+    bqkv.set(bv, 2 * H);
+    const rows = (2 * W - 1) * (2 * W - 1) + 3;
+    const table = f32(
+      need(tensors, `${a}.relative_position_bias.relative_position_bias_table`, [rows, heads]),
+    );
+    const indexT = need(tensors, `${a}.relative_position_bias.relative_position_index`, [T, T]);
+    if (!(indexT.data instanceof BigInt64Array))
+      throw new AppError(
+        "checkpoint-bad-dtype",
+        422,
+        `${a}.relative_position_bias.relative_position_index must be int64`,
+      );
+    const bias = gatherRelativeBias(table, indexT.data, heads, T);
+
+    const ln1 = layerNorm(x, `l${l}_ln1`, `${k}.layernorm_before`);
+    const qkv = linear(ln1, wqkv, bqkv, 3 * H, H, `l${l}_qkv`);
+    const split = g.op1("Transpose", [g.op1("Reshape", [qkv, qkvShape])], { perm: attr.ints([1, 2, 0, 3]) });
+    const [qh, kh, vh] = idx.map((i) => g.op1("Gather", [split, i], { axis: attr.int(0) }));
+    const kt = g.op1("Transpose", [kh], { perm: attr.ints([0, 2, 1]) });
+    const scores = g.op1("Add", [g.op1("MatMul", [qh, kt]), g.f32(`l${l}_relbias`, bias, [heads, T, T])]);
+    const probs = g.op1("Softmax", [scores], { axis: attr.int(-1) });
+    const ctx = g.op1("Transpose", [g.op1("MatMul", [probs, vh])], { perm: attr.ints([1, 0, 2]) });
+    const ctxFlat = g.op1("Reshape", [ctx, ctxShape]);
+    const wo = f32(need(tensors, `${k}.attention.output.dense.weight`, [H, H]));
+    const bo = f32(need(tensors, `${k}.attention.output.dense.bias`, [H]));
+    const wo2 = new Float32Array(H * H);
+    for (let o = 0; o < H; o++) for (let i = 0; i < H; i++) wo2[o * H + i] = wo[o * H + i] * lam1[o];
+    const bo2 = bo.map((v, o) => v * lam1[o]);
+    x = g.op1("Add", [x, linear(ctxFlat, wo2, bo2, H, H, `l${l}_attn_out`)]);
+
+    const ln2 = layerNorm(x, `l${l}_ln2`, `${k}.layernorm_after`);
+    const w1 = f32(need(tensors, `${k}.intermediate.dense.weight`, [I, H]));
+    const b1 = f32(need(tensors, `${k}.intermediate.dense.bias`, [I]));
+    const h1 = linear(ln2, w1, b1, I, H, `l${l}_fc1`);
+    const erf = g.op1("Erf", [g.op1("Div", [h1, sqrt2])]);
+    const gelu = g.op1("Mul", [g.op1("Mul", [h1, g.op1("Add", [erf, one])]), half]);
+    const w2 = f32(need(tensors, `${k}.output.dense.weight`, [H, I]));
+    const b2 = f32(need(tensors, `${k}.output.dense.bias`, [H]));
+    const w22 = new Float32Array(H * I);
+    for (let o = 0; o < H; o++) for (let i = 0; i < I; i++) w22[o * I + i] = w2[o * I + i] * lam2[o];
+    const b22 = b2.map((v, o) => v * lam2[o]);
+    x = g.op1("Add", [x, linear(gelu, w22, b22, H, I, `l${l}_fc2`)]);
+  }
+
+  if (opts.head) {
+    const patches = g.op1("Slice", [x, g.i64("start", [1]), g.i64("end", [T]), g.i64("axes", [1])]);
+    const pooled = g.op1("ReduceMean", [patches], { axes: attr.ints([1]), keepdims: attr.int(0) });
+    const pn = layerNorm(pooled, "pooler_ln", "beit.pooler.layernorm");
+    const wc = f32(need(tensors, "classifier.weight", [L, H]));
+    const bc = f32(need(tensors, "classifier.bias", [L]));
+    x = linear(pn, wc, bc, L, H, "classifier");
+  }
+  if (x === input.name) x = g.op1("Identity", [x]);
+  g.rename(x, output.name);
+  const graph = g.graph(
+    `beit_stage_${opts.embeddings ? "embed_" : ""}${from}_${to}${opts.head ? "_head" : ""}`,
+    [{ name: input.name, elemType: DataType.FLOAT, shape: input.shape }],
+    [{ name: output.name, elemType: DataType.FLOAT, shape: output.shape }],
+  );
+  return { graph, input, output, weightBytes: g.initializerBytes() };
+}

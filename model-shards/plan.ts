@@ -1,0 +1,192 @@
+/**
+ * @module
+ * The shard planner: splits BEiT's encoder layers into pipeline stages so that each stage's
+ * estimated isolate peak stays under a budget. Needs the config only (shapes), never weights.
+ *
+ * Peak model of one stage isolate (all figures in bytes):
+ *   wasm heap  = WASM_BASE + WASM_WEIGHT_FACTOR x weightBytes + activations
+ *   transient  = weightBytes            (the .weights body read from R2, alive during session create)
+ *   JS heap    = JS_HEAP_ALLOWANCE      (worker code, ORT glue, request and response buffers)
+ *   peak       = wasm heap + transient + JS heap
+ * The budget is 128 MiB (Cloudflare's per-isolate limit) minus DEFAULT_MARGIN. The constants are
+ * calibrated against onnxruntime-web's WebAssembly.Memory byteLength measured after session create
+ * and one run (see plan.test.ts and bench/model-heap.ts).
+ */
+
+import { AppError } from "../src/shared/errors.ts";
+import type { Precision } from "../src/shared/manifest.ts";
+import type { BeitConfig } from "./checkpoint/types.ts";
+
+export const MiB = 1024 * 1024;
+/** Cloudflare Workers' memory limit per isolate. */
+export const ISOLATE_LIMIT = 128 * MiB;
+/** Safety margin below the isolate limit (estimate error, wasm growth steps, GC slack). */
+export const DEFAULT_MARGIN = 16 * MiB;
+/** ORT's initial wasm memory plus its runtime's own allocations. */
+export const WASM_BASE = 16 * MiB;
+/** Wasm heap bytes per external-data weight byte (the initializers' copy plus allocator slack). */
+export const WASM_WEIGHT_FACTOR = 1.1;
+/** JS heap allowance of a stage isolate. */
+export const JS_HEAP_ALLOWANCE = 8 * MiB;
+
+/** Bytes of one stage's initializers, per part. */
+export interface StageWeightParts {
+  embeddings: number;
+  perLayer: number;
+  head: number;
+}
+
+/** Initializer bytes as the graph builder lays them out (within a few hundred bytes of constants). */
+export function weightParts(config: BeitConfig, precision: Precision): StageWeightParts {
+  const H = config.hidden_size;
+  const I = config.intermediate_size;
+  const heads = config.num_attention_heads;
+  const w = config.image_size / config.patch_size;
+  const T = w * w + 1;
+  const L = config.labels.length;
+  const C = config.num_channels;
+  const P = config.patch_size;
+  // A linear [out, in]: fp32 weight + bias; int8 weight + float scale and bias per column.
+  const lin = (out: number, inp: number, bias = true) =>
+    precision === "fp32" ? 4 * out * inp + (bias ? 4 * out : 0) : out * inp + 4 * out + (bias ? 4 * out : 0);
+  const perLayer = 4 * 4 * H + lin(3 * H, H) + 4 * heads * T * T + lin(H, H) + lin(I, H) + lin(H, I);
+  const embeddings = 4 * (H * C * P * P + H + H);
+  const head = 4 * 2 * H + lin(L, H);
+  return { embeddings, perLayer, head };
+}
+
+/** Estimated peak activation bytes inside the wasm heap for a stage. */
+export function activationBytes(config: BeitConfig, layers: number, head: boolean): number {
+  const H = config.hidden_size;
+  const I = config.intermediate_size;
+  const heads = config.num_attention_heads;
+  const w = config.image_size / config.patch_size;
+  const T = w * w + 1;
+  const input = 4 * config.num_channels * config.image_size * config.image_size;
+  let bytes = input + 2 * 4 * T * H;
+  if (layers > 0) bytes += 4 * (8 * T * Math.max(I, 3 * H) + 3 * heads * T * T);
+  if (head) bytes += 4 * 4 * config.labels.length;
+  return bytes;
+}
+
+/** One stage as planned. */
+export interface PlannedStage {
+  layers: [number, number];
+  embeddings: boolean;
+  head: boolean;
+  weightBytes: number;
+  wasmHeapBytes: number;
+  estimatedPeakBytes: number;
+}
+
+export interface Plan {
+  precision: Precision;
+  stageBudgetBytes: number;
+  marginBytes: number;
+  stages: PlannedStage[];
+}
+
+/** The estimate for one stage; `head` defaults to "this stage ends at the last layer". */
+export function estimateStage(
+  config: BeitConfig,
+  precision: Precision,
+  from: number,
+  to: number,
+  head = to === config.num_hidden_layers,
+): PlannedStage {
+  const parts = weightParts(config, precision);
+  const embeddings = from === 0;
+  const weightBytes =
+    (embeddings ? parts.embeddings : 0) + (to - from) * parts.perLayer + (head ? parts.head : 0);
+  const wasmHeapBytes = Math.ceil(
+    WASM_BASE + WASM_WEIGHT_FACTOR * weightBytes + activationBytes(config, to - from, head),
+  );
+  return {
+    layers: [from, to],
+    embeddings,
+    head,
+    weightBytes,
+    wasmHeapBytes,
+    estimatedPeakBytes: wasmHeapBytes + weightBytes + JS_HEAP_ALLOWANCE,
+  };
+}
+
+export interface PlanOptions {
+  /** Per-stage budget; default ISOLATE_LIMIT - DEFAULT_MARGIN. */
+  stageBudgetBytes?: number;
+}
+
+interface Score {
+  count: number;
+  max: number;
+}
+const better = (a: Score, b: Score) => a.count < b.count || (a.count === b.count && a.max < b.max);
+
+/**
+ * Splits the layers into the fewest stages whose estimates fit the budget, and among those the
+ * split whose largest stage is smallest (balanced). Stage 0 carries the embeddings, the last stage
+ * the head; the head gets a stage of its own only when it fits with no encoder layer beside it.
+ *
+ * @example
+ * const plan = planStages(config, "int8"); // plan.stages[i].layers, .estimatedPeakBytes
+ */
+export function planStages(config: BeitConfig, precision: Precision, opts: PlanOptions = {}): Plan {
+  const budget = opts.stageBudgetBytes ?? ISOLATE_LIMIT - DEFAULT_MARGIN;
+  const marginBytes = Math.max(0, ISOLATE_LIMIT - budget);
+  const N = config.num_hidden_layers;
+  // best[j]: head-less stages covering [0, j); prev[j]: where its last stage starts.
+  const best: Score[] = Array.from({ length: N + 1 }, () => ({ count: Infinity, max: Infinity }));
+  const prev = new Array<number>(N + 1).fill(-1);
+  best[0] = { count: 0, max: 0 };
+  for (let j = 1; j <= N; j++)
+    for (let i = 0; i < j; i++) {
+      if (!Number.isFinite(best[i].count)) continue;
+      const est = estimateStage(config, precision, i, j, false).estimatedPeakBytes;
+      if (est > budget) continue;
+      const cand = { count: best[i].count + 1, max: Math.max(best[i].max, est) };
+      if (better(cand, best[j])) {
+        best[j] = cand;
+        prev[j] = i;
+      }
+    }
+  // The last stage: layers [i, N) plus the head, or the head alone after [0, N).
+  let final: { from: number; score: Score } | null = null;
+  for (let i = 0; i <= N; i++) {
+    if (!Number.isFinite(best[i].count)) continue;
+    const est = estimateStage(config, precision, i, N, true).estimatedPeakBytes;
+    if (est > budget) continue;
+    const cand = { count: best[i].count + 1, max: Math.max(best[i].max, est) };
+    if (!final || better(cand, final.score)) final = { from: i, score: cand };
+  }
+  if (!final) {
+    const one = estimateStage(config, precision, 0, Math.min(1, N), N <= 1);
+    const head = estimateStage(config, precision, N, N, true);
+    throw new AppError(
+      "stage-budget-too-small",
+      422,
+      `No split fits a stage budget of ${(budget / MiB).toFixed(1)} MiB: a one-layer stage needs about ${(one.estimatedPeakBytes / MiB).toFixed(1)} MiB and the head alone ${(head.estimatedPeakBytes / MiB).toFixed(1)} MiB. Raise --stage-budget-mb or use --precision int8.`,
+    );
+  }
+  const stages: PlannedStage[] = [estimateStage(config, precision, final.from, N, true)];
+  for (let j = final.from; j > 0; j = prev[j])
+    stages.unshift(estimateStage(config, precision, prev[j], j, false));
+  return { precision, stageBudgetBytes: budget, marginBytes, stages };
+}
+
+/** A plan as a text table for the CLI. */
+export function formatPlan(plan: Plan): string {
+  const mb = (b: number) => (b / MiB).toFixed(1).padStart(7);
+  const lines = [
+    `precision ${plan.precision}, stage budget ${(plan.stageBudgetBytes / MiB).toFixed(1)} MiB (128 MiB - ${(plan.marginBytes / MiB).toFixed(1)} MiB margin)`,
+    "stage  layers     parts             weights MiB  wasm heap MiB  est. peak MiB",
+  ];
+  plan.stages.forEach((s, i) => {
+    const parts = [s.embeddings ? "embed" : "", `${s.layers[1] - s.layers[0]} layers`, s.head ? "head" : ""]
+      .filter(Boolean)
+      .join("+");
+    lines.push(
+      `${String(i).padStart(5)}  [${String(s.layers[0]).padStart(2)},${String(s.layers[1]).padStart(3)})  ${parts.padEnd(17)} ${mb(s.weightBytes)}      ${mb(s.wasmHeapBytes)}        ${mb(s.estimatedPeakBytes)}`,
+    );
+  });
+  return lines.join("\n");
+}

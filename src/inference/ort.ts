@@ -1,0 +1,178 @@
+/**
+ * @module
+ * The onnxruntime-web boundary: the only file in the project that imports onnxruntime-web. It uses
+ * the plain wasm build (`onnxruntime-web/wasm`, single thread, SIMD, no proxy worker) and runs the
+ * same way in Node and in workerd.
+ *
+ * Initialization steps (subtle, hence spelled out):
+ * 1. {@link initOrt} sets `numThreads = 1` and `proxy = false`. It is memoized: every later call
+ *    returns the first call's promise.
+ * 2. In workerd, runtime wasm compilation is forbidden and `import.meta.url` is undefined, so ORT
+ *    can neither fetch nor compile its .wasm. The caller passes the statically imported, already
+ *    compiled `WebAssembly.Module`; we set `env.wasm.wasmBinary` to a few marker bytes (ORT then
+ *    takes its embedded-factory path and fetches nothing) and, while the first session is created,
+ *    wrap `WebAssembly.instantiate` so that the call carrying the marker bytes instantiates the
+ *    given module instead. In Node, with no module given, ORT loads its wasm from node_modules.
+ * 3. In both cases the wrapper records the `WebAssembly.Memory` ORT's instance uses (found in the
+ *    imports object or the instance's exports), which {@link wasmHeapBytes} reports. The wrapper is
+ *    removed as soon as the first session exists (ORT instantiates its wasm once per isolate).
+ */
+import * as ort from "onnxruntime-web/wasm";
+import { AppError } from "../shared/errors.ts";
+import type { TensorSpec } from "../shared/manifest.ts";
+
+export type { TensorSpec };
+
+/** Options for {@link initOrt}. */
+export interface InitOrtOptions {
+  /** Precompiled `ort-wasm-simd-threaded.wasm` (required in workerd, optional in Node). */
+  wasmModule?: WebAssembly.Module;
+}
+
+/** One stage graph loaded into ORT. */
+export interface StageSession {
+  /** Runs the stage on one input tensor and returns its single output as float32. */
+  run(input: Float32Array, inSpec: TensorSpec, outSpec: TensorSpec): Promise<Float32Array>;
+  /** Frees the session's native memory (the wasm heap itself never shrinks). */
+  release(): Promise<void>;
+}
+
+const MARKER = new Uint8Array([0x62, 0x65, 0x69, 0x74, 0x2d, 0x65, 0x64, 0x67, 0x65]); // "beit-edge"
+
+let initPromise: Promise<void> | null = null;
+let memory: WebAssembly.Memory | null = null;
+let unhook: (() => void) | null = null;
+
+function isMarker(src: unknown): boolean {
+  if (!(src instanceof Uint8Array) && !(src instanceof ArrayBuffer)) return false;
+  const bytes = src instanceof ArrayBuffer ? new Uint8Array(src) : src;
+  return bytes.length === MARKER.length && bytes.every((b, i) => b === MARKER[i]);
+}
+
+function findMemory(...places: unknown[]): WebAssembly.Memory | null {
+  for (const place of places) {
+    if (!place || typeof place !== "object") continue;
+    for (const value of Object.values(place as Record<string, unknown>)) {
+      if (value instanceof WebAssembly.Memory) return value;
+      if (value && typeof value === "object" && !(value instanceof WebAssembly.Instance)) {
+        for (const inner of Object.values(value as Record<string, unknown>))
+          if (inner instanceof WebAssembly.Memory) return inner;
+      }
+    }
+  }
+  return null;
+}
+
+function hookInstantiate(wasmModule: WebAssembly.Module | undefined): void {
+  const original = WebAssembly.instantiate;
+  const hooked = async (
+    source: BufferSource | WebAssembly.Module,
+    imports?: WebAssembly.Imports,
+  ): Promise<unknown> => {
+    memory = findMemory(imports) ?? memory;
+    if (wasmModule && isMarker(source)) {
+      const instance = await original(wasmModule, imports);
+      memory = memory ?? findMemory(instance.exports);
+      return { instance, module: wasmModule };
+    }
+    const result = (await original(source as BufferSource, imports)) as unknown;
+    const instance =
+      result instanceof WebAssembly.Instance
+        ? result
+        : (result as { instance: WebAssembly.Instance }).instance;
+    memory = memory ?? findMemory(instance.exports);
+    return result;
+  };
+  WebAssembly.instantiate = hooked as typeof WebAssembly.instantiate;
+  unhook = () => {
+    if (WebAssembly.instantiate === (hooked as unknown)) WebAssembly.instantiate = original;
+    unhook = null;
+  };
+}
+
+/**
+ * Configures onnxruntime-web once per isolate. Safe to call many times; only the first call's
+ * options count.
+ *
+ * @example
+ * import ortWasm from "onnxruntime-web/ort-wasm-simd-threaded.wasm"; // workerd: a WebAssembly.Module
+ * await initOrt({ wasmModule: ortWasm });
+ */
+export function initOrt(opts: InitOrtOptions = {}): Promise<void> {
+  if (initPromise) return initPromise;
+  initPromise = (async () => {
+    ort.env.wasm.numThreads = 1;
+    ort.env.wasm.proxy = false;
+    ort.env.wasm.simd = true;
+    ort.env.logLevel = "error";
+    if (opts.wasmModule) ort.env.wasm.wasmBinary = MARKER;
+    hookInstantiate(opts.wasmModule);
+  })();
+  return initPromise;
+}
+
+/**
+ * Creates an ORT session for one stage graph. `weights` is the graph's external data file: `path`
+ * must equal the location written in the graph (the manifest's `externalDataPath`).
+ *
+ * @example
+ * const session = await createStageSession(graphBytes, { path: stage.externalDataPath, data: weightBytes });
+ * const out = await session.run(pixels, stage.inputs[0], stage.outputs[0]);
+ */
+export async function createStageSession(
+  graph: Uint8Array,
+  weights: { path: string; data: Uint8Array } | null,
+): Promise<StageSession> {
+  await initOrt();
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(graph, {
+      executionProviders: ["wasm"],
+      graphOptimizationLevel: "all",
+      ...(weights ? { externalData: [{ path: weights.path, data: weights.data }] } : {}),
+    });
+  } catch (e) {
+    throw new AppError(
+      "model-load-failed",
+      503,
+      `onnxruntime-web could not load a stage graph: ${(e as Error).message}. Rebuild the shards with \`npm run model -- build\` and check them with \`npm run model -- verify\`.`,
+    );
+  } finally {
+    unhook?.();
+  }
+  return {
+    async run(input, inSpec, outSpec) {
+      const expected = inSpec.shape.reduce((a, b) => a * b, 1);
+      if (input.length !== expected)
+        throw new AppError(
+          "bad-stage-input",
+          400,
+          `Stage input "${inSpec.name}" needs ${expected} floats (shape [${inSpec.shape.join(", ")}]) but got ${input.length}.`,
+        );
+      const feeds = { [inSpec.name]: new ort.Tensor("float32", input, inSpec.shape) };
+      const results = await session.run(feeds);
+      const out = results[outSpec.name];
+      if (out?.type !== "float32")
+        throw new AppError(
+          "model-output-missing",
+          500,
+          `Stage graph produced no float32 output "${outSpec.name}".`,
+        );
+      const data = out.data as Float32Array;
+      const copy = new Float32Array(data);
+      for (const t of Object.values(results)) t.dispose();
+      return copy;
+    },
+    async release() {
+      await session.release();
+    },
+  };
+}
+
+/**
+ * Current byteLength of ORT's WebAssembly.Memory (the wasm heap), or 0 before the first session.
+ * Wasm memory only grows, so after a run this is the isolate's wasm peak so far.
+ */
+export function wasmHeapBytes(): number {
+  return memory ? memory.buffer.byteLength : 0;
+}
