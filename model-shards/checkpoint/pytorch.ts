@@ -197,17 +197,24 @@ export function decodePytorchBin(bytes: Uint8Array, file = "pytorch_model.bin"):
   if (!(result instanceof Map))
     throw malformed("the pickle holds no dict (it may be a whole model, not a state dict)");
   const out: StateDict = new Map();
+  const handedOut = new Set<string>();
   for (const [key, value] of result) {
     if (typeof key !== "string") throw malformed("a state dict key is not a string");
     const t = value as TensorRef;
     if (t?.kind !== "tensor") throw malformed(`the value of ${key} is not a tensor`);
-    out.set(key, materialize(key, t, loadStorage(t.storage), file));
+    out.set(key, materialize(key, t, loadStorage(t.storage), file, handedOut));
   }
   return out;
 }
 
 /** Gathers a (possibly strided, offset) view of a storage into a contiguous tensor. */
-function materialize(key: string, t: TensorRef, storage: Float32Array | BigInt64Array, file: string): Tensor {
+function materialize(
+  key: string,
+  t: TensorRef,
+  storage: Float32Array | BigInt64Array,
+  file: string,
+  handedOut: Set<string>,
+): Tensor {
   const n = numel(t.size);
   const dtype = t.storage.dtype;
   const shape = t.size;
@@ -231,7 +238,15 @@ function materialize(key: string, t: TensorRef, storage: Float32Array | BigInt64
     if (shape[i] !== 1 && t.stride[i] !== s) contiguous = false;
     s *= shape[i];
   }
-  if (contiguous) return { dtype, shape, data: storage.slice(t.offset, t.offset + n) };
+  if (contiguous) {
+    // One tensor per storage (what torch.save writes for a state dict): hand the storage over.
+    // Tensors never alias each other: a storage is handed over at most once.
+    if (t.offset === 0 && n === storage.length && !handedOut.has(t.storage.key)) {
+      handedOut.add(t.storage.key);
+      return { dtype, shape, data: storage };
+    }
+    return { dtype, shape, data: storage.slice(t.offset, t.offset + n) };
+  }
   const data = dtype === "I64" ? new BigInt64Array(n) : new Float32Array(n);
   const idx = new Array<number>(shape.length).fill(0);
   let src = t.offset;
