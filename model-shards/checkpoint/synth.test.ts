@@ -1,11 +1,13 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { spawnSync } from "node:child_process";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AppError } from "../../src/shared/errors.ts";
 import { parseBeitConfig } from "./config.ts";
 import { loadCheckpoint } from "./index.ts";
 import { expectedTensorShapes } from "./layout.ts";
-import { synthesize, syntheticLabel, writeCheckpoint } from "./synth.ts";
+import { synthCommand, synthConfig, synthesize, syntheticLabel, writeCheckpoint } from "./synth.ts";
 import type { StateDict } from "./types.ts";
 
 let root: string;
@@ -53,11 +55,45 @@ describe("synthesize", () => {
     expect(a.tensors.get(k)?.data).not.toEqual(c.tensors.get(k)?.data);
   });
 
-  it("gives base the real checkpoint's config and shapes without allocating it twice", () => {
-    // Only the config is checked here: the weights are exercised in bench/ (410 MB).
-    const ck = synthesize({ size: "tiny", numLabels: 21841 });
-    expect(parseBeitConfig(ck.config).labels[42]).toBe(syntheticLabel(42));
-    expect(new Set(parseBeitConfig(ck.config).labels).size).toBe(21841);
+  it("gives base the real checkpoint's config, keys and parameter count", () => {
+    const raw = synthConfig({ size: "base" });
+    const config = parseBeitConfig(raw);
+    expect(config).toMatchObject({
+      hidden_size: 768,
+      num_hidden_layers: 12,
+      num_attention_heads: 12,
+      intermediate_size: 3072,
+      image_size: 224,
+      patch_size: 16,
+      layer_norm_eps: 1e-12,
+      layer_scale_init_value: 0.1,
+      use_mean_pooling: true,
+    });
+    expect(raw).toMatchObject({
+      model_type: "beit",
+      architectures: ["BeitForImageClassification"],
+      beit_edge_synthetic: true,
+    });
+    expect(config.labels).toHaveLength(21841);
+    expect(new Set(config.labels).size).toBe(21841);
+    expect(config.labels[42]).toBe(syntheticLabel(42));
+    expect(config.labels.every((l) => l.startsWith("synthetic-"))).toBe(true);
+    const shapes = expectedTensorShapes(config);
+    let params = 0;
+    for (const [k, shape] of shapes)
+      if (!k.endsWith("relative_position_index")) params += shape.reduce((a, b) => a * b, 1);
+    expect(shapes.size).toBe(3 + 12 * 19 + 4);
+    // 12 x 7,097,424 per layer + 591,360 embeddings + 1,536 pooler + 16,795,729 classifier
+    expect(params).toBe(102_557_713);
+    expect(
+      shapes.get(
+        "beit.encoder.layer.11.attention.attention.relative_position_bias.relative_position_bias_table",
+      ),
+    ).toEqual([732, 12]);
+    expect(
+      shapes.get("beit.encoder.layer.0.attention.attention.relative_position_bias.relative_position_index"),
+    ).toEqual([197, 197]);
+    expect(shapes.get("classifier.weight")).toEqual([21841, 768]);
   });
 });
 
@@ -103,5 +139,94 @@ describe("writeCheckpoint + loadCheckpoint", () => {
     const ck = await loadCheckpoint(dir);
     expect(ck.files.map((f) => f.name)).toContain("model.safetensors");
     expect(ck.files.map((f) => f.name)).not.toContain("pytorch_model.bin");
+  });
+});
+
+describe("synthCommand", () => {
+  it("writes the requested format and says what it wrote", async () => {
+    const out = join(root, "cmd");
+    const lines: string[] = [];
+    const write = process.stdout.write;
+    process.stdout.write = ((s: string) => lines.push(String(s)) > 0) as typeof process.stdout.write;
+    try {
+      await synthCommand(["--size", "tiny", "--out", out, "--seed", "9", "--format=safetensors"]);
+    } finally {
+      process.stdout.write = write;
+    }
+    expect(lines.join("")).toMatch(
+      /synthetic tiny checkpoint \(seed 9, .* 16 labels\) written to .*: model\.safetensors/,
+    );
+    expect((await readdir(out)).sort()).toEqual([
+      "config.json",
+      "model.safetensors",
+      "preprocessor_config.json",
+    ]);
+    const ck = await loadCheckpoint(out);
+    expectSameTensors(ck.tensors, synthesize({ size: "tiny", seed: 9 }).tensors);
+  });
+
+  it.each([
+    [["--size", "huge", "--out", "x"], "--size must be tiny or base"],
+    [["--size", "tiny"], "--out DIR is required"],
+    [["--size", "tiny", "--out", "x", "--seed", "-1"], "--seed must be an integer"],
+    [["--size", "tiny", "--out", "x", "--format", "onnx"], "--format must be bin, safetensors or both"],
+    [["--size", "tiny", "--out", "x", "--bogus"], 'unexpected argument "--bogus"'],
+    [["--size"], "--size needs a value"],
+  ])("refuses %j with usage", async (argv, message) => {
+    const err = await synthCommand(argv).catch((e) => e);
+    expect(err).toBeInstanceOf(AppError);
+    expect(err.code).toBe("invalid-arguments");
+    expect(err.detail).toContain(message);
+    expect(err.detail).toContain("Usage: npm run model -- synth");
+  });
+});
+
+const hasPython = spawnSync("python3", ["-c", "import pickle, zipfile"]).status === 0;
+
+describe.skipIf(!hasPython)("torch.save compatibility (checked with Python's own pickle and zipfile)", () => {
+  it("produces an archive Python's unpickler reads as an OrderedDict of _rebuild_tensor_v2 calls", async () => {
+    const dir = join(root, "py");
+    await writeCheckpoint(dir, synthesize({ size: "tiny", seed: 1 }), "bin");
+    // Stand-ins for torch: record what the pickle asks for, run nothing.
+    const script = `
+import collections, json, pickle, sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+assert z.testzip() is None
+raw = open(sys.argv[1], "rb").read()
+names = z.namelist()
+for info in z.infolist():
+    off = info.header_offset
+    n = int.from_bytes(raw[off + 26:off + 28], "little"); e = int.from_bytes(raw[off + 28:off + 30], "little")
+    assert (off + 30 + n + e) % 64 == 0, info.filename
+class U(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) == ("collections", "OrderedDict"): return collections.OrderedDict
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return lambda storage, offset, size, stride, grad, hooks: {"storage": storage, "offset": offset, "size": list(size), "stride": list(stride)}
+        if module == "torch": return name
+        raise pickle.UnpicklingError(module + "." + name)
+    def persistent_load(self, pid): return list(pid)
+sd = U(z.open("archive/data.pkl")).load()
+first = next(iter(sd.items()))
+print(json.dumps({"names": names[:2] + names[-1:], "type": type(sd).__name__, "count": len(sd), "first": first,
+  "version": z.read("archive/version").decode(), "byteorder": z.read("archive/byteorder").decode()}))
+`;
+    const r = spawnSync("python3", ["-c", script, join(dir, "pytorch_model.bin")], { encoding: "utf8" });
+    expect(r.stderr).toBe("");
+    const out = JSON.parse(r.stdout);
+    expect(out.names).toEqual(["archive/data.pkl", "archive/byteorder", "archive/version"]);
+    expect(out.type).toBe("OrderedDict");
+    expect(out.count).toBe(83);
+    expect(out.first).toEqual([
+      "beit.embeddings.cls_token",
+      {
+        storage: ["storage", "FloatStorage", "0", "cpu", 64],
+        offset: 0,
+        size: [1, 1, 64],
+        stride: [64, 64, 1],
+      },
+    ]);
+    expect(out.version).toBe("3\n");
+    expect(out.byteorder).toBe("little");
   });
 });

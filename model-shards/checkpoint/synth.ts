@@ -8,7 +8,7 @@
  * O(1) and logits are spread (std across classes of a few units), so top-k comparisons mean
  * something. config.json carries `"beit_edge_synthetic": true`.
  */
-import { mkdir, stat, writeFile } from "node:fs/promises";
+import { mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AppError } from "../../src/shared/errors.ts";
 import { parseBeitConfig } from "./config.ts";
@@ -149,13 +149,10 @@ export function hubPreprocessorConfig(image: number): Record<string, unknown> {
 }
 
 /**
- * Makes a random-weight BeitForImageClassification checkpoint.
- *
- * @example
- * const ck = synthesize({ size: "tiny", seed: 1 });
- * await writeCheckpoint("/tmp/tiny", ck, "both");
+ * The config.json of a synthetic checkpoint: the real checkpoint's options with synthetic labels
+ * and the `beit_edge_synthetic` marker.
  */
-export function synthesize(opts: SynthOptions): SynthCheckpoint {
+export function synthConfig(opts: SynthOptions): Record<string, unknown> {
   const dims = SIZES[opts.size];
   if (!dims)
     throw new AppError(
@@ -207,6 +204,19 @@ export function synthesize(opts: SynthOptions): SynthCheckpoint {
     beit_edge_synthetic: true,
     beit_edge_seed: opts.seed ?? 0,
   };
+  return config;
+}
+
+/**
+ * Makes a random-weight BeitForImageClassification checkpoint.
+ *
+ * @example
+ * const ck = synthesize({ size: "tiny", seed: 1 });
+ * await writeCheckpoint("/tmp/tiny", ck, "both");
+ */
+export function synthesize(opts: SynthOptions): SynthCheckpoint {
+  const dims = SIZES[opts.size];
+  const config = synthConfig(opts);
   const parsed = parseBeitConfig(config);
   const rng = new Prng(opts.seed ?? 0);
   const H = dims.hidden;
@@ -268,10 +278,25 @@ export async function writeCheckpoint(
       `unknown format ${JSON.stringify(format)}; use bin, safetensors or both.`,
     );
   await mkdir(dir, { recursive: true });
-  await writeFile(join(dir, "config.json"), `${JSON.stringify(ck.config, null, 2)}\n`);
-  await writeFile(join(dir, "preprocessor_config.json"), `${JSON.stringify(ck.preprocessor, null, 2)}\n`);
-  if (format !== "safetensors") await writePytorchBin(join(dir, "pytorch_model.bin"), ck.tensors);
-  if (format !== "bin") await writeSafetensors(join(dir, "model.safetensors"), ck.tensors, { format: "pt" });
+  // Each file is written under a temporary name and renamed when complete, so an interrupted
+  // run never leaves a truncated file that looks like a checkpoint.
+  const atomic = async (name: string, write: (tmp: string) => Promise<void>) => {
+    const tmp = join(dir, `.${name}.${process.pid}.partial`);
+    try {
+      await write(tmp);
+      await rename(tmp, join(dir, name));
+    } catch (e) {
+      await rm(tmp, { force: true });
+      throw e;
+    }
+  };
+  await atomic("config.json", (p) => writeFile(p, `${JSON.stringify(ck.config, null, 2)}\n`));
+  await atomic("preprocessor_config.json", (p) =>
+    writeFile(p, `${JSON.stringify(ck.preprocessor, null, 2)}\n`),
+  );
+  if (format !== "safetensors") await atomic("pytorch_model.bin", (p) => writePytorchBin(p, ck.tensors));
+  if (format !== "bin")
+    await atomic("model.safetensors", (p) => writeSafetensors(p, ck.tensors, { format: "pt" }));
 }
 
 function usage(what: string): AppError {
