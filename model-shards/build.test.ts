@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createStageSession } from "../src/inference/ort.ts";
-import { runPipeline } from "../src/inference/pipeline.ts";
+import { type PipelineStage, runPipeline } from "../src/inference/pipeline.ts";
 import { AppError } from "../src/shared/errors.ts";
 import { buildShards, verifyShards } from "./build.ts";
 import { loadCheckpoint } from "./checkpoint/index.ts";
@@ -95,7 +95,7 @@ describe("buildShards on the tiny synthetic checkpoint", () => {
     const { config, tensors } = fromSafetensors;
     const px = randomPixels(config, 21);
     const run = async (ranges: [number, number][]) => {
-      const stages = [];
+      const stages: PipelineStage[] = [];
       for (const [i, layers] of ranges.entries()) {
         const sg = buildStageGraph({
           config,

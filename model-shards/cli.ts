@@ -4,6 +4,7 @@
  *
  *   synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both]
  *   build  --from <hub id | dir> --out DIR [--precision int8|fp32] [--stage-budget-mb N] [--revision R]
+ *          [--activations per-tensor|per-row] [--weight-bits 8|7]
  *   verify DIR
  *   run    --model DIR --pixels FILE [--top K]
  *   plan   --config base|tiny|DIR [--precision int8|fp32] [--stage-budget-mb N]
@@ -20,12 +21,14 @@ import { loadCheckpoint } from "./checkpoint/index.ts";
 import { synthCommand, synthesize } from "./checkpoint/synth.ts";
 import type { BeitConfig } from "./checkpoint/types.ts";
 import { baseConfig } from "./configs.ts";
+import { DEFAULT_QUANT, type QuantOptions } from "./onnx/quantize.ts";
 import { formatPlan, MiB, planStages } from "./plan.ts";
 import { loadLocalModel } from "./runner.ts";
 
 const USAGE = `usage: npm run model -- <command>
   synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both]
   build  --from <hub id | dir> --out DIR [--precision int8|fp32] [--stage-budget-mb N] [--revision R]
+         [--activations per-tensor|per-row] [--weight-bits 8|7]
   verify DIR
   run    --model DIR --pixels FILE [--top K]
   plan   --config base|tiny|DIR [--precision int8|fp32] [--stage-budget-mb N]`;
@@ -93,11 +96,26 @@ async function configFor(arg: string): Promise<BeitConfig> {
 }
 
 async function build(argv: string[]): Promise<void> {
-  const { flags } = parseFlags(argv, ["from", "out", "precision", "stage-budget-mb", "revision"]);
+  const { flags } = parseFlags(argv, [
+    "from",
+    "out",
+    "precision",
+    "stage-budget-mb",
+    "revision",
+    "activations",
+    "weight-bits",
+  ]);
   if (!flags.from) throw usage("--from <hub id | dir> is required");
   if (!flags.out) throw usage("--out DIR is required");
   const precision = precisionOf(flags.precision);
   const stageBudgetBytes = budgetOf(flags["stage-budget-mb"]);
+  const activation = flags.activations ?? DEFAULT_QUANT.activation;
+  if (activation !== "per-tensor" && activation !== "per-row")
+    throw usage(`--activations must be per-tensor or per-row, got ${activation}`);
+  const weightBits = Number(flags["weight-bits"] ?? DEFAULT_QUANT.weightBits);
+  if (weightBits !== 8 && weightBits !== 7)
+    throw usage(`--weight-bits must be 8 or 7, got ${flags["weight-bits"]}`);
+  const quant: QuantOptions = { activation, weightBits };
   const bar = progressBar();
   const t0 = performance.now();
   bar(`loading ${flags.from}`, 0);
@@ -105,7 +123,13 @@ async function build(argv: string[]): Promise<void> {
     revision: flags.revision,
     onProgress: (p) => bar(`downloading ${p.file}`, p.total ? p.received / p.total : 0),
   });
-  const manifest = await buildShards(ck, { outDir: flags.out, precision, stageBudgetBytes, onProgress: bar });
+  const manifest = await buildShards(ck, {
+    outDir: flags.out,
+    precision,
+    stageBudgetBytes,
+    quant,
+    onProgress: bar,
+  });
   const bytes = manifest.stages.reduce((s, st) => s + st.graph.bytes + (st.weights?.bytes ?? 0), 0);
   process.stdout.write(
     `${manifest.precision} shards of ${manifest.model.id} (${manifest.stages.length} stages, ${(bytes / MiB).toFixed(1)} MiB, version ${manifest.version.slice(0, 12)}) written to ${flags.out} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,

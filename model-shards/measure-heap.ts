@@ -5,16 +5,51 @@
  * printing JSON {weightBytes, afterCreate, afterRun} (WebAssembly.Memory byteLength). Run it as a
  * child process (wasm memory never shrinks, so each measurement needs its own process):
  *   tsx model-shards/measure-heap.ts tiny|mid|base FROM TO HEAD(0|1) int8|fp32
+ *   tsx model-shards/measure-heap.ts --shards DIR STAGE     (a built stage, read from its files)
  */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { createStageSession, wasmHeapBytes } from "../src/inference/ort.ts";
-import type { Precision } from "../src/shared/manifest.ts";
+import { type Precision, parseManifest } from "../src/shared/manifest.ts";
 import { parseBeitConfig } from "./checkpoint/config.ts";
 import { synthesize } from "./checkpoint/synth.ts";
 import { buildStageGraph } from "./onnx/beit-graph.ts";
 import { serializeModel } from "./onnx/proto.ts";
 import { randomBeit, randomPixels, tinyConfig } from "./testing/random-beit.ts";
 
-const [size, fromS, toS, headS, precisionS] = process.argv.slice(2);
+const argv = process.argv.slice(2);
+if (argv[0] === "--shards") {
+  const dir = argv[1];
+  const manifest = parseManifest(JSON.parse(await readFile(join(dir, "manifest.json"), "utf8")));
+  const st = manifest.stages[Number(argv[2])];
+  const graph = new Uint8Array(await readFile(join(dir, st.graph.file)));
+  let data: Uint8Array | null = st.weights
+    ? new Uint8Array(await readFile(join(dir, st.weights.file)))
+    : null;
+  const session = await createStageSession(
+    graph,
+    data && st.externalDataPath ? { path: st.externalDataPath, data } : null,
+  );
+  data = null;
+  const afterCreate = wasmHeapBytes();
+  const n = st.inputs[0].shape.reduce((a, b) => a * b, 1);
+  const input = new Float32Array(n).map((_, i) => Math.sin(i * 0.1));
+  await session.run(input, st.inputs[0], st.outputs[0]);
+  await session.run(input, st.inputs[0], st.outputs[0]);
+  const mem = process.memoryUsage();
+  console.log(
+    JSON.stringify({
+      stage: st.index,
+      weightBytes: st.weightBytes,
+      estimatedPeakBytes: st.estimatedPeakBytes,
+      afterCreate,
+      afterRun: wasmHeapBytes(),
+      jsHeapUsed: mem.heapUsed,
+    }),
+  );
+  process.exit(0);
+}
+const [size, fromS, toS, headS, precisionS] = argv;
 // "mid" (384 wide, 4 layers, 1000 labels) is big enough for the heap to grow past ORT's initial
 // 16 MiB, yet quick to build.
 const mid = tinyConfig({

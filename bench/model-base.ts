@@ -1,0 +1,194 @@
+/**
+ * @module
+ * Full-size synthetic BEiT-base benchmark of the converter and the shards:
+ *  1. `model synth --size base` and `model build --precision int8` wall times (child processes),
+ *     plus an fp32 build (one stage, budget lifted) as the baseline;
+ *  2. the int8 shard plan (stages, layers, bytes, estimated peaks) and each stage's wasm heap
+ *     measured in a fresh process;
+ *  3. int8 vs fp32 agreement over N random inputs (top-1, mean top-5 overlap, rel L2 of logits);
+ *  4. fp32 vs the float64 reference on R inputs (max abs logit difference);
+ *  5. latency medians of the whole pipeline in onnxruntime-web (Node, 1 thread) and the same
+ *     shard files in onnxruntime-node (native, 1 thread) as a ratio.
+ * Usage: tsx bench/model-base.ts [WORKDIR=/tmp/beit-bench] [N=20] [R=1]
+ * Prints markdown rows; nothing is written under the repository.
+ */
+import { execFile } from "node:child_process";
+import { mkdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import * as ortNode from "onnxruntime-node";
+import { loadCheckpoint } from "../model-shards/checkpoint/index.ts";
+import { argmax, maxAbsDiff, median, relL2, topKOverlap } from "../model-shards/metrics.ts";
+import { MiB } from "../model-shards/plan.ts";
+import { referenceForward } from "../model-shards/reference.ts";
+import { loadLocalModel } from "../model-shards/runner.ts";
+import { randomPixels } from "../model-shards/testing/random-beit.ts";
+import type { Manifest } from "../src/shared/manifest.ts";
+
+const run = promisify(execFile);
+const work = process.argv[2] ?? "/tmp/beit-bench";
+const N = Number(process.argv[3] ?? 20);
+const R = Number(process.argv[4] ?? 1);
+const ck = join(work, "ck");
+const int8Dir = join(work, "int8");
+const fp32Dir = join(work, "fp32");
+await mkdir(work, { recursive: true });
+
+async function timed(args: string[]): Promise<number> {
+  const t0 = performance.now();
+  const { stderr } = await run(process.execPath, ["--import", "tsx", "model-shards/cli.ts", ...args], {
+    maxBuffer: 1 << 26,
+  }).catch((e) => {
+    throw new Error(`${args.join(" ")} failed: ${e.stderr ?? e}`);
+  });
+  void stderr;
+  return (performance.now() - t0) / 1000;
+}
+
+const tSynth = await timed([
+  "synth",
+  "--size",
+  "base",
+  "--out",
+  ck,
+  "--format",
+  "safetensors",
+  "--seed",
+  "0",
+]);
+const tBuild = await timed(["build", "--from", ck, "--out", int8Dir, "--precision", "int8"]);
+const tBuildFp = await timed([
+  "build",
+  "--from",
+  ck,
+  "--out",
+  fp32Dir,
+  "--precision",
+  "fp32",
+  "--stage-budget-mb",
+  "4096",
+]);
+console.log(`| synth --size base (safetensors) | ${tSynth.toFixed(1)} s |`);
+console.log(`| build --precision int8 | ${tBuild.toFixed(1)} s |`);
+console.log(`| build --precision fp32 (one stage) | ${tBuildFp.toFixed(1)} s |`);
+
+const manifest = JSON.parse(await readFile(join(int8Dir, "manifest.json"), "utf8")) as Manifest;
+console.log(
+  "\n| stage | layers | weights (MiB) | estimated peak (MiB) | wasm heap measured (MiB) | wasm heap estimated (MiB) |",
+);
+for (const s of manifest.stages) {
+  const { stdout } = await run(
+    process.execPath,
+    ["--import", "tsx", "model-shards/measure-heap.ts", "--shards", int8Dir, String(s.index)],
+    {
+      maxBuffer: 1 << 20,
+    },
+  );
+  const m = JSON.parse(stdout.trim().split("\n").at(-1) as string) as { afterRun: number };
+  const parts = [s.embeddings ? "embed" : "", `${s.layers[1] - s.layers[0]} layers`, s.head ? "head" : ""]
+    .filter(Boolean)
+    .join("+");
+  const wasmEst = s.estimatedPeakBytes - s.weightBytes - 8 * MiB;
+  console.log(
+    `| ${s.index} | [${s.layers[0]}, ${s.layers[1]}) ${parts} | ${(s.weightBytes / MiB).toFixed(1)} | ${(s.estimatedPeakBytes / MiB).toFixed(1)} | ${(m.afterRun / MiB).toFixed(1)} | ${(wasmEst / MiB).toFixed(1)} |`,
+  );
+}
+
+const int8 = await loadLocalModel(int8Dir);
+const fp32 = await loadLocalModel(fp32Dir);
+const config = { num_channels: 3, image_size: 224 } as Parameters<typeof randomPixels>[0];
+const inputs = Array.from({ length: N }, (_, i) => randomPixels(config, 5000 + i));
+const tInt8: number[] = [];
+const tFp32: number[] = [];
+let agree = 0;
+let overlap = 0;
+let rl = 0;
+const fpOuts: Float32Array[] = [];
+const int8Outs: Float32Array[] = [];
+await int8.run(inputs[0]);
+await fp32.run(inputs[0]);
+for (const x of inputs) {
+  let t0 = performance.now();
+  const a = await fp32.run(x);
+  tFp32.push(performance.now() - t0);
+  t0 = performance.now();
+  const b = await int8.run(x);
+  tInt8.push(performance.now() - t0);
+  fpOuts.push(a);
+  int8Outs.push(b);
+  if (argmax(a) === argmax(b)) agree++;
+  overlap += topKOverlap(a, b, 5);
+  rl += relL2(b, a);
+}
+await int8.release();
+await fp32.release();
+console.log(
+  `\n| int8 vs fp32 over ${N} random inputs | top-1 ${agree}/${N}, mean top-5 overlap ${(overlap / N).toFixed(2)}/5, mean rel L2 ${(rl / N).toFixed(4)} |`,
+);
+
+// onnxruntime-node on the same files.
+async function nativePipeline(dir: string) {
+  const m = JSON.parse(await readFile(join(dir, "manifest.json"), "utf8")) as Manifest;
+  const sessions: { s: Manifest["stages"][number]; session: ortNode.InferenceSession }[] = [];
+  for (const s of m.stages)
+    sessions.push({
+      s,
+      session: await ortNode.InferenceSession.create(join(dir, s.graph.file), {
+        intraOpNumThreads: 1,
+        interOpNumThreads: 1,
+        graphOptimizationLevel: "all",
+      }),
+    });
+  return async (x: Float32Array) => {
+    let cur = x;
+    for (const { s, session } of sessions) {
+      const out = await session.run({
+        [s.inputs[0].name]: new ortNode.Tensor("float32", cur, s.inputs[0].shape),
+      });
+      cur = out[s.outputs[0].name].data as Float32Array;
+    }
+    return cur;
+  };
+}
+const nInt8 = await nativePipeline(int8Dir);
+const nFp32 = await nativePipeline(fp32Dir);
+const tnInt8: number[] = [];
+const tnFp32: number[] = [];
+let nativeVsWebInt8 = 0;
+let nativeVsWebFp32 = 0;
+await nInt8(inputs[0]);
+await nFp32(inputs[0]);
+for (const [i, x] of inputs.entries()) {
+  let t0 = performance.now();
+  const a = await nFp32(x);
+  tnFp32.push(performance.now() - t0);
+  t0 = performance.now();
+  const b = await nInt8(x);
+  tnInt8.push(performance.now() - t0);
+  nativeVsWebFp32 = Math.max(nativeVsWebFp32, relL2(a, fpOuts[i]));
+  nativeVsWebInt8 = Math.max(nativeVsWebInt8, relL2(b, int8Outs[i]));
+}
+console.log("\n| runtime (1 thread, whole pipeline, median) | int8 | fp32 |");
+console.log(
+  `| onnxruntime-web 1.30 in Node | ${median(tInt8).toFixed(0)} ms | ${median(tFp32).toFixed(0)} ms |`,
+);
+console.log(
+  `| onnxruntime-node 1.30 (native) | ${median(tnInt8).toFixed(0)} ms | ${median(tnFp32).toFixed(0)} ms |`,
+);
+console.log(
+  `| web / native ratio | ${(median(tInt8) / median(tnInt8)).toFixed(2)} | ${(median(tFp32) / median(tnFp32)).toFixed(2)} |`,
+);
+console.log(
+  `| native vs web logits, max rel L2 | ${nativeVsWebInt8.toFixed(4)} | ${nativeVsWebFp32.toExponential(2)} |`,
+);
+
+// The float64 reference (tens of seconds per input).
+const checkpoint = await loadCheckpoint(ck, { onWarning: () => {} });
+for (let i = 0; i < R; i++) {
+  const t0 = performance.now();
+  const ref = referenceForward(checkpoint.config, checkpoint.tensors, inputs[i]);
+  const secs = (performance.now() - t0) / 1000;
+  console.log(
+    `| fp32 graph vs float64 reference, input ${i} | max abs logit diff ${maxAbsDiff(fpOuts[i], ref).toExponential(2)} (logit range ${Math.min(...ref).toFixed(2)}..${Math.max(...ref).toFixed(2)}), reference ${secs.toFixed(1)} s |`,
+  );
+}

@@ -1,0 +1,118 @@
+/**
+ * The shard planner: the full-size plan fits the isolate budget, and the estimate is checked
+ * against onnxruntime-web's measured wasm heap (each measurement in a fresh process, because wasm
+ * memory never shrinks).
+ */
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { describe, expect, it } from "vitest";
+import { parseBeitConfig } from "./checkpoint/config.ts";
+import { synthesize } from "./checkpoint/synth.ts";
+import { baseConfig } from "./configs.ts";
+import { buildStageGraph } from "./onnx/beit-graph.ts";
+import { estimateStage, formatPlan, ISOLATE_LIMIT, MiB, planStages, weightParts } from "./plan.ts";
+import { randomBeit, tinyConfig } from "./testing/random-beit.ts";
+
+const run = promisify(execFile);
+
+describe("planStages", () => {
+  it("plans the full-size base model so every int8 stage estimates under 128 MiB minus the margin", () => {
+    const plan = planStages(baseConfig(), "int8");
+    console.log(formatPlan(plan));
+    expect(plan.stageBudgetBytes).toBe(ISOLATE_LIMIT - 16 * MiB);
+    expect(plan.stages.length).toBeGreaterThan(1);
+    let next = 0;
+    for (const s of plan.stages) {
+      expect(s.estimatedPeakBytes).toBeLessThanOrEqual(plan.stageBudgetBytes);
+      expect(s.layers[0]).toBe(next);
+      next = s.layers[1];
+    }
+    expect(next).toBe(12);
+    expect(plan.stages[0].embeddings).toBe(true);
+    expect(plan.stages.at(-1)?.head).toBe(true);
+    // 102.6M parameters at ~1 byte each plus the gathered relative position biases.
+    const total = plan.stages.reduce((s, st) => s + st.weightBytes, 0);
+    expect(total / MiB).toBeGreaterThan(100);
+    expect(total / MiB).toBeLessThan(130);
+  });
+
+  it("honours --stage-budget-mb and refuses budgets nothing fits", () => {
+    const tight = planStages(baseConfig(), "int8", { stageBudgetBytes: 80 * MiB });
+    expect(tight.stages.length).toBeGreaterThan(planStages(baseConfig(), "int8").stages.length);
+    expect(() => planStages(baseConfig(), "int8", { stageBudgetBytes: 20 * MiB })).toThrow(/No split fits/);
+  });
+
+  it("counts weight bytes as the graph builder lays them out", () => {
+    const synth = synthesize({ size: "tiny", seed: 0 });
+    const config = parseBeitConfig(synth.config);
+    for (const precision of ["fp32", "int8"] as const) {
+      const parts = weightParts(config, precision);
+      const sg = buildStageGraph({
+        config,
+        tensors: synth.tensors,
+        layers: [0, 4],
+        embeddings: true,
+        head: true,
+        precision,
+      });
+      const planned = parts.embeddings + 4 * parts.perLayer + parts.head;
+      expect(Math.abs(sg.weightBytes - planned)).toBeLessThan(1024);
+    }
+    const mid = tinyConfig({ hidden_size: 96, num_attention_heads: 3, intermediate_size: 384 });
+    const sg = buildStageGraph({
+      config: mid,
+      tensors: randomBeit(mid, 1),
+      layers: [1, 3],
+      embeddings: false,
+      head: false,
+      precision: "int8",
+    });
+    expect(Math.abs(sg.weightBytes - 2 * weightParts(mid, "int8").perLayer)).toBeLessThan(1024);
+  });
+
+  // Measured after session create and two runs, each in its own process; the estimate must cover
+  // the measurement without being absurd (<= 1.5x).
+  it("estimates cover the wasm heap onnxruntime-web actually grows to", async () => {
+    const tiny = parseBeitConfig(synthesize({ size: "tiny" }).config);
+    const mid = tinyConfig({
+      hidden_size: 384,
+      num_attention_heads: 6,
+      intermediate_size: 1536,
+      labels: Array.from({ length: 1000 }, (_, i) => `c${i}`),
+    });
+    const cases = [
+      { size: "tiny", config: tiny, from: 0, to: 4, head: true, precision: "int8" },
+      { size: "mid", config: mid, from: 0, to: 4, head: true, precision: "int8" },
+      { size: "mid", config: mid, from: 2, to: 4, head: true, precision: "fp32" },
+    ] as const;
+    const measured = await Promise.all(
+      cases.map(async (c) => {
+        const args = [
+          "--import",
+          "tsx",
+          "model-shards/measure-heap.ts",
+          c.size,
+          String(c.from),
+          String(c.to),
+          c.head ? "1" : "0",
+          c.precision,
+        ];
+        const { stdout } = await run(process.execPath, args, { cwd: process.cwd() });
+        return JSON.parse(stdout.trim().split("\n").at(-1) as string) as {
+          weightBytes: number;
+          afterRun: number;
+        };
+      }),
+    );
+    cases.forEach((c, i) => {
+      const m = measured[i];
+      const est = estimateStage(c.config, c.precision, c.from, c.to, c.head);
+      console.log(
+        `${c.size} [${c.from},${c.to}) ${c.precision}: wasm heap measured ${(m.afterRun / MiB).toFixed(1)} MiB, estimated ${(est.wasmHeapBytes / MiB).toFixed(1)} MiB`,
+      );
+      expect(Math.abs(est.weightBytes - m.weightBytes)).toBeLessThan(1024);
+      expect(est.wasmHeapBytes).toBeGreaterThanOrEqual(m.afterRun);
+      expect(est.wasmHeapBytes).toBeLessThanOrEqual(1.5 * m.afterRun);
+    });
+  });
+});
