@@ -69,15 +69,22 @@ export function floatToBf16(x: number): number {
 }
 
 /**
- * Decodes `count` little-endian elements of `dtype` starting at `bytes[0]` into a fresh array:
- * Float32Array for floating types (16-bit types widened exactly), BigInt64Array for I64.
+ * Decodes `count` little-endian elements of `dtype` starting at `bytes[0]`: Float32Array for
+ * floating types (16-bit types widened exactly), BigInt64Array for I64. With `view`, F32 and I64
+ * data that is suitably aligned is returned as a view of `bytes` instead of a copy (the caller
+ * must then own `bytes` and not change it).
  */
 export function decodeElements(
   bytes: Uint8Array,
   dtype: StoredDType,
   count: number,
+  view = false,
 ): Float32Array | BigInt64Array {
   const len = count * ITEM_SIZE[dtype];
+  if (view && bytes.byteOffset % ITEM_SIZE[dtype] === 0 && bytes.byteLength >= len) {
+    if (dtype === "F32") return new Float32Array(bytes.buffer, bytes.byteOffset, count);
+    if (dtype === "I64") return new BigInt64Array(bytes.buffer, bytes.byteOffset, count);
+  }
   // slice() copies into a fresh, aligned ArrayBuffer.
   const buf = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + len);
   if (dtype === "F32") return new Float32Array(buf);

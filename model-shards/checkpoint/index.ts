@@ -127,8 +127,10 @@ async function loadDirectory(
   );
 
   let tensors: StateDict;
-  if (weights === "model.safetensors") tensors = decodeSafetensors(await readTracked(weights), weights);
-  else if (weights === "pytorch_model.bin") tensors = decodePytorchBin(await readTracked(weights), weights);
+  // The file buffers are ours: tensors may view them instead of copying (halves peak memory).
+  if (weights === "model.safetensors") tensors = decodeSafetensors(await readTracked(weights), weights, true);
+  else if (weights === "pytorch_model.bin")
+    tensors = decodePytorchBin(await readTracked(weights), weights, true);
   else {
     await readTracked(weights as string);
     const { tensors: t, shards } = await readSafetensorsIndex(join(dir, weights as string));

@@ -68,12 +68,15 @@ function isZip(b: Uint8Array): boolean {
  * const tensors = await readPytorchBin("ckpt/pytorch_model.bin");
  */
 export async function readPytorchBin(src: string | Uint8Array, file?: string): Promise<StateDict> {
-  const bytes = typeof src === "string" ? await readFile(src) : src;
-  return decodePytorchBin(bytes, file ?? (typeof src === "string" ? basename(src) : "pytorch_model.bin"));
+  if (typeof src === "string") return decodePytorchBin(await readFile(src), file ?? basename(src), true);
+  return decodePytorchBin(src, file ?? "pytorch_model.bin");
 }
 
-/** Synchronous core of {@link readPytorchBin}. */
-export function decodePytorchBin(bytes: Uint8Array, file = "pytorch_model.bin"): StateDict {
+/**
+ * Synchronous core of {@link readPytorchBin}. With `view`, aligned stored F32/I64 storages are
+ * views of `bytes` rather than copies (pass it only for a buffer you own).
+ */
+export function decodePytorchBin(bytes: Uint8Array, file = "pytorch_model.bin", view = false): StateDict {
   if (!isZip(bytes)) {
     if (bytes.length >= 2 && bytes[0] === 0x80 && bytes[1] <= 5)
       throw new AppError(
@@ -133,7 +136,8 @@ export function decodePytorchBin(bytes: Uint8Array, file = "pytorch_model.bin"):
         `${file}: storage ${s.key} holds ${count} elements, the pickle says ${s.numel}.`,
         { file },
       );
-    const data = decodeElements(raw, s.dtype, count);
+    // Stored entries are views of `bytes`; deflated ones are fresh buffers of our own.
+    const data = decodeElements(raw, s.dtype, count, view || raw.buffer !== bytes.buffer);
     storages.set(s.key, data);
     return data;
   };

@@ -133,12 +133,15 @@ export function parseSafetensorsHeader(
  * const tensors = await readSafetensors("ckpt/model.safetensors");
  */
 export async function readSafetensors(src: string | Uint8Array, file?: string): Promise<StateDict> {
-  const bytes = typeof src === "string" ? await readFile(src) : src;
-  return decodeSafetensors(bytes, file ?? (typeof src === "string" ? basename(src) : "model.safetensors"));
+  if (typeof src === "string") return decodeSafetensors(await readFile(src), file ?? basename(src), true);
+  return decodeSafetensors(src, file ?? "model.safetensors");
 }
 
-/** Synchronous core of {@link readSafetensors} over bytes already in memory. */
-export function decodeSafetensors(bytes: Uint8Array, file = "model.safetensors"): StateDict {
+/**
+ * Synchronous core of {@link readSafetensors} over bytes already in memory. With `view`, aligned
+ * F32/I64 tensors are views of `bytes` rather than copies (pass it only for a buffer you own).
+ */
+export function decodeSafetensors(bytes: Uint8Array, file = "model.safetensors", view = false): StateDict {
   const { entries, dataStart } = parseSafetensorsHeader(bytes, file);
   const out: StateDict = new Map();
   for (const e of entries) {
@@ -146,6 +149,7 @@ export function decodeSafetensors(bytes: Uint8Array, file = "model.safetensors")
       bytes.subarray(dataStart + e.begin, dataStart + e.end),
       e.dtype,
       numel(e.shape),
+      view,
     );
     out.set(e.name, { dtype: e.dtype, shape: e.shape, data });
   }
