@@ -85,6 +85,10 @@ beforeAll(async () => {
       authorization: req.headers.authorization,
       range: req.headers.range,
     });
+    if (req.url?.startsWith("/acme/old-name/")) {
+      // A renamed repo: a same-site relative redirect that carries no headers of interest.
+      return res.writeHead(307, { Location: req.url.replace("/acme/old-name/", "/acme/tiny-beit/") }).end();
+    }
     const m = /^\/acme\/tiny-beit\/resolve\/([^/]+)\/(.+)$/.exec(req.url ?? "");
     if (!m || (m[1] !== "main" && m[1] !== COMMIT)) return res.writeHead(404).end();
     const body = files.get(decodeURIComponent(m[2]));
@@ -220,6 +224,31 @@ describe("downloadFromHub", () => {
     expect(err.detail).toContain("--from ./dir");
     expect(err.detail).toContain("HF_ENDPOINT");
     expect(err.detail).not.toContain("\n");
+  });
+
+  it("honours HF_HUB_OFFLINE: cache only, a clear error on a miss", async () => {
+    const old = process.env.HF_HUB_OFFLINE;
+    process.env.HF_HUB_OFFLINE = "1";
+    try {
+      const err = await downloadFromHub(REPO, {
+        endpoint: hubUrl,
+        cacheDir: join(root, "cache-off"),
+        onProgress: quiet,
+      }).catch((e) => e);
+      expect(err.code).toBe("hub-unreachable");
+      expect(err.detail).toContain("HF_HUB_OFFLINE is set");
+      expect(seen).toEqual([]);
+    } finally {
+      if (old === undefined) delete process.env.HF_HUB_OFFLINE;
+      else process.env.HF_HUB_OFFLINE = old;
+    }
+  });
+
+  it("follows same-site redirects of a renamed repo", async () => {
+    const cacheDir = join(root, "cache-renamed");
+    const dir = await downloadFromHub("acme/old-name", { endpoint: hubUrl, cacheDir, onProgress: quiet });
+    expect(dir).toBe(join(cacheDir, "models--acme--old-name", "snapshots", COMMIT));
+    expect(Buffer.compare(await readFile(join(dir, "config.json")), files.get("config.json")!)).toBe(0);
   });
 
   it("says a missing repo or revision is not found", async () => {

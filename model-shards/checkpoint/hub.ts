@@ -150,6 +150,14 @@ export async function downloadFromHub(repoId: string, opts: HubOptions = {}): Pr
   if (knownCommit && (await snapshotComplete(join(repoDir, "snapshots", knownCommit), opts.files)))
     return join(repoDir, "snapshots", knownCommit);
 
+  const offline = /^(1|true|yes|on)$/i.test(process.env.HF_HUB_OFFLINE ?? "");
+  if (offline)
+    throw new AppError(
+      "hub-unreachable",
+      503,
+      `HF_HUB_OFFLINE is set and ${repoId}@${revision} is not complete in the Hugging Face cache (${repoDir}). Unset HF_HUB_OFFLINE to download it, or pass a local checkpoint directory instead (--from ./dir).`,
+      { repo: repoId },
+    );
   let commit: string | null = null;
   const fetchOne = async (file: string, optional: boolean): Promise<boolean> => {
     // Once the revision has resolved, ask for that commit so all files come from one snapshot.
@@ -243,6 +251,7 @@ export async function downloadFromHub(repoId: string, opts: HubOptions = {}): Pr
 /** HEAD a resolve URL; follows same-site redirects, stops at an off-site one (the CDN). */
 async function resolve(url: string, token: string | undefined): Promise<Resolved | null> {
   let current = url;
+  let commitSeen: string | null = null;
   for (let hop = 0; hop < 10; hop++) {
     let res: Response;
     try {
@@ -258,9 +267,11 @@ async function resolve(url: string, token: string | undefined): Promise<Resolved
     const h = res.headers;
     const etag = (h.get("x-linked-etag") ?? h.get("etag"))?.replace(/^W\//, "").replace(/"/g, "") ?? null;
     const sizeHeader = h.get("x-linked-size") ?? h.get("content-length");
+    // Same-site redirects (renamed repos, resolve caches) may carry the commit on an earlier hop.
+    commitSeen = h.get("x-repo-commit") ?? commitSeen;
     const found = {
       url: current,
-      commit: h.get("x-repo-commit"),
+      commit: commitSeen,
       etag,
       size: sizeHeader ? Number(sizeHeader) : null,
     };
