@@ -76,6 +76,7 @@ const slots: Record<"jpeg" | "webp" | "avif", Slot> = {
   avif: { factory: avifDec as unknown as Factory, instance: null, memory: null },
 };
 let png: Promise<WebAssembly.Memory | null> | null = null;
+const peak: Record<WasmCodec, number> = { jpeg: 0, png: 0, webp: 0, avif: 0 };
 let initialised: Promise<void> | null = null;
 
 /**
@@ -161,6 +162,16 @@ export async function codecMemoryBytes(): Promise<Record<WasmCodec, number>> {
   };
 }
 
+/**
+ * Largest wasm memory each codec instance reached right after a decode, bytes, since the process started
+ * (instances released after a big decode included). For memory measurements.
+ */
+export async function codecPeakMemoryBytes(): Promise<Record<WasmCodec, number>> {
+  const pngMem = png ? await png : null;
+  peak.png = Math.max(peak.png, pngMem?.buffer.byteLength ?? 0);
+  return { ...peak };
+}
+
 function release(codec: "jpeg" | "webp" | "avif"): void {
   slots[codec].instance = null;
   slots[codec].memory = null;
@@ -174,7 +185,9 @@ async function runEmscripten(
   const dec = await emscripten(codec);
   try {
     const out = dec.decode(bytes, ...args);
-    if ((slots[codec].memory?.buffer.byteLength ?? 0) > RELEASE_AFTER_BYTES) release(codec);
+    const size = slots[codec].memory?.buffer.byteLength ?? 0;
+    peak[codec] = Math.max(peak[codec], size);
+    if (size > RELEASE_AFTER_BYTES) release(codec);
     return out;
   } catch (e) {
     release(codec);

@@ -3,8 +3,8 @@ import { expected, fixture, maxAbsDiff, pillowRgb } from "../../test/helpers/ima
 import { AppError } from "../shared/errors.ts";
 import { codecMemoryBytes, RELEASE_AFTER_BYTES } from "./codecs.ts";
 import { initNodeCodecs } from "./codecs-node.ts";
-import { decodeImage } from "./decode.ts";
-import { DEFAULT_LIMITS } from "./limits.ts";
+import { decodeImage, inspectImage } from "./decode.ts";
+import { DEFAULT_LIMITS, estimateDecodeBytes, resolveLimits } from "./limits.ts";
 
 beforeAll(() => initNodeCodecs());
 
@@ -173,6 +173,63 @@ describe("bad input gets a clear error with a stable code", () => {
       const e = await refusal(b.subarray(0, Math.floor(b.length * 0.6)));
       expect(e.code, name).toBe("undecodable-image");
     }
+  });
+});
+
+/** SOI + SOF (baseline C0 or progressive C2), 4:2:0 YCbCr, and nothing else. */
+function jpegHeaderOnly(width: number, height: number, progressive: boolean): Uint8Array {
+  return Uint8Array.from([
+    0xff,
+    0xd8,
+    0xff,
+    progressive ? 0xc2 : 0xc0,
+    0,
+    17,
+    8,
+    height >> 8,
+    height & 255,
+    width >> 8,
+    width & 255,
+    3,
+    1,
+    0x22,
+    0,
+    2,
+    0x11,
+    1,
+    3,
+    0x11,
+    1,
+  ]);
+}
+
+describe("memory budget (maxDecodeBytes) from the header", () => {
+  it("accepts a 12 MP baseline JPEG and refuses a 12 MP progressive one under the defaults", () => {
+    const limits = resolveLimits();
+    expect(inspectImage(jpegHeaderOnly(4032, 3024, false), limits).progressive).toBe(false);
+    try {
+      inspectImage(jpegHeaderOnly(4032, 3024, true), limits);
+      throw new Error("expected a refusal");
+    } catch (e) {
+      expect((e as AppError).code).toBe("image-too-large");
+      expect((e as AppError).detail).toContain("Progressive JPEGs cost the most");
+    }
+  });
+
+  it("estimates match the measured 12 MP costs (bench/image-decode.ts) from above", () => {
+    const base = estimateDecodeBytes({ format: "jpeg", width: 4032, height: 3024, encodedBytes: 1_372_000 });
+    expect(base).toBeGreaterThanOrEqual(51.8e6 + 48.8e6);
+    expect(base).toBeLessThan(DEFAULT_LIMITS.maxDecodeBytes);
+    const samples = 3 * 4032 * 3024; // the bench's progressive file is 4:4:4
+    const prog = estimateDecodeBytes({
+      format: "jpeg",
+      width: 4032,
+      height: 3024,
+      encodedBytes: 1_342_000,
+      progressive: true,
+      samples,
+    });
+    expect(prog).toBeGreaterThanOrEqual(124.8e6 + 48.8e6);
   });
 });
 

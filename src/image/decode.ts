@@ -27,7 +27,7 @@ import {
   type SupportedFormat,
   sniffFormat,
 } from "./header.ts";
-import { type ImageLimits, resolveLimits } from "./limits.ts";
+import { estimateDecodeBytes, type ImageLimits, resolveLimits } from "./limits.ts";
 
 export { type DetectedFormat, type SupportedFormat, sniffFormat } from "./header.ts";
 
@@ -130,6 +130,23 @@ export function inspectImage(bytes: Uint8Array, limits: ImageLimits): ImageHeade
         maxHeight: limits.maxHeight,
         maxPixels: limits.maxPixels,
       },
+    );
+  }
+  const cost = estimateDecodeBytes({
+    ...header,
+    encodedBytes: bytes.length,
+    rotated: readOrientation(header.exif) > 1,
+  });
+  if (cost > limits.maxDecodeBytes) {
+    const hint =
+      format === "jpeg" && header.progressive
+        ? " Progressive JPEGs cost the most; a baseline JPEG or a downscaled image will fit."
+        : " Downscale it before sending.";
+    throw new AppError(
+      "image-too-large",
+      413,
+      `Decoding this ${width}x${height} ${FORMAT_NAMES[format]} would need about ${Math.round(cost / 1e6)} MB; the limit is ${Math.round(limits.maxDecodeBytes / 1e6)} MB.${hint}`,
+      { limit: "maxDecodeBytes", estimate: cost, max: limits.maxDecodeBytes, width, height },
     );
   }
   if (format === "webp" && header.animated) {

@@ -57,6 +57,10 @@ export interface ImageHeader {
   exif: Uint8Array | null;
   /** JPEG only: number of colour components in the frame (1 gray, 3 YCbCr/RGB, 4 CMYK/YCCK). */
   components?: number;
+  /** JPEG only: progressive (SOF2/SOF6/SOF10/SOF14), which makes libjpeg buffer every DCT coefficient. */
+  progressive?: boolean;
+  /** JPEG only: coefficient (= sample) count over all components, from the sampling factors. */
+  samples?: number;
   /** PNG only: bit depth and colour type from IHDR. */
   bitDepth?: number;
   colorType?: number;
@@ -174,7 +178,24 @@ function jpegHeader(b: Uint8Array): ImageHeader {
       const height = u16be(b, seg + 1);
       const width = u16be(b, seg + 3);
       const components = b[seg + 5];
-      return { format: "jpeg", width, height, animated: false, exif, components };
+      if (len < 8 + 3 * components) throw corrupt("jpeg", "short frame header");
+      let hMax = 1;
+      let vMax = 1;
+      for (let c = 0; c < components; c++) {
+        const f = b[seg + 7 + 3 * c];
+        hMax = Math.max(hMax, f >> 4);
+        vMax = Math.max(vMax, f & 15);
+      }
+      // Samples per component, rounded up to whole 8x8 blocks of whole MCUs (as libjpeg allocates).
+      let samples = 0;
+      for (let c = 0; c < components; c++) {
+        const f = b[seg + 7 + 3 * c];
+        const cw = Math.ceil((width * Math.max(1, f >> 4)) / hMax / 8) * 8;
+        const ch = Math.ceil((height * Math.max(1, f & 15)) / vMax / 8) * 8;
+        samples += cw * ch;
+      }
+      const progressive = (marker & 3) === 2;
+      return { format: "jpeg", width, height, animated: false, exif, components, progressive, samples };
     }
     at += 2 + len;
   }

@@ -15,6 +15,11 @@ export interface ImageLimits {
   /** Largest accepted width x height, pixels (as declared in the header). */
   maxPixels: number;
   /**
+   * Largest estimated peak memory of one decode, bytes: codec wasm heap + the RGBA copy handed to
+   * JavaScript (+ the EXIF rotation copy), from {@link estimateDecodeBytes}. Guards the 128 MB isolate.
+   */
+  maxDecodeBytes: number;
+  /**
    * Time budget for decoding, milliseconds. The TypeScript GIF decoder checks it while it runs; the wasm
    * codecs cannot be interrupted, so for them it is checked after each step (decode, orientation) and
    * their worst case is bounded by `maxPixels` instead.
@@ -23,17 +28,77 @@ export interface ImageLimits {
 }
 
 /**
- * Defaults sized for a 128 MB Workers isolate that never holds model weights. The largest image
- * accepted is 24 megapixels (e.g. 6000x4000); see the README section "Image limits" for the measured
- * memory cost of a 12 MP and a 24 MP JPEG.
+ * Defaults sized for a 128 MB Workers isolate that never holds model weights. A 12 MP baseline JPEG
+ * (4032x3024) is estimated at 101 MB and accepted (measured: 51.8 MB wasm heap + 48.8 MB RGBA copy);
+ * the largest baseline JPEG accepted is about 13.2 MP. Progressive JPEGs cost more (libjpeg keeps every
+ * coefficient): a 12 MP 4:4:4 one measured 124.8 MB of wasm heap and is refused; the largest accepted
+ * progressive JPEG is about 9.6 MP at 4:2:0 and 7.5 MP at 4:4:4.
  */
 export const DEFAULT_LIMITS: Readonly<ImageLimits> = Object.freeze({
   maxBytes: 20 * 1024 * 1024,
   maxWidth: 16_384,
   maxHeight: 16_384,
-  maxPixels: 24_000_000,
+  maxPixels: 16_777_216,
+  maxDecodeBytes: 104 * 1024 * 1024,
   maxDecodeMs: 10_000,
 });
+
+/** What {@link estimateDecodeBytes} needs from the header. */
+export interface DecodeCostInput {
+  format: "jpeg" | "png" | "webp" | "avif" | "gif";
+  width: number;
+  height: number;
+  encodedBytes: number;
+  progressive?: boolean;
+  samples?: number;
+  bitDepth?: number;
+  colorType?: number;
+  rotated?: boolean;
+}
+
+const MB = 1_000_000;
+
+/**
+ * Estimated peak bytes of one decode, calibrated on measurements (bench/image-decode.ts, Node 20,
+ * jSquash 2026 builds): the codec's wasm heap at its largest (input copy + output RGBA + codec buffers,
+ * + every DCT coefficient for progressive JPEG) plus the RGBA copy returned to
+ * JavaScript, or the JavaScript buffers plus an EXIF rotation copy, whichever is larger.
+ *
+ * @example
+ * estimateDecodeBytes({ format: "jpeg", width: 4032, height: 3024, encodedBytes: 1.3e6 }); // ~101e6
+ */
+export function estimateDecodeBytes(h: DecodeCostInput): number {
+  const px = h.width * h.height;
+  const n = h.encodedBytes;
+  let wasm: number;
+  let js = 4 * px;
+  switch (h.format) {
+    case "jpeg":
+      // Progressive: libjpeg keeps every coefficient (2 bytes per sample) for the whole decode.
+      wasm = 4 * px + n + 2 * MB + (h.progressive ? 2 * (h.samples ?? 3 * px) : 0);
+      break;
+    case "png": {
+      const channels = [1, 0, 3, 1, 2, 0, 4][h.colorType ?? 6] || 4;
+      const raw = h.height * (1 + Math.ceil((h.width * channels * (h.bitDepth ?? 8)) / 8));
+      const out = h.bitDepth === 16 && h.colorType === 0 ? 8 * px : 4 * px;
+      wasm = raw + out + n + 2 * MB;
+      js = out;
+      break;
+    }
+    case "webp":
+      wasm = 6 * px + n + 2 * MB;
+      break;
+    case "avif":
+      wasm = 10 * px + n + 4 * MB;
+      break;
+    case "gif":
+      wasm = 0;
+      js = 4 * px;
+      break;
+  }
+  const rotation = h.rotated ? 3 * px : 0;
+  return Math.ceil(Math.max(wasm + js, js + rotation));
+}
 
 /**
  * Merges partial limits over {@link DEFAULT_LIMITS}, refusing non-positive or non-finite values.
