@@ -4,10 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AppError } from "../../src/shared/errors.ts";
+import { referenceForward } from "../reference.ts";
 import { parseBeitConfig } from "./config.ts";
 import { loadCheckpoint } from "./index.ts";
 import { expectedTensorShapes } from "./layout.ts";
-import { synthCommand, synthConfig, synthesize, syntheticLabel, writeCheckpoint } from "./synth.ts";
+import { Prng, synthCommand, synthConfig, synthesize, syntheticLabel, writeCheckpoint } from "./synth.ts";
 import type { StateDict } from "./types.ts";
 
 let root: string;
@@ -94,6 +95,33 @@ describe("synthesize", () => {
       shapes.get("beit.encoder.layer.0.attention.attention.relative_position_bias.relative_position_index"),
     ).toEqual([197, 197]);
     expect(shapes.get("classifier.weight")).toEqual([21841, 768]);
+  });
+});
+
+describe("synthetic weights", () => {
+  it("give spread, input-dependent logits (float64 reference forward, tiny, 8 inputs)", () => {
+    const ck = synthesize({ size: "tiny", seed: 0 });
+    const config = parseBeitConfig(ck.config);
+    const rng = new Prng(99);
+    const tops = new Set<number>();
+    for (let n = 0; n < 8; n++) {
+      const px = new Float64Array(3 * 224 * 224);
+      if (n % 2 === 0) for (let i = 0; i < px.length; i++) px[i] = rng.next() * 2 - 1;
+      else {
+        // Smooth colour gradients, closer to photographs than noise.
+        const [fx, fy, ph] = [rng.next() * 0.1, rng.next() * 0.1, rng.next() * 6];
+        for (let c = 0; c < 3; c++)
+          for (let y = 0; y < 224; y++)
+            for (let x = 0; x < 224; x++)
+              px[(c * 224 + y) * 224 + x] = Math.sin(fx * x + fy * y * (c + 1) + ph);
+      }
+      const logits = referenceForward(config, ck.tensors, px);
+      const mean = logits.reduce((a, b) => a + b, 0) / logits.length;
+      const std = Math.sqrt(logits.reduce((a, b) => a + (b - mean) ** 2, 0) / logits.length);
+      expect(std).toBeGreaterThan(2);
+      tops.add(logits.indexOf(Math.max(...logits)));
+    }
+    expect(tops.size).toBeGreaterThanOrEqual(4);
   });
 });
 
