@@ -30,6 +30,8 @@ let cdnUrl: string;
 let seen: Seen[] = [];
 /** When set, the CDN sends only this many bytes of the next full GET and then drops the connection. */
 let cutAfter: number | null = null;
+/** When true, the CDN flips one byte of the next body it sends. */
+let corrupt = false;
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 const gitSha = (b: Buffer) => createHash("sha1").update(`blob ${b.length}\0`).update(b).digest("hex");
@@ -73,6 +75,12 @@ beforeAll(async () => {
       cutAfter = null;
       res.write(part.subarray(0, n), () => setTimeout(() => res.destroy(), 20));
       return;
+    }
+    if (corrupt) {
+      corrupt = false;
+      const bad = Buffer.from(part);
+      bad[bad.length >> 1] ^= 0xff;
+      return res.end(bad);
     }
     res.end(part);
   });
@@ -119,6 +127,7 @@ afterAll(async () => {
 beforeEach(() => {
   seen = [];
   cutAfter = null;
+  corrupt = false;
 });
 
 async function closedPort(): Promise<string> {
@@ -249,6 +258,23 @@ describe("downloadFromHub", () => {
     const dir = await downloadFromHub("acme/old-name", { endpoint: hubUrl, cacheDir, onProgress: quiet });
     expect(dir).toBe(join(cacheDir, "models--acme--old-name", "snapshots", COMMIT));
     expect(Buffer.compare(await readFile(join(dir, "config.json")), files.get("config.json")!)).toBe(0);
+  });
+
+  it("discards a download whose sha256 differs from the LFS ETag", async () => {
+    const cacheDir = join(root, "cache-corrupt");
+    corrupt = true;
+    const err = await downloadFromHub(REPO, { endpoint: hubUrl, cacheDir, onProgress: quiet }).catch(
+      (e) => e,
+    );
+    expect(err.code).toBe("hub-integrity");
+    expect(err.detail).toContain(sha256(files.get("pytorch_model.bin")!));
+    const blobs = join(cacheDir, "models--acme--tiny-beit", "blobs");
+    await expect(stat(join(blobs, sha256(files.get("pytorch_model.bin")!)))).rejects.toThrow();
+    // Nothing claims the snapshot is complete: the next run downloads the file again.
+    const dir = await downloadFromHub(REPO, { endpoint: hubUrl, cacheDir, onProgress: quiet });
+    expect(
+      Buffer.compare(await readFile(join(dir, "pytorch_model.bin")), files.get("pytorch_model.bin")!),
+    ).toBe(0);
   });
 
   it("says a missing repo or revision is not found", async () => {
