@@ -1,4 +1,27 @@
+import { join } from "node:path";
+import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
+import { testPng } from "./test/helpers/png.ts";
+
+/** Outbound fetches of the gateway under test (URL inputs): a fake image host, no network. */
+async function fakeImageHost(req: Request): Promise<Response> {
+  const url = new URL(req.url);
+  if (url.hostname !== "images.test") return new Response("no network in tests", { status: 502 });
+  switch (url.pathname) {
+    case "/gradient.png":
+      return new Response(testPng(40, 30, 1), { headers: { "content-type": "image/png" } });
+    case "/redirect":
+      return new Response(null, { status: 302, headers: { location: "/gradient.png" } });
+    case "/loop":
+      return new Response(null, { status: 302, headers: { location: "/loop" } });
+    case "/page.html":
+      return new Response("<html></html>", { headers: { "content-type": "text/html" } });
+    case "/huge.png":
+      return new Response(new Uint8Array(2 * 1024 * 1024), { headers: { "content-type": "image/png" } });
+    default:
+      return new Response("not found", { status: 404 });
+  }
+}
 
 // Node-side tests: converter, readers, image path, CLI. Files named *.workerd.test.ts run inside
 // workerd through @cloudflare/vitest-pool-workers (see the "workerd" project).
@@ -10,6 +33,68 @@ export default defineConfig({
           name: "node",
           include: ["{src,model-shards,test,scripts}/**/*.test.ts"],
           exclude: ["**/*.workerd.test.ts", "**/node_modules/**"],
+          testTimeout: 120_000,
+          hookTimeout: 300_000,
+        },
+      },
+      {
+        // The gateway and the stage Workers run as auxiliary Workers from the bundles wrangler
+        // builds in global setup (exactly what deploys; each Worker its own isolate). The test
+        // Worker is a proxy to the gateway, so SELF.fetch reaches it. (Vite 8 would wrap static
+        // .wasm imports in ESM-integration glue if the gateway ran as the test Worker itself.)
+        plugins: [
+          cloudflareTest(({ inject }) => {
+            const bundles = inject("workerBundles");
+            const stages = 3;
+            const shared = { compatibilityDate: "2026-04-20", r2Buckets: { MODELS: "beit-edge-models" } };
+            const modules = (b: { dir: string; js: string; wasm: string[] }) => ({
+              modules: [
+                { type: "ESModule" as const, path: join(b.dir, b.js) },
+                ...b.wasm.map((w) => ({ type: "CompiledWasm" as const, path: join(b.dir, w) })),
+              ],
+              modulesRoot: b.dir,
+            });
+            const stageBindings = Object.fromEntries(
+              Array.from({ length: stages }, (_, i) => [`STAGE_${i}`, `beit-edge-stage-${i}`]),
+            );
+            const gatewayVars = { POINTER_TTL_S: "0", MAX_BODY_BYTES: String(1024 * 1024), MAX_BATCH: "4" };
+            return {
+              main: "./test/workerd/proxy-main.ts",
+              miniflare: {
+                ...shared,
+                compatibilityFlags: ["nodejs_compat"],
+                serviceBindings: { GATEWAY: "beit-edge", GATEWAY_KEYED: "beit-edge-keyed", ...stageBindings },
+                workers: [
+                  {
+                    name: "beit-edge",
+                    ...shared,
+                    ...modules(bundles.gateway),
+                    bindings: gatewayVars,
+                    serviceBindings: stageBindings,
+                    outboundService: fakeImageHost,
+                  },
+                  {
+                    name: "beit-edge-keyed",
+                    ...shared,
+                    ...modules(bundles.gateway),
+                    bindings: { ...gatewayVars, API_KEY: "s3cret-key" },
+                    serviceBindings: stageBindings,
+                  },
+                  ...Array.from({ length: stages }, (_, i) => ({
+                    name: `beit-edge-stage-${i}`,
+                    ...shared,
+                    ...modules(bundles.stage),
+                  })),
+                ],
+              },
+            };
+          }),
+        ],
+        test: {
+          name: "workerd",
+          include: ["{src,test}/**/*.workerd.test.ts"],
+          globalSetup: ["test/workerd/global-setup.ts"],
+          fileParallelism: false,
           testTimeout: 120_000,
           hookTimeout: 300_000,
         },

@@ -21,6 +21,13 @@ export const RETRY_AFTER_SECONDS = 5;
 /** Origin of the synthetic URLs that key shard bytes in the Cache API. */
 const CACHE_ORIGIN = "https://shards.beit-edge.internal";
 
+/**
+ * Keeps a promise's request alive until it settles (`ctx.waitUntil`). Promises cached at module
+ * scope are shared by later requests; in workerd, I/O started by a request that is then cancelled
+ * (say, its client gave up) never settles, and every later request awaiting it would hang.
+ */
+export type KeepAlive = (p: Promise<unknown>) => void;
+
 /** Where a file's bytes came from, for timing headers and the cold-start benchmark. */
 export type FileOrigin = "cache" | "r2";
 
@@ -96,13 +103,17 @@ export class ShardStore {
     this.#pointer = null;
   }
 
-  /** The manifest of `version`, validated; cached for the life of the isolate (versions are immutable). */
-  manifest(version: string): Promise<Manifest> {
+  /**
+   * The manifest of `version`, validated; cached for the life of the isolate (versions are
+   * immutable). `keepAlive` receives the load when this call starts it.
+   */
+  manifest(version: string, keepAlive?: KeepAlive): Promise<Manifest> {
     let p = this.#manifests.get(version);
     if (!p) {
       p = this.#loadManifest(version);
       this.#manifests.set(version, p);
       p.catch(() => this.#manifests.delete(version));
+      keepAlive?.(p.catch(() => undefined));
     }
     return p;
   }

@@ -7,7 +7,7 @@
  * Routes: POST /v1/classify, GET /v1/labels, GET /v1/model, GET /v1/status, GET /healthz,
  * GET /openapi.json, GET / (a drop-an-image page).
  */
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { topK } from "../inference/pipeline.ts";
 import { AppError } from "../shared/errors.ts";
 import type { PreprocessSpec } from "../shared/manifest.ts";
@@ -38,6 +38,17 @@ export interface Prediction {
 }
 
 type AppEnv = { Bindings: GatewayEnv };
+
+/** The request's waitUntil, or a no-op where there is no execution context (app.request in tests). */
+function keepAliveOf(c: Context<AppEnv>): (p: Promise<unknown>) => void {
+  return (p) => {
+    try {
+      c.executionCtx.waitUntil(p);
+    } catch {
+      // no execution context
+    }
+  };
+}
 
 function serverTiming(parts: [string, number][]): string {
   return parts.map(([name, ms]) => `${name};dur=${ms.toFixed(1)}`).join(", ");
@@ -77,7 +88,7 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   app.get("/openapi.json", (c) => c.json(openApiDocument(new URL(c.req.url).origin)));
 
   app.get("/healthz", async (c) => {
-    const model = await activeModel(c.env);
+    const model = await activeModel(c.env, keepAliveOf(c));
     const stages = await stageStatuses(c.env, model.manifest);
     const down = stages.filter((s) => !s.reachable);
     if (down.length > 0)
@@ -99,17 +110,17 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   });
 
   app.get("/v1/labels", async (c) => {
-    const model = await activeModel(c.env);
+    const model = await activeModel(c.env, keepAliveOf(c));
     return c.json(model.labels, 200, modelHeaders(model));
   });
 
   app.get("/v1/model", async (c) => {
-    const model = await activeModel(c.env);
+    const model = await activeModel(c.env, keepAliveOf(c));
     return c.json(modelSummary(model), 200, modelHeaders(model));
   });
 
   app.get("/v1/status", async (c) => {
-    const model = await activeModel(c.env);
+    const model = await activeModel(c.env, keepAliveOf(c));
     const stages = await stageStatuses(c.env, model.manifest);
     return c.json(
       {
@@ -133,10 +144,11 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
       readClassifyInput(c.req.raw, { maxBodyBytes: limits.maxBodyBytes, maxBatch: limits.maxBatch }),
     );
     // One version for the whole request: every stage call below carries it.
-    const model = await deadline.race(activeModel(c.env));
+    const keepAlive = keepAliveOf(c);
+    const model = await deadline.race(activeModel(c.env, keepAlive));
     const k = resolveTopK(queryTopK, input.topK, model.labels.length);
     // Cold isolates: warm every stage at once while the first image decodes.
-    const warm = warmAll(c.env, model.manifest, deadline);
+    const warm = warmAll(c.env, model.manifest, deadline, keepAlive);
     warm.catch(() => undefined);
     let decodeMs = 0;
     const stageMs = new Map<number, number>();

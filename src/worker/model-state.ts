@@ -5,7 +5,7 @@
  * resolves the version once and uses that manifest for every stage call, so a pointer swap never
  * mixes two versions inside one request.
  */
-import { ShardStore } from "../shards/store.ts";
+import { type KeepAlive, ShardStore } from "../shards/store.ts";
 import { AppError } from "../shared/errors.ts";
 import type { Manifest } from "../shared/manifest.ts";
 import type { GatewayEnv } from "./env.ts";
@@ -57,16 +57,20 @@ async function loadLabels(s: ShardStore, manifest: Manifest): Promise<string[]> 
   return labels as string[];
 }
 
-/** The active model (pointer -> manifest -> labels), each verified. */
-export async function activeModel(env: GatewayEnv): Promise<ModelView> {
+/**
+ * The active model (pointer -> manifest -> labels), each verified. Pass the request's
+ * `waitUntil` as `keepAlive` so that loads shared with later requests always settle.
+ */
+export async function activeModel(env: GatewayEnv, keepAlive?: KeepAlive): Promise<ModelView> {
   const s = gatewayStore(env);
   const pointer = await s.active();
-  const manifest = await s.manifest(pointer.version);
+  const manifest = await s.manifest(pointer.version, keepAlive);
   let labels = labelCache.get(pointer.version);
   if (!labels) {
     labels = loadLabels(s, manifest);
     labelCache.set(pointer.version, labels);
     labels.catch(() => labelCache.delete(pointer.version));
+    keepAlive?.(labels.catch(() => undefined));
   }
   return { version: pointer.version, publishedAt: pointer.publishedAt, manifest, labels: await labels };
 }

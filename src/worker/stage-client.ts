@@ -4,6 +4,8 @@
  * this isolate, then running the stages in order over their service bindings, all pinned to one
  * model version.
  */
+
+import type { KeepAlive } from "../shards/store.ts";
 import { AppError } from "../shared/errors.ts";
 import type { Manifest } from "../shared/manifest.ts";
 import { type GatewayEnv, MAX_STAGES, stageBinding } from "./env.ts";
@@ -86,19 +88,31 @@ const warmed = new Map<string, Promise<WarmReport[]>>();
 /**
  * Warms every stage of `manifest` in parallel, once per version per gateway isolate (concurrent
  * callers share the same attempt; a failed attempt is forgotten so that the next request retries).
+ * The attempt settles only when every stage has answered, so no stage is left loading on behalf of
+ * a request that already ended; `keepAlive` (the request's waitUntil) holds it open until then.
  */
-export function warmAll(env: GatewayEnv, manifest: Manifest, deadline?: Deadline): Promise<WarmReport[]> {
+export function warmAll(
+  env: GatewayEnv,
+  manifest: Manifest,
+  deadline?: Deadline,
+  keepAlive?: KeepAlive,
+): Promise<WarmReport[]> {
   let p = warmed.get(manifest.version);
   if (!p) {
     const bs = bindings(env, manifest);
-    p = Promise.all(
+    p = Promise.allSettled(
       bs.map(async (b, i) => {
         const res = await call(b, stageRequest("/warm", manifest.version, i), i);
         return (await res.json()) as WarmReport;
       }),
-    );
+    ).then((results) => {
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed) throw failed.reason;
+      return results.map((r) => (r as PromiseFulfilledResult<WarmReport>).value);
+    });
     warmed.set(manifest.version, p);
     p.catch(() => warmed.delete(manifest.version));
+    keepAlive?.(p.catch(() => undefined));
   }
   return deadline ? deadline.race(p) : p;
 }

@@ -13,7 +13,7 @@
 import ortWasm from "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm";
 import { createStageSession, initOrt, type StageSession, wasmHeapBytes } from "../inference/ort.ts";
 import { isVersion } from "../shards/layout.ts";
-import { ShardStore } from "../shards/store.ts";
+import { type KeepAlive, ShardStore } from "../shards/store.ts";
 import { AppError } from "../shared/errors.ts";
 import type { Manifest, StageSpec } from "../shared/manifest.ts";
 import type { StageEnv } from "./env.ts";
@@ -45,8 +45,8 @@ interface Resident {
   loaded: boolean;
   failed: boolean;
   busy: number;
-  idle: Promise<void>;
-  signalIdle: () => void;
+  /** Resolvers of callers waiting for `busy` to reach 0 (each wait gets a fresh promise). */
+  waiters: (() => void)[];
 }
 
 let store: ShardStore | null = null;
@@ -106,11 +106,17 @@ async function load(env: StageEnv, version: string, stage: number): Promise<Load
   return { session, spec, origin, loadMs: Date.now() - t0, reported: false };
 }
 
-/** Pins the session of (version, stage) for the duration of `fn`, loading it if needed. */
+/**
+ * Pins the session of (version, stage) for the duration of `fn`, loading it if needed. A load is
+ * shared by every request that wants it, so it is tied to the starting request with `keepAlive`
+ * (waitUntil): were that request cancelled mid-load, its I/O would never settle in workerd and
+ * every later request would hang on it.
+ */
 async function withSession<T>(
   env: StageEnv,
   version: string,
   stage: number,
+  keepAlive: KeepAlive,
   fn: (l: Loaded, freshLoad: boolean) => Promise<T>,
 ): Promise<T> {
   const key = `${version}/${stage}`;
@@ -129,11 +135,11 @@ async function withSession<T>(
         throw e;
       } finally {
         r.busy--;
-        if (r.busy === 0) r.signalIdle();
+        if (r.busy === 0) for (const wake of r.waiters.splice(0)) wake();
       }
     }
     if (r && r.busy > 0) {
-      await r.idle;
+      await new Promise<void>((wake) => r.waiters.push(wake));
       continue;
     }
     if (r) {
@@ -141,10 +147,6 @@ async function withSession<T>(
       const old = await r.promise.catch(() => null);
       await old?.session.release().catch(() => undefined);
     }
-    let signalIdle = () => {};
-    const idle = new Promise<void>((res) => {
-      signalIdle = res;
-    });
     const next: Resident = {
       key,
       version,
@@ -153,8 +155,7 @@ async function withSession<T>(
       loaded: false,
       failed: false,
       busy: 0,
-      idle,
-      signalIdle,
+      waiters: [],
     };
     next.promise.then(
       () => {
@@ -164,6 +165,7 @@ async function withSession<T>(
         next.failed = true;
       },
     );
+    keepAlive(next.promise.catch(() => undefined));
     resident = next;
   }
 }
@@ -182,7 +184,8 @@ function target(req: Request): { version: string; stage: number } {
 }
 
 /** Handles one stage request; exported for tests that call the stage in-process. */
-export async function handleStage(req: Request, env: StageEnv): Promise<Response> {
+export async function handleStage(req: Request, env: StageEnv, ctx?: ExecutionContext): Promise<Response> {
+  const keepAlive: KeepAlive = (p) => ctx?.waitUntil(p);
   try {
     const url = new URL(req.url);
     if (url.pathname === "/status" && req.method === "GET") {
@@ -200,7 +203,7 @@ export async function handleStage(req: Request, env: StageEnv): Promise<Response
     }
     if (url.pathname === "/warm" && req.method === "POST") {
       const { version, stage } = target(req);
-      const report = await withSession(env, version, stage, async (l, fresh) => {
+      const report = await withSession(env, version, stage, keepAlive, async (l, fresh) => {
         const r: WarmReport = {
           stage,
           version,
@@ -215,7 +218,7 @@ export async function handleStage(req: Request, env: StageEnv): Promise<Response
     if (url.pathname === "/run" && req.method === "POST") {
       const { version, stage } = target(req);
       const body = await req.arrayBuffer();
-      return await withSession(env, version, stage, async (l, fresh) => {
+      return await withSession(env, version, stage, keepAlive, async (l, fresh) => {
         const spec = l.spec.inputs[0];
         const want = spec.shape.reduce((a, b) => a * b, 1);
         if (body.byteLength !== want * 4)
@@ -248,7 +251,7 @@ export async function handleStage(req: Request, env: StageEnv): Promise<Response
 }
 
 export default {
-  fetch(req: Request, env: StageEnv): Promise<Response> {
-    return handleStage(req, env);
+  fetch(req: Request, env: StageEnv, ctx: ExecutionContext): Promise<Response> {
+    return handleStage(req, env, ctx);
   },
 } satisfies ExportedHandler<StageEnv>;

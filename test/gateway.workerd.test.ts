@@ -1,0 +1,316 @@
+/**
+ * The gateway inside workerd with three stage Workers (auxiliary, separate isolates) on local R2
+ * seeded with a tiny synthetic int8 model: every input form, batches, top_k, each error status as
+ * problem+json, auth, and the read-only routes. Classifications must equal, bit for bit, what
+ * onnxruntime-web in Node gives for the same image (computed in global setup).
+ */
+import { env, SELF } from "cloudflare:test";
+import { beforeAll, describe, expect, inject, it } from "vitest";
+import type { GatewayEnv } from "../src/worker/env.ts";
+import { PROBLEM_BASE } from "../src/worker/problem.ts";
+import { fromBase64 } from "./workerd/fixtures.ts";
+import { seedModel } from "./workerd/seed.ts";
+
+const fx = inject("workerdFixtures");
+const genv = env as unknown as GatewayEnv;
+const png = fromBase64(fx.images.gradient);
+const wide = fromBase64(fx.images.wide);
+const expectedA = fx.expected.modelA;
+const URL_BASE = "https://beit-edge.test";
+
+function classify(body: BodyInit | null, init: RequestInit & { query?: string } = {}): Promise<Response> {
+  return SELF.fetch(`${URL_BASE}/v1/classify${init.query ?? ""}`, { method: "POST", body, ...init });
+}
+
+async function expectProblem(res: Response, status: number, code: string): Promise<Record<string, unknown>> {
+  expect(res.status).toBe(status);
+  expect(res.headers.get("content-type")).toBe("application/problem+json");
+  const body = (await res.json()) as Record<string, unknown>;
+  expect(body).toMatchObject({ type: `${PROBLEM_BASE}${code}`, status, code });
+  expect(typeof body.title).toBe("string");
+  expect(typeof body.detail).toBe("string");
+  return body;
+}
+
+const toB64 = (b: Uint8Array) => btoa(String.fromCharCode(...b));
+
+beforeAll(async () => {
+  await seedModel(genv.MODELS, fx.modelA);
+});
+
+describe("POST /v1/classify", () => {
+  it("classifies raw PNG bytes exactly as onnxruntime-web in Node does, with model headers and Server-Timing", async () => {
+    const res = await classify(png, { headers: { "content-type": "image/png" } });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual(expectedA.gradient.top);
+    expect(res.headers.get("x-model-version")).toBe(fx.modelA.version);
+    expect(res.headers.get("x-model-synthetic")).toBe("true");
+    expect(res.headers.get("x-model-id")).toBeTruthy();
+    const timing = res.headers.get("server-timing") ?? "";
+    for (const part of ["decode;dur=", "stage-0;dur=", "stage-1;dur=", "stage-2;dur=", "total;dur="])
+      expect(timing).toContain(part);
+  });
+
+  it("accepts application/octet-stream and no content type; different images give their own results", async () => {
+    const a = await classify(wide, { headers: { "content-type": "application/octet-stream" } });
+    expect(await a.json()).toEqual(expectedA.wide.top);
+    const b = await classify(fromBase64(fx.images.square));
+    expect(await b.json()).toEqual(expectedA.square.top);
+  });
+
+  it("honours top_k from the query string and from JSON parameters", async () => {
+    const q = await classify(png, { query: "?top_k=2", headers: { "content-type": "image/png" } });
+    expect(await q.json()).toEqual(expectedA.gradient.top.slice(0, 2));
+    const j = await classify(JSON.stringify({ inputs: toB64(png), parameters: { top_k: 3 } }), {
+      headers: { "content-type": "application/json" },
+    });
+    expect(await j.json()).toEqual(expectedA.gradient.top.slice(0, 3));
+    const all = await classify(png, { query: "?top_k=16", headers: { "content-type": "image/png" } });
+    const labels = (await all.json()) as { score: number }[];
+    expect(labels).toHaveLength(16);
+    for (let i = 1; i < labels.length; i++)
+      expect(labels[i - 1].score).toBeGreaterThanOrEqual(labels[i].score);
+  });
+
+  it("accepts JSON image base64, data: URLs and a URL to fetch (following one redirect)", async () => {
+    const bodies = [
+      { image: toB64(png) },
+      { image: `data:image/png;base64,${toB64(png)}` },
+      { url: "http://images.test/gradient.png" },
+      { url: "http://images.test/redirect" },
+    ];
+    for (const body of bodies) {
+      const res = await classify(JSON.stringify(body), { headers: { "content-type": "application/json" } });
+      expect(res.status, JSON.stringify(body).slice(0, 60)).toBe(200);
+      expect(await res.json()).toEqual(expectedA.gradient.top);
+    }
+  });
+
+  it("accepts multipart: one file gives one array, several files give one array per file in order", async () => {
+    const one = new FormData();
+    one.append("file", new Blob([png], { type: "image/png" }), "a.png");
+    expect(await (await classify(one)).json()).toEqual(expectedA.gradient.top);
+    const two = new FormData();
+    two.append("file", new Blob([wide], { type: "image/png" }), "w.png");
+    two.append("file", new Blob([png], { type: "image/png" }), "g.png");
+    two.append("top_k", "3");
+    const res = await classify(two);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual([expectedA.wide.top.slice(0, 3), expectedA.gradient.top.slice(0, 3)]);
+  });
+
+  it("answers JSON arrays with an array of arrays in input order", async () => {
+    const res = await classify(JSON.stringify({ image: [toB64(png), toB64(wide), toB64(png)] }), {
+      headers: { "content-type": "application/json" },
+      query: "?top_k=1",
+    });
+    expect(await res.json()).toEqual([
+      expectedA.gradient.top.slice(0, 1),
+      expectedA.wide.top.slice(0, 1),
+      expectedA.gradient.top.slice(0, 1),
+    ]);
+  });
+});
+
+describe("errors are problem+json with stable types", () => {
+  it("400 for an empty body, a truncated image, bad base64 and bad JSON", async () => {
+    await expectProblem(
+      await classify(new Uint8Array(0), { headers: { "content-type": "image/png" } }),
+      400,
+      "empty-body",
+    );
+    const truncated = await classify(png.slice(0, 60), { headers: { "content-type": "image/png" } });
+    expect(truncated.status).toBe(400);
+    expect(truncated.headers.get("content-type")).toBe("application/problem+json");
+    const j = { "content-type": "application/json" };
+    await expectProblem(
+      await classify(JSON.stringify({ image: "%%%" }), { headers: j }),
+      400,
+      "invalid-base64",
+    );
+    await expectProblem(await classify("{not json", { headers: j }), 400, "invalid-json");
+  });
+
+  it("415 for bytes that are no supported image, a text body, and a URL serving HTML", async () => {
+    await expectProblem(
+      await classify(new TextEncoder().encode("plain words, not pixels")),
+      415,
+      "unsupported-format",
+    );
+    await expectProblem(
+      await classify("hello", { headers: { "content-type": "text/plain" } }),
+      415,
+      "unsupported-media-type",
+    );
+    await expectProblem(
+      await classify(JSON.stringify({ url: "http://images.test/page.html" }), {
+        headers: { "content-type": "application/json" },
+      }),
+      415,
+      "unsupported-media-type",
+    );
+  });
+
+  it("413 for a body over the limit, by Content-Length and while streaming, and for a big URL image", async () => {
+    const big = new Uint8Array(1024 * 1024 + 1);
+    await expectProblem(
+      await classify(big, { headers: { "content-type": "image/png" } }),
+      413,
+      "payload-too-large",
+    );
+    const stream = new ReadableStream<Uint8Array>({
+      start(c) {
+        for (let i = 0; i < 20; i++) c.enqueue(new Uint8Array(64 * 1024));
+        c.close();
+      },
+    });
+    await expectProblem(
+      await classify(stream, { headers: { "content-type": "image/png" }, duplex: "half" } as RequestInit),
+      413,
+      "payload-too-large",
+    );
+    await expectProblem(
+      await classify(JSON.stringify({ url: "http://images.test/huge.png" }), {
+        headers: { "content-type": "application/json" },
+      }),
+      413,
+      "payload-too-large",
+    );
+  });
+
+  it("422 for bad top_k, too many images, bad URLs, redirect loops are 400, and a bad deadline header", async () => {
+    for (const q of ["?top_k=0", "?top_k=17", "?top_k=abc", "?top_k=2.5"]) {
+      const body = await expectProblem(
+        await classify(png, { query: q, headers: { "content-type": "image/png" } }),
+        422,
+        "invalid-parameter",
+      );
+      expect(body.detail).toContain("top_k");
+    }
+    const j = { "content-type": "application/json" };
+    await expectProblem(
+      await classify(JSON.stringify({ image: Array(5).fill(toB64(png)) }), { headers: j }),
+      422,
+      "too-many-images",
+    );
+    await expectProblem(
+      await classify(JSON.stringify({ url: "ftp://images.test/x.png" }), { headers: j }),
+      422,
+      "invalid-url",
+    );
+    await expectProblem(await classify(JSON.stringify({ foo: 1 }), { headers: j }), 422, "invalid-parameter");
+    await expectProblem(
+      await classify(JSON.stringify({ url: "http://images.test/loop" }), { headers: j }),
+      400,
+      "too-many-redirects",
+    );
+    await expectProblem(
+      await classify(png, { headers: { "content-type": "image/png", "x-deadline-ms": "soon" } }),
+      422,
+      "invalid-parameter",
+    );
+  });
+
+  it("504 when the client's deadline passes", async () => {
+    const res = await classify(png, { headers: { "content-type": "image/png", "x-deadline-ms": "1" } });
+    await expectProblem(res, 504, "deadline-exceeded");
+  });
+
+  it("404 for unknown routes", async () => {
+    await expectProblem(await SELF.fetch(`${URL_BASE}/v2/nothing`), 404, "not-found");
+  });
+});
+
+describe("auth", () => {
+  // The keyed gateway is the same bundle with the API_KEY secret set.
+  const call = (path: string, init: RequestInit = {}) => {
+    const headers = new Headers(init.headers);
+    headers.set("x-test-gateway", "keyed");
+    return SELF.fetch(`${URL_BASE}${path}`, { ...init, headers });
+  };
+
+  it("requires the bearer key on /v1/* when API_KEY is set (constant-time compare)", async () => {
+    await expectProblem(await call("/v1/labels"), 401, "unauthorized");
+    await expectProblem(
+      await call("/v1/labels", { headers: { authorization: "Bearer wrong" } }),
+      401,
+      "unauthorized",
+    );
+    await expectProblem(
+      await call("/v1/labels", { headers: { authorization: "Basic s3cret-key" } }),
+      401,
+      "unauthorized",
+    );
+    const ok = await call("/v1/classify", {
+      method: "POST",
+      body: png,
+      headers: { authorization: "Bearer s3cret-key", "content-type": "image/png" },
+    });
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toEqual(expectedA.gradient.top);
+  });
+
+  it("leaves /healthz, / and /openapi.json open, and everything open without API_KEY", async () => {
+    expect((await call("/healthz")).status).toBe(200);
+    expect((await call("/openapi.json")).status).toBe(200);
+    expect((await SELF.fetch(`${URL_BASE}/v1/labels`)).status).toBe(200);
+  });
+});
+
+describe("read-only routes", () => {
+  it("GET /v1/labels lists every label in class order", async () => {
+    const res = await SELF.fetch(`${URL_BASE}/v1/labels`);
+    const labels = (await res.json()) as string[];
+    expect(labels).toHaveLength(16);
+    expect(labels).toContain(expectedA.gradient.top[0].label);
+    expect(res.headers.get("x-model-version")).toBe(fx.modelA.version);
+  });
+
+  it("GET /v1/model summarises the manifest and says the model is synthetic", async () => {
+    const m = (await (await SELF.fetch(`${URL_BASE}/v1/model`)).json()) as Record<string, unknown>;
+    expect(m).toMatchObject({
+      synthetic: true,
+      version: fx.modelA.version,
+      precision: "int8",
+      num_labels: 16,
+    });
+    expect(m.stages).toHaveLength(3);
+  });
+
+  it("GET /healthz is ready and /v1/status reports each warm stage's wasm heap", async () => {
+    await classify(png, { headers: { "content-type": "image/png" } });
+    const h = await SELF.fetch(`${URL_BASE}/healthz`);
+    expect(h.status).toBe(200);
+    expect(await h.json()).toMatchObject({ status: "ok", version: fx.modelA.version });
+    const s = (await (await SELF.fetch(`${URL_BASE}/v1/status`)).json()) as {
+      stages: { index: number; warm: boolean; reachable: boolean; wasmHeapBytes: number }[];
+    };
+    expect(s.stages.map((x) => x.index)).toEqual([0, 1, 2]);
+    for (const st of s.stages) {
+      expect(st.reachable).toBe(true);
+      expect(st.warm).toBe(true);
+      expect(st.wasmHeapBytes).toBeGreaterThan(0);
+    }
+  });
+
+  it("GET /openapi.json describes every route, and / serves the drop-an-image page", async () => {
+    const doc = (await (await SELF.fetch(`${URL_BASE}/openapi.json`)).json()) as {
+      openapi: string;
+      paths: Record<string, unknown>;
+    };
+    expect(doc.openapi).toBe("3.1.0");
+    for (const p of [
+      "/v1/classify",
+      "/v1/labels",
+      "/v1/model",
+      "/v1/status",
+      "/healthz",
+      "/openapi.json",
+      "/",
+    ])
+      expect(doc.paths).toHaveProperty([p]);
+    const page = await SELF.fetch(`${URL_BASE}/`);
+    expect(page.headers.get("content-type")).toContain("text/html");
+    expect(await page.text()).toContain("/v1/classify");
+  });
+});

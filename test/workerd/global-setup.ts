@@ -1,0 +1,136 @@
+/**
+ * @module
+ * Node-side setup of the workerd test project: builds three tiny synthetic int8 models (3 stages
+ * each, under a proportionally small 32 MB stage budget), bundles the stage Worker the way
+ * `wrangler deploy` does (the auxiliary stage Workers run that bundle), makes test images, and
+ * computes the expected classifications with onnxruntime-web in Node.
+ */
+import { execFile } from "node:child_process";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import type { TestProject } from "vitest/node";
+import { buildShards } from "../../model-shards/build.ts";
+import { loadCheckpoint } from "../../model-shards/checkpoint/index.ts";
+import { synthesize, writeCheckpoint } from "../../model-shards/checkpoint/synth.ts";
+import { initNodeCodecs } from "../../src/image/codecs-node.ts";
+import { decodeImage } from "../../src/image/decode.ts";
+import { preprocess } from "../../src/image/preprocess.ts";
+import { createStageSession, initOrt } from "../../src/inference/ort.ts";
+import { topK } from "../../src/inference/pipeline.ts";
+import type { Manifest } from "../../src/shared/manifest.ts";
+import { testPng } from "../helpers/png.ts";
+import type { ExpectedResult, ModelFixture, WorkerBundle, WorkerdFixtures } from "./fixtures.ts";
+
+const root = resolve(import.meta.dirname, "../..");
+/** Tiny-model stage budget: gives 3 stages for the 4-layer tiny model. */
+export const TINY_STAGE_BUDGET = 32_000_000;
+
+async function buildTiny(
+  dir: string,
+  seed: number,
+): Promise<{ manifest: Manifest; fixture: ModelFixture; out: string }> {
+  const ckDir = join(dir, `ck-${seed}`);
+  await writeCheckpoint(ckDir, synthesize({ size: "tiny", seed }), "safetensors");
+  const out = join(dir, `shards-${seed}`);
+  const manifest = await buildShards(await loadCheckpoint(ckDir), {
+    outDir: out,
+    precision: "int8",
+    stageBudgetBytes: TINY_STAGE_BUDGET,
+  });
+  const files: Record<string, string> = {};
+  for (const f of await readdir(out))
+    if (f !== "manifest.json") files[f] = (await readFile(join(out, f))).toString("base64");
+  return {
+    manifest,
+    out,
+    fixture: {
+      version: manifest.version,
+      manifest: await readFile(join(out, "manifest.json"), "utf8"),
+      files,
+      stages: manifest.stages.length,
+    },
+  };
+}
+
+async function expectedFor(
+  manifest: Manifest,
+  out: string,
+  images: Record<string, Uint8Array>,
+): Promise<Record<string, ExpectedResult>> {
+  const labels = JSON.parse(await readFile(join(out, manifest.labels.file), "utf8")) as string[];
+  const sessions = [];
+  for (const s of manifest.stages) {
+    const graph = new Uint8Array(await readFile(join(out, s.graph.file)));
+    const weights =
+      s.weights && s.externalDataPath
+        ? { path: s.externalDataPath, data: new Uint8Array(await readFile(join(out, s.weights.file))) }
+        : null;
+    sessions.push(await createStageSession(graph, weights));
+  }
+  const result: Record<string, ExpectedResult> = {};
+  for (const [name, bytes] of Object.entries(images)) {
+    let x = preprocess(await decodeImage(bytes), manifest.preprocess);
+    for (let i = 0; i < sessions.length; i++)
+      x = await sessions[i].run(x, manifest.stages[i].inputs[0], manifest.stages[i].outputs[0]);
+    result[name] = { top: topK(x, labels, 5).map((p) => ({ label: p.label, score: p.score })) };
+  }
+  for (const s of sessions) await s.release();
+  return result;
+}
+
+/** Bundles a Worker exactly as `wrangler deploy` would (dry run), into `outDir`. */
+async function bundle(config: string, outDir: string): Promise<WorkerBundle> {
+  await promisify(execFile)(
+    process.execPath,
+    [
+      join(root, "node_modules/wrangler/bin/wrangler.js"),
+      "deploy",
+      "--dry-run",
+      "--outdir",
+      outDir,
+      "-c",
+      config,
+    ],
+    { cwd: root, env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1" } },
+  );
+  const files = await readdir(outDir);
+  const js = files.find((f) => f.endsWith(".js"));
+  if (!js) throw new Error(`wrangler produced no .js bundle for ${config}: ${files.join(", ")}`);
+  return { dir: outDir, js, wasm: files.filter((f) => f.endsWith(".wasm")) };
+}
+
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const t0 = Date.now();
+  const dir = await mkdtemp(join(tmpdir(), "beit-edge-workerd-"));
+  const [gateway, stage] = await Promise.all([
+    bundle(join(root, "wrangler.toml"), join(dir, "gateway-bundle")),
+    bundle(join(root, "wrangler.stage.toml"), join(dir, "stage-bundle")),
+  ]);
+  project.provide("workerBundles", { gateway, stage });
+  console.log(`workerd global setup: bundled in ${Date.now() - t0} ms`);
+
+  const [a, b, c] = await Promise.all([buildTiny(dir, 1), buildTiny(dir, 2), buildTiny(dir, 3)]);
+  const images = { gradient: testPng(40, 30, 1), wide: testPng(97, 23, 7), square: testPng(224, 224, 3) };
+  await initNodeCodecs();
+  await initOrt();
+  const fixtures: WorkerdFixtures = {
+    modelA: a.fixture,
+    modelB: b.fixture,
+    modelC: c.fixture,
+    images: Object.fromEntries(
+      Object.entries(images).map(([k, v]) => [k, Buffer.from(v).toString("base64")]),
+    ),
+    expected: {
+      modelA: await expectedFor(a.manifest, a.out, images),
+      modelB: await expectedFor(b.manifest, b.out, images),
+      modelC: await expectedFor(c.manifest, c.out, images),
+    },
+  };
+  project.provide("workerdFixtures", fixtures);
+  console.log(`workerd global setup: bundles, 3 tiny models and Node references in ${Date.now() - t0} ms`);
+  return async () => {
+    await rm(dir, { recursive: true, force: true });
+  };
+}
