@@ -2,7 +2,7 @@
  * CLI smoke test: the commands a user types, as child processes, on the tiny synthetic model.
  */
 import { execFile } from "node:child_process";
-import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -73,6 +73,17 @@ describe("npm run model", () => {
     expect(badRun.stderr).toMatch(/^error\[/);
     const usage = await cli("build", "--from", ck);
     expect(usage.stderr).toMatch(/^error\[invalid-arguments\]: --out DIR is required/);
+    // An option the graph cannot express: refused, nothing written.
+    const ck2 = join(root, "ck-unsupported");
+    expect((await cli("synth", "--size", "tiny", "--out", ck2, "--format", "safetensors")).code).toBe(0);
+    const config = JSON.parse(await readFile(join(ck2, "config.json"), "utf8")) as Record<string, unknown>;
+    await writeFile(
+      join(ck2, "config.json"),
+      JSON.stringify({ ...config, use_shared_relative_position_bias: true }),
+    );
+    const unsupported = await cli("build", "--from", ck2, "--out", join(root, "never2"));
+    expect(unsupported.code).toBe(1);
+    expect(unsupported.stderr).toMatch(/^error\[[a-z-]+\]: .*use_shared_relative_position_bias/m);
     expect((await readdir(root)).filter((f) => f.includes("never"))).toEqual([]);
   });
 });
