@@ -13,9 +13,8 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import encodeJpeg, { init as initJpegEnc } from "@jsquash/jpeg/encode.js";
-import encodePng from "@jsquash/png/encode.js";
+import encodePng, { init as initPngEnc } from "@jsquash/png/encode.js";
 import encodeWebp, { init as initWebpEnc } from "@jsquash/webp/encode.js";
-import { initNodeCodecs } from "../src/image/codecs-node.ts";
 
 /** One encoded benchmark input. */
 export interface BenchInput {
@@ -97,7 +96,9 @@ async function encode(spec: (typeof SPECS)[number]): Promise<Uint8Array> {
     );
     return new Uint8Array(await encodeWebp(image, { quality: 80 }));
   }
-  await initNodeCodecs(); // the PNG encoder shares the decoder's wasm-bindgen instance
+  await initPngEnc(
+    await compile(await readFile(require.resolve("@jsquash/png/codec/pkg/squoosh_png_bg.wasm"))),
+  );
   return new Uint8Array(await encodePng(image));
 }
 

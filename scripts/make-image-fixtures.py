@@ -215,6 +215,20 @@ write(
     ),
 )
 record("interlaced-palette-4bit.png")
+# Indices past a 3-entry PLTE.
+pb = (np.arange(16 * 3).reshape(3, 16) % 16).astype(np.uint8)
+write(
+    "palette-index-beyond-plte.png",
+    png_bytes(
+        [bytes(int("".join(f"{v:04b}" for v in r[i : i + 2]), 2) for i in range(0, 16, 2)) for r in pb],
+        16,
+        3,
+        4,
+        3,
+        plte=bytes([200, 10, 10, 10, 200, 10, 10, 10, 200]),
+    ),
+)
+record("palette-index-beyond-plte.png", note="indices past the PLTE map to the grey ramp")
 # Animated PNG (acTL): the default image (IDAT) is decoded.
 frames = [small, small.transpose(Image.FLIP_LEFT_RIGHT)]
 frames[0].save(os.path.join(OUT, "animated.png"), save_all=True, append_images=frames[1:], duration=100)

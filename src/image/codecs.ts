@@ -1,7 +1,7 @@
 /**
  * @module
- * The codec boundary: the only file that imports codec glue (jSquash's MozJPEG, libwebp, libavif
- * Emscripten builds and the Rust `png` crate via wasm-bindgen). Every codec is instantiated from a
+ * The codec boundary: the only file that imports codec glue (jSquash's MozJPEG, libwebp and libavif
+ * Emscripten builds). PNG and GIF are decoded in TypeScript (png.ts, gif.ts). Every codec is instantiated from a
  * precompiled `WebAssembly.Module` (`new WebAssembly.Instance`, never a run-time compile, which workerd
  * forbids). In a Worker pass the statically imported modules to {@link initCodecs}; in Node use
  * `initNodeCodecs()` from `codecs-node.ts`.
@@ -10,22 +10,21 @@
  * failure (an Emscripten `exit(1)` from libjpeg leaves its decoder state allocated, a trap may leave
  * anything) and after any decode that grew the instance's memory past {@link RELEASE_AFTER_BYTES}: wasm
  * memory never shrinks, so dropping the instance is the only way to give a 12 MP decode's 50 MB back
- * to the isolate. The PNG codec cannot be re-instantiated (wasm-bindgen keeps a module-level
- * singleton), so its memory stays at its high-water mark.
+ * to the isolate. (jSquash's PNG codec is not used for that reason: its wasm-bindgen glue keeps one
+ * instance per process, so its heap would stay at the largest PNG's size.)
  */
 
 import avifDec from "@jsquash/avif/codec/dec/avif_dec.js";
 import mozjpegDec from "@jsquash/jpeg/codec/dec/mozjpeg_dec.js";
-import initPng, {
-  decode as pngDecode,
-  decode_rgba16 as pngDecode16,
-} from "@jsquash/png/codec/pkg/squoosh_png.js";
 import webpDec from "@jsquash/webp/codec/dec/webp_dec.js";
 
-/** Codecs backed by a wasm module. GIF is decoded in TypeScript and needs none. */
-export type WasmCodec = "jpeg" | "png" | "webp" | "avif";
+/** Codecs backed by a wasm module. PNG and GIF are decoded in TypeScript and need none. */
+export type WasmCodec = "jpeg" | "webp" | "avif";
 
-/** Precompiled wasm modules, one per codec; omitted codecs cannot decode. `gif` is accepted and unused. */
+/**
+ * Precompiled wasm modules, one per codec; omitted codecs cannot decode. `png` and `gif` are accepted
+ * for compatibility and unused.
+ */
 export interface CodecModules {
   jpeg?: WebAssembly.Module;
   png?: WebAssembly.Module;
@@ -40,7 +39,6 @@ export interface CodecModules {
  */
 export const CODEC_WASM_PATHS: Readonly<Record<WasmCodec, string>> = Object.freeze({
   jpeg: "@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm",
-  png: "@jsquash/png/codec/pkg/squoosh_png_bg.wasm",
   webp: "@jsquash/webp/codec/dec/webp_dec.wasm",
   avif: "@jsquash/avif/codec/dec/avif_dec.wasm",
 });
@@ -75,8 +73,7 @@ const slots: Record<"jpeg" | "webp" | "avif", Slot> = {
   webp: { factory: webpDec as unknown as Factory, instance: null, memory: null },
   avif: { factory: avifDec as unknown as Factory, instance: null, memory: null },
 };
-let png: Promise<WebAssembly.Memory | null> | null = null;
-const peak: Record<WasmCodec, number> = { jpeg: 0, png: 0, webp: 0, avif: 0 };
+const peak: Record<WasmCodec, number> = { jpeg: 0, webp: 0, avif: 0 };
 let initialised: Promise<void> | null = null;
 
 /**
@@ -86,12 +83,12 @@ let initialised: Promise<void> | null = null;
  * @example
  * // In a Worker (wrangler bundles *.wasm imports as compiled modules):
  * import jpeg from "@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm";
- * import png from "@jsquash/png/codec/pkg/squoosh_png_bg.wasm";
- * await initCodecs({ jpeg, png });
+ * import webp from "@jsquash/webp/codec/dec/webp_dec.wasm";
+ * await initCodecs({ jpeg, webp });
  */
 export function initCodecs(mods: CodecModules = {}): Promise<void> {
   let added = false;
-  for (const k of ["jpeg", "png", "webp", "avif"] as const) {
+  for (const k of ["jpeg", "webp", "avif"] as const) {
     const m = mods[k];
     if (m && !modules[k]) {
       modules[k] = m;
@@ -102,7 +99,6 @@ export function initCodecs(mods: CodecModules = {}): Promise<void> {
   initialised = (async () => {
     const pending: Promise<unknown>[] = [];
     for (const k of ["jpeg", "webp", "avif"] as const) if (modules[k]) pending.push(emscripten(k));
-    if (modules.png) pending.push(pngInstance());
     await Promise.all(pending);
   })();
   return initialised;
@@ -138,27 +134,17 @@ function emscripten(codec: "jpeg" | "webp" | "avif"): Promise<EmscriptenDecoder>
   return slot.instance;
 }
 
-function pngInstance(): Promise<WebAssembly.Memory | null> {
-  if (png) return png;
-  const module = modules.png;
-  if (!module) throw missing("png");
-  png = initPng(module).then((exports) => findMemory(exports as unknown as WebAssembly.Exports));
-  return png;
-}
-
 function findMemory(exports: WebAssembly.Exports): WebAssembly.Memory | null {
   for (const v of Object.values(exports)) if (v instanceof WebAssembly.Memory) return v;
   return null;
 }
 
 /** Current wasm memory of each instantiated codec, bytes (0 when not instantiated). */
-export async function codecMemoryBytes(): Promise<Record<WasmCodec, number>> {
-  const pngMem = png ? await png : null;
+export function codecMemoryBytes(): Record<WasmCodec, number> {
   return {
     jpeg: slots.jpeg.memory?.buffer.byteLength ?? 0,
     webp: slots.webp.memory?.buffer.byteLength ?? 0,
     avif: slots.avif.memory?.buffer.byteLength ?? 0,
-    png: pngMem?.buffer.byteLength ?? 0,
   };
 }
 
@@ -166,9 +152,7 @@ export async function codecMemoryBytes(): Promise<Record<WasmCodec, number>> {
  * Largest wasm memory each codec instance reached right after a decode, bytes, since the process started
  * (instances released after a big decode included). For memory measurements.
  */
-export async function codecPeakMemoryBytes(): Promise<Record<WasmCodec, number>> {
-  const pngMem = png ? await png : null;
-  peak.png = Math.max(peak.png, pngMem?.buffer.byteLength ?? 0);
+export function codecPeakMemoryBytes(): Record<WasmCodec, number> {
   return { ...peak };
 }
 
@@ -211,25 +195,4 @@ export async function decodeWebpRgba(bytes: Uint8Array): Promise<RgbaRaster | nu
 /** Decodes an AVIF to RGBA 8-bit with libavif + dav1d. */
 export async function decodeAvifRgba(bytes: Uint8Array): Promise<RgbaRaster | null> {
   return runEmscripten("avif", bytes, 8);
-}
-
-/**
- * Decodes a PNG with the Rust `png` crate: `bits` 8 gives RGBA 8-bit (16-bit samples reduced to their
- * high byte, low bit depths scaled up), `bits` 16 gives RGBA 16-bit.
- */
-export async function decodePngRgba(
-  bytes: Uint8Array,
-  bits: 8 | 16,
-): Promise<RgbaRaster<Uint8ClampedArray | Uint16Array>> {
-  await pngInstance();
-  if (bits === 8) {
-    const img = pngDecode(bytes) as unknown as RgbaRaster<Uint8ClampedArray>;
-    return { width: img.width, height: img.height, data: img.data };
-  }
-  const img = pngDecode16(bytes);
-  try {
-    return { width: img.width, height: img.height, data: img.data };
-  } finally {
-    img.free();
-  }
 }

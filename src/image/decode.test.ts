@@ -1,3 +1,4 @@
+import { deflateSync } from "node:zlib";
 import { beforeAll, describe, expect, it } from "vitest";
 import { expected, fixture, maxAbsDiff, pillowRgb } from "../../test/helpers/image-fixtures.ts";
 import { AppError } from "../shared/errors.ts";
@@ -233,10 +234,43 @@ describe("memory budget (maxDecodeBytes) from the header", () => {
   });
 });
 
+/** A PNG (8-bit RGB) with the given IHDR size and raw IDAT payload; CRCs are zero (not checked). */
+function pngWithIdat(width: number, height: number, idat: Uint8Array): Uint8Array {
+  const head = pngHeaderOnly(width, height).subarray(0, 33);
+  const b = new Uint8Array(33 + 12 + idat.length + 12);
+  b.set(head);
+  const v = new DataView(b.buffer);
+  v.setUint32(33, idat.length);
+  b.set([0x49, 0x44, 0x41, 0x54], 37);
+  b.set(idat, 41);
+  v.setUint32(41 + idat.length + 4, 0);
+  b.set([0x49, 0x45, 0x4e, 0x44], 41 + idat.length + 8);
+  return b;
+}
+
+describe("streaming PNG decoder", () => {
+  it("stops inflating once the declared rows are read (a zlib bomb costs nothing)", async () => {
+    const bomb = deflateSync(new Uint8Array(50_000_000), { level: 9 });
+    expect(bomb.length).toBeLessThan(100_000);
+    const img = await decodeImage(pngWithIdat(2, 2, bomb));
+    expect([img.width, img.height, ...img.data]).toEqual([2, 2, ...new Array(12).fill(0)]);
+  });
+
+  it("refuses a corrupt zlib stream and too little image data", async () => {
+    const good = deflateSync(Uint8Array.from({ length: 2 * (1 + 6) }, (_, i) => (i % 7 === 0 ? 0 : i)));
+    const img = await decodeImage(pngWithIdat(2, 2, good));
+    expect(Array.from(img.data.subarray(0, 6))).toEqual([1, 2, 3, 4, 5, 6]);
+    const flipped = good.slice();
+    flipped[flipped.length - 1] ^= 0xff; // Adler-32 mismatch
+    expect((await refusal(pngWithIdat(2, 2, flipped))).code).toBe("undecodable-image");
+    expect((await refusal(pngWithIdat(2, 3, good))).code).toBe("undecodable-image");
+  });
+});
+
 describe("codec memory", () => {
   it("drops a JPEG instance whose memory grew past the release threshold, and keeps decoding", async () => {
     await decodeImage(fixture("photo-odd-size.jpeg"));
-    const mem = await codecMemoryBytes();
+    const mem = codecMemoryBytes();
     expect(mem.jpeg).toBeGreaterThan(0);
     expect(mem.jpeg).toBeLessThanOrEqual(RELEASE_AFTER_BYTES);
     const again = await decodeImage(fixture("photo-odd-size.jpeg"));

@@ -4,18 +4,12 @@
  * from the header before any pixel buffer exists, decode through the codec boundary, EXIF orientation
  * (`ImageOps.exif_transpose`), then `Image.convert("RGB")` semantics: alpha dropped without compositing,
  * grayscale and palette expanded, 16-bit grayscale PNG clipped to 0..255 (Pillow's "I" -> "RGB").
+ * JPEG, WebP and AVIF go through the wasm codecs; PNG and GIF through TypeScript decoders.
  * Every failure is an {@link AppError} with a stable code; codec exceptions and wasm traps never leak.
  */
 
 import { AppError, isAppError } from "../shared/errors.ts";
-import {
-  decodeAvifRgba,
-  decodeJpegRgba,
-  decodePngRgba,
-  decodeWebpRgba,
-  hasCodec,
-  type RgbaRaster,
-} from "./codecs.ts";
+import { decodeAvifRgba, decodeJpegRgba, decodeWebpRgba, hasCodec, type RgbaRaster } from "./codecs.ts";
 import { applyOrientation, readOrientation } from "./exif.ts";
 import { decodeGifFirstFrame, gifCanvasSize } from "./gif.ts";
 import {
@@ -28,6 +22,7 @@ import {
   sniffFormat,
 } from "./header.ts";
 import { estimateDecodeBytes, type ImageLimits, resolveLimits } from "./limits.ts";
+import { decodePng } from "./png.ts";
 
 export { type DetectedFormat, type SupportedFormat, sniffFormat } from "./header.ts";
 
@@ -188,6 +183,8 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): 
   let img: RgbImage;
   if (format === "gif") {
     img = { ...decodeGifFirstFrame(bytes, deadline), format };
+  } else if (format === "png") {
+    img = { ...(await decodePng(bytes, deadline)), format };
   } else {
     if (!hasCodec(format)) {
       throw new AppError(
@@ -198,9 +195,9 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): 
     }
     if (format === "jpeg" && !jpegHasEnd(bytes))
       throw undecodable(format, "the file is truncated: no end-of-image marker");
-    let raster: RgbaRaster<Uint8Array | Uint8ClampedArray | Uint16Array> | null;
+    let raster: RgbaRaster | null;
     try {
-      raster = await runCodec(format, header, bytes);
+      raster = await runCodec(format, bytes);
     } catch (e) {
       if (isAppError(e)) throw e;
       throw undecodable(format, describe(e));
@@ -240,11 +237,7 @@ function describe(e: unknown): string {
   return String(e);
 }
 
-async function runCodec(
-  format: Exclude<SupportedFormat, "gif">,
-  header: ImageHeader,
-  bytes: Uint8Array,
-): Promise<RgbaRaster<Uint8Array | Uint8ClampedArray | Uint16Array> | null> {
+async function runCodec(format: "jpeg" | "webp" | "avif", bytes: Uint8Array): Promise<RgbaRaster | null> {
   switch (format) {
     case "jpeg":
       return decodeJpegRgba(bytes);
@@ -252,27 +245,15 @@ async function runCodec(
       return decodeWebpRgba(bytes);
     case "avif":
       return decodeAvifRgba(bytes);
-    case "png":
-      // Pillow opens 16-bit grayscale as a 32-bit integer image ("I"), and "I" -> "RGB" clips to 0..255.
-      return decodePngRgba(bytes, header.colorType === 0 && header.bitDepth === 16 ? 16 : 8);
   }
 }
 
-/** RGBA (8 or 16 bit) to packed RGB; 8-bit input is compacted in place, reusing its buffer. */
-function rgbaToRgb(r: RgbaRaster<Uint8Array | Uint8ClampedArray | Uint16Array>): Uint8Array {
+/** RGBA to packed RGB, compacted in place so the codec's output buffer is reused. */
+function rgbaToRgb(r: RgbaRaster): Uint8Array {
   const n = r.width * r.height;
   const src = r.data;
   if (src.length < n * 4)
     throw new AppError("undecodable-image", 400, "The decoder returned too few pixels.");
-  if (src instanceof Uint16Array) {
-    const out = new Uint8Array(n * 3);
-    for (let i = 0, o = 0, s = 0; i < n; i++, o += 3, s += 4) {
-      out[o] = Math.min(src[s], 255);
-      out[o + 1] = Math.min(src[s + 1], 255);
-      out[o + 2] = Math.min(src[s + 2], 255);
-    }
-    return out;
-  }
   const u8 = new Uint8Array(src.buffer, src.byteOffset, n * 4);
   for (let i = 0, o = 0, s = 0; i < n; i++, o += 3, s += 4) {
     u8[o] = u8[s];

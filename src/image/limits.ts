@@ -77,14 +77,11 @@ export function estimateDecodeBytes(h: DecodeCostInput): number {
       // Progressive: libjpeg keeps every coefficient (2 bytes per sample) for the whole decode.
       wasm = 4 * px + n + 2 * MB + (h.progressive ? 2 * (h.samples ?? 3 * px) : 0);
       break;
-    case "png": {
-      const channels = [1, 0, 3, 1, 2, 0, 4][h.colorType ?? 6] || 4;
-      const raw = h.height * (1 + Math.ceil((h.width * channels * (h.bitDepth ?? 8)) / 8));
-      const out = h.bitDepth === 16 && h.colorType === 0 ? 8 * px : 4 * px;
-      wasm = raw + out + n + 2 * MB;
-      js = out;
+    case "png":
+      // TypeScript decoder, streaming: the RGB output plus one or two rows.
+      wasm = 0;
+      js = 3 * px;
       break;
-    }
     case "webp":
       wasm = 6 * px + n + 2 * MB;
       break;
