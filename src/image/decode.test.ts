@@ -161,6 +161,17 @@ describe("bad input gets a clear error with a stable code", () => {
     expect([img.width, img.height, ...img.data]).toEqual([1, 1, 10, 20, 30]);
   });
 
+  it("a GIF frame whose LZW data ends early is refused, as Pillow refuses it (image file is truncated)", async () => {
+    // 4x3 screen and frame, 4-colour table, LZW: (clear, index) for 1, 2, 3, 1, 2, then end: 5 of 12 pixels.
+    const gif = Uint8Array.from([
+      71, 73, 70, 56, 57, 97, 4, 0, 3, 0, 129, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 0, 44, 0, 0,
+      0, 0, 4, 0, 3, 0, 0, 2, 5, 12, 197, 49, 84, 1, 0, 59,
+    ]);
+    const e = await refusal(gif);
+    expect(e.code).toBe("undecodable-image");
+    expect(e.detail).toContain("ends after 5 of 12 pixels");
+  });
+
   it("truncated files of every format", async () => {
     // (A GIF cut inside its second frame still has a complete first frame and decodes, as in Pillow.)
     for (const name of [

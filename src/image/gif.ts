@@ -5,7 +5,7 @@
  * classifier needs. It reproduces what Pillow gives for `Image.open(gif).convert("RGB")`: the canvas
  * is the logical screen grown to hold the first frame, pixels outside the frame take the transparent
  * index (or index 0), and indices map through the frame's colour table, whose missing entries are the
- * grey ramp (i, i, i).
+ * grey ramp (i, i, i). A frame whose LZW data ends before its last pixel is refused, as Pillow does.
  */
 
 import { AppError } from "../shared/errors.ts";
@@ -247,6 +247,9 @@ export function decodeGifFirstFrame(bytes: Uint8Array, deadline = Number.POSITIV
       );
     }
   }
+
+  // Pillow refuses a frame whose data ends early ("image file is truncated"); so do we.
+  if (written < total) throw corrupt(`image data ends after ${written} of ${total} pixels`);
 
   // Colour table: missing entries keep the grey ramp, as in Pillow's palette.
   const pal = new Uint8Array(768);
