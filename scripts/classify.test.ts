@@ -77,9 +77,11 @@ describe("npm run classify", () => {
   });
 
   it("errors are printed as error[code]: detail with a non-zero exit", async () => {
-    const cmyk = await run("--model", modelDir, join(FIXTURES, "cmyk.jpeg"));
-    expect(cmyk.code).toBe(1);
-    expect(cmyk.err).toMatch(/^error\[unsupported-format\]: .*CMYK/);
+    const anim = await run("--model", modelDir, join(FIXTURES, "animated.webp"));
+    expect(anim.code).toBe(1);
+    expect(anim.err).toMatch(/^error\[animated-image\]: Animated WebP/);
+    const tiff = await run("--model", modelDir, join(FIXTURES, "expected.json"));
+    expect(tiff.err).toMatch(/^error\[unsupported-format\]: .*no known image format/);
     const noModel = await run(photo);
     expect(noModel.code).toBe(2);
     expect(noModel.err).toMatch(/^error\[usage\]: --model DIR is required/);

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """Generate the image-path test fixtures and their Pillow reference outputs.
 
-Run once (needs Python 3, Pillow, numpy, avifenc; on Debian:
-`apt-get install python3-pil python3-numpy libavif-bin`):
+Run once (needs Python 3, Pillow, numpy, avifenc, jpegtran; on Debian:
+`apt-get install python3-pil python3-numpy libavif-bin libjpeg-turbo-progs`):
 
     /usr/bin/python3 scripts/make-image-fixtures.py
 
@@ -156,8 +156,26 @@ save(small, "progressive.jpeg", quality=85, progressive=True)
 record("progressive.jpeg")
 save(small.convert("L"), "grayscale.jpeg", quality=90)
 record("grayscale.jpeg")
-save(small.convert("CMYK"), "cmyk.jpeg", quality=90)
-record("cmyk.jpeg", refusal="unsupported-format", note="Adobe CMYK; libjpeg-turbo cannot convert CMYK to RGB")
+cmyk = small.convert("CMYK")
+save(cmyk, "cmyk.jpeg", quality=90)
+record("cmyk.jpeg", note="Adobe CMYK (transform 0); Pillow reads it as CMYK;I then converts")
+save(cmyk, "cmyk-progressive.jpeg", quality=90, progressive=True)
+record("cmyk-progressive.jpeg")
+# Adobe YCCK: the same file with the APP14 transform byte set to 2, so libjpeg (in Pillow) applies its
+# YCCK -> CMYK conversion to the stored samples. Pillow cannot write YCCK itself.
+data = bytearray(open(os.path.join(OUT, "cmyk.jpeg"), "rb").read())
+app14 = data.find(b"Adobe")
+assert app14 > 0 and data[app14 + 11] == 0
+data[app14 + 11] = 2
+write("ycck.jpeg", bytes(data))
+record("ycck.jpeg", note="Adobe transform 2 (YCCK)")
+# Restart markers every 3 MCUs, added losslessly by jpegtran (libjpeg-turbo-progs).
+base_cmyk = photo(61, 45, seed=4).convert("CMYK")
+with tempfile.TemporaryDirectory() as d:
+    src = os.path.join(d, "src.jpeg")
+    base_cmyk.save(src, quality=88)
+    subprocess.run(["jpegtran", "-restart", "3B", "-outfile", os.path.join(OUT, "cmyk-restart-markers.jpeg"), src], check=True)
+record("cmyk-restart-markers.jpeg")
 for o in range(1, 9):
     save(tiny, f"exif-orientation-{o}.jpeg", quality=95, subsampling=0, exif=exif_with_orientation(o))
     record(f"exif-orientation-{o}.jpeg")

@@ -4,7 +4,7 @@
  * from the header before any pixel buffer exists, decode through the codec boundary, EXIF orientation
  * (`ImageOps.exif_transpose`), then `Image.convert("RGB")` semantics: alpha dropped without compositing,
  * grayscale and palette expanded, 16-bit grayscale PNG clipped to 0..255 (Pillow's "I" -> "RGB").
- * JPEG, WebP and AVIF go through the wasm codecs; PNG and GIF through TypeScript decoders.
+ * JPEG, WebP and AVIF go through the wasm codecs; PNG, GIF and CMYK/YCCK JPEG through TypeScript decoders.
  * Every failure is an {@link AppError} with a stable code; codec exceptions and wasm traps never leak.
  */
 
@@ -21,6 +21,7 @@ import {
   type SupportedFormat,
   sniffFormat,
 } from "./header.ts";
+import { decodeCmykJpeg } from "./jpeg-cmyk.ts";
 import { estimateDecodeBytes, type ImageLimits, resolveLimits } from "./limits.ts";
 import { decodePng } from "./png.ts";
 
@@ -152,14 +153,6 @@ export function inspectImage(bytes: Uint8Array, limits: ImageLimits): ImageHeade
       { format },
     );
   }
-  if (format === "jpeg" && header.components === 4) {
-    throw new AppError(
-      "unsupported-format",
-      415,
-      "Detected a CMYK/YCCK JPEG, which the WebAssembly JPEG decoder cannot convert; convert it to RGB (sRGB) and resend.",
-      { detected: "jpeg-cmyk" },
-    );
-  }
   return header;
 }
 
@@ -183,6 +176,8 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): 
   let img: RgbImage;
   if (format === "gif") {
     img = { ...decodeGifFirstFrame(bytes, deadline), format };
+  } else if (format === "jpeg" && header.components === 4) {
+    img = { ...decodeCmykJpeg(bytes, deadline), format };
   } else if (format === "png") {
     img = { ...(await decodePng(bytes, deadline)), format };
   } else {

@@ -23,6 +23,8 @@ function rng(seed: number): () => number {
 const HEADER_FIELDS: Record<string, number[]> = {
   "progressive.jpeg": [],
   "baseline-444.jpeg": [],
+  "cmyk-progressive.jpeg": [],
+  "ycck.jpeg": [],
   "rgb-8bit.png": [8, 9, 10, 11, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 33, 34, 35, 36],
   "interlaced-palette-4bit.png": [16, 19, 20, 23, 24, 25, 28],
   "grayscale-16bit.png": [19, 23, 24, 25],

@@ -51,6 +51,7 @@ export interface DecodeCostInput {
   encodedBytes: number;
   progressive?: boolean;
   samples?: number;
+  components?: number;
   bitDepth?: number;
   colorType?: number;
   rotated?: boolean;
@@ -74,6 +75,12 @@ export function estimateDecodeBytes(h: DecodeCostInput): number {
   let js = 4 * px;
   switch (h.format) {
     case "jpeg":
+      if (h.components === 4) {
+        // TypeScript CMYK decoder: 4 x int16 coefficients + 4 sample planes + RGB output.
+        wasm = 0;
+        js = 15 * px + n;
+        break;
+      }
       // Progressive: libjpeg keeps every coefficient (2 bytes per sample) for the whole decode.
       wasm = 4 * px + n + 2 * MB + (h.progressive ? 2 * (h.samples ?? 3 * px) : 0);
       break;

@@ -1,0 +1,571 @@
+/**
+ * @module
+ * Decoder for 4-component (CMYK and Adobe YCCK) JPEGs in TypeScript, which libjpeg-turbo in the MozJPEG
+ * wasm build refuses to convert to RGB. Baseline and progressive Huffman scans, every component sampled
+ * 1x1 (the layout Adobe CMYK files use; others are refused). The arithmetic is libjpeg's, so the result
+ * equals what Pillow gets from libjpeg-turbo: the ISLOW integer IDCT (13-bit constants, 2 extra bits
+ * in the first pass), YCCK -> CMYK with libjpeg's 16-bit fixed-point tables, then Pillow's steps:
+ * raw mode "CMYK;I" (every CMYK JPEG is read as Adobe-inverted) and `convert("RGB")`, which computes
+ * R = clip(nk - nk*c/255) with nk = 255 - k, rounded as Pillow's MULDIV255 does.
+ */
+
+import { AppError } from "../shared/errors.ts";
+
+/** Decoded image: RGB, 3 bytes per pixel. */
+export interface CmykJpegImage {
+  width: number;
+  height: number;
+  data: Uint8Array;
+}
+
+const corrupt = (what: string): AppError =>
+  new AppError(
+    "undecodable-image",
+    400,
+    `The JPEG could not be decoded (${what}); send a complete, valid image file.`,
+    {
+      format: "jpeg",
+    },
+  );
+
+const unsupported = (what: string): AppError =>
+  new AppError(
+    "unsupported-format",
+    415,
+    `Detected a CMYK JPEG with ${what}, which this server cannot decode; convert it to RGB (sRGB) and resend.`,
+    { detected: "jpeg-cmyk" },
+  );
+
+/** Zigzag index -> natural (row-major) index. */
+const ZIGZAG = Int32Array.from([
+  0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7,
+  14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46,
+  53, 60, 61, 54, 47, 55, 62, 63,
+]);
+
+interface Huffman {
+  /** For each code length 1..16: largest code of that length (-1 when none). */
+  maxcode: Int32Array;
+  /** For each length: index into `values` of the first code minus that code. */
+  valptr: Int32Array;
+  values: Uint8Array;
+}
+
+function buildHuffman(counts: Uint8Array, values: Uint8Array): Huffman {
+  const maxcode = new Int32Array(18).fill(-1);
+  const valptr = new Int32Array(17);
+  let code = 0;
+  let k = 0;
+  for (let len = 1; len <= 16; len++) {
+    const n = counts[len - 1];
+    if (n) {
+      valptr[len] = k - code;
+      code += n;
+      k += n;
+      maxcode[len] = code - 1;
+    }
+    code <<= 1;
+  }
+  maxcode[17] = 0x7fffffff;
+  return { maxcode, valptr, values };
+}
+
+interface Component {
+  id: number;
+  tq: number;
+  coefs: Int16Array;
+  pred: number;
+  dc: Huffman | null;
+  ac: Huffman | null;
+}
+
+/**
+ * Decodes a 4-component JPEG to RGB exactly as Pillow does.
+ *
+ * @throws AppError "undecodable-image" for corrupt data, "unsupported-format" for layouts not handled
+ *   (12-bit, subsampled, arithmetic-coded), "decode-timeout" past `deadline`.
+ */
+export function decodeCmykJpeg(b: Uint8Array, deadline = Number.POSITIVE_INFINITY): CmykJpegImage {
+  const qt: Int32Array[] = [];
+  const dcTables: Huffman[] = [];
+  const acTables: Huffman[] = [];
+  let comps: Component[] = [];
+  let width = 0;
+  let height = 0;
+  let bw = 0;
+  let bh = 0;
+  let progressive = false;
+  let adobeTransform = -1;
+  let restartInterval = 0;
+  let at = 2;
+  let sawFrame = false;
+  let sawEnd = false;
+
+  const u16 = (i: number): number => (b[i] << 8) | b[i + 1];
+  while (at + 2 <= b.length && !sawEnd) {
+    if (b[at] !== 0xff) throw corrupt(`expected a marker at byte ${at}`);
+    const m = b[at + 1];
+    if (m === 0xff) {
+      at++;
+      continue;
+    }
+    if (m === 0xd9) {
+      sawEnd = true;
+      break;
+    }
+    if (m >= 0xd0 && m <= 0xd8) {
+      at += 2;
+      continue;
+    }
+    if (at + 4 > b.length) break;
+    const len = u16(at + 2);
+    const seg = at + 4;
+    const end = at + 2 + len;
+    if (len < 2 || end > b.length) throw corrupt("segment runs past the end");
+    if (m === 0xdb) {
+      for (let p = seg; p < end; ) {
+        const pq = b[p] >> 4;
+        const id = b[p] & 3;
+        const t = new Int32Array(64);
+        for (let i = 0; i < 64; i++) t[ZIGZAG[i]] = pq ? u16(p + 1 + 2 * i) : b[p + 1 + i];
+        qt[id] = t;
+        p += 1 + (pq ? 128 : 64);
+      }
+    } else if (m === 0xc4) {
+      for (let p = seg; p < end; ) {
+        const cls = b[p] >> 4;
+        const id = b[p] & 3;
+        const counts = b.subarray(p + 1, p + 17);
+        let total = 0;
+        for (const c of counts) total += c;
+        if (p + 17 + total > end) throw corrupt("Huffman table runs past its segment");
+        const table = buildHuffman(counts, b.subarray(p + 17, p + 17 + total));
+        (cls ? acTables : dcTables)[id] = table;
+        p += 17 + total;
+      }
+    } else if (m === 0xee && len >= 14 && String.fromCharCode(...b.subarray(seg, seg + 5)) === "Adobe") {
+      adobeTransform = b[seg + 11];
+    } else if (m === 0xdd) {
+      restartInterval = u16(seg);
+    } else if (m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc) {
+      if (m !== 0xc0 && m !== 0xc1 && m !== 0xc2) throw unsupported("arithmetic or lossless coding");
+      if (b[seg] !== 8) throw unsupported(`${b[seg]}-bit samples`);
+      progressive = m === 0xc2;
+      height = u16(seg + 1);
+      width = u16(seg + 3);
+      const n = b[seg + 5];
+      if (n !== 4) throw corrupt(`expected 4 components, found ${n}`);
+      if (width < 1 || height < 1) throw corrupt("zero width or height");
+      bw = Math.ceil(width / 8);
+      bh = Math.ceil(height / 8);
+      comps = [];
+      for (let c = 0; c < n; c++) {
+        const o = seg + 6 + 3 * c;
+        if (b[o + 1] !== 0x11) throw unsupported("subsampled components");
+        comps.push({
+          id: b[o],
+          tq: b[o + 2] & 3,
+          coefs: new Int16Array(bw * bh * 64),
+          pred: 0,
+          dc: null,
+          ac: null,
+        });
+      }
+      sawFrame = true;
+    } else if (m === 0xda) {
+      if (!sawFrame) throw corrupt("scan before frame header");
+      const ns = b[seg];
+      const scomps: Component[] = [];
+      for (let i = 0; i < ns; i++) {
+        const cid = b[seg + 1 + 2 * i];
+        const c = comps.find((x) => x.id === cid);
+        if (!c) throw corrupt(`scan names unknown component ${cid}`);
+        c.dc = dcTables[b[seg + 2 + 2 * i] >> 4] ?? null;
+        c.ac = acTables[b[seg + 2 + 2 * i] & 15] ?? null;
+        scomps.push(c);
+      }
+      const p = seg + 1 + 2 * ns;
+      const ss = b[p];
+      const se = b[p + 1];
+      const ah = b[p + 2] >> 4;
+      const al = b[p + 2] & 15;
+      if (ss > 63 || se > 63 || ss > se || (!progressive && (ss !== 0 || se !== 63)))
+        throw corrupt("bad spectral selection");
+      at = decodeScan(b, end, scomps, { bw, bh, progressive, ss, se, ah, al, restartInterval, deadline });
+      continue;
+    }
+    at = end;
+  }
+  if (!sawFrame) throw corrupt("no frame header");
+  if (!sawEnd) throw corrupt("the file is truncated: no end-of-image marker");
+
+  // IDCT every block into 4 planes, then YCCK -> CMYK (Adobe transform 2), "CMYK;I" and CMYK -> RGB.
+  const stride = bw * 8;
+  const planes = comps.map((c) => {
+    const q = qt[c.tq];
+    if (!q) throw corrupt("missing quantization table");
+    const plane = new Uint8Array(stride * bh * 8);
+    const ws = new Int32Array(64);
+    for (let by = 0; by < bh; by++) {
+      for (let bx = 0; bx < bw; bx++)
+        idctIslow(c.coefs, (by * bw + bx) * 64, q, ws, plane, by * 8 * stride + bx * 8, stride);
+    }
+    return plane;
+  });
+  const out = new Uint8Array(width * height * 3);
+  const ycck = adobeTransform === 2;
+  const [p0, p1, p2, p3] = planes;
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const s = y * stride + x;
+      let c = p0[s];
+      let m = p1[s];
+      let yy = p2[s];
+      const k = p3[s];
+      if (ycck) {
+        const Y = p0[s];
+        const cb = p1[s];
+        const cr = p2[s];
+        c = clamp255(255 - (Y + CR_R[cr]));
+        m = clamp255(255 - (Y + ((CB_G[cb] + CR_G[cr]) >> 16)));
+        yy = clamp255(255 - (Y + CB_B[cb]));
+      }
+      // Pillow reads CMYK JPEGs inverted ("CMYK;I"), then converts to RGB.
+      const nk = k; // 255 - (255 - k)
+      const o = (y * width + x) * 3;
+      out[o] = clamp255(nk - mulDiv255(255 - c, nk));
+      out[o + 1] = clamp255(nk - mulDiv255(255 - m, nk));
+      out[o + 2] = clamp255(nk - mulDiv255(255 - yy, nk));
+    }
+  }
+  return { width, height, data: out };
+}
+
+const clamp255 = (v: number): number => (v < 0 ? 0 : v > 255 ? 255 : v);
+const mulDiv255 = (a: number, b: number): number => {
+  const t = a * b + 128;
+  return ((t >> 8) + t) >> 8;
+};
+
+// libjpeg's YCC tables (jdcolor.c build_ycc_rgb_table), SCALEBITS = 16.
+const FIX = (x: number): number => Math.trunc(x * 65536 + 0.5);
+const CR_R = new Int32Array(256);
+const CB_B = new Int32Array(256);
+const CR_G = new Int32Array(256);
+const CB_G = new Int32Array(256);
+for (let i = 0; i < 256; i++) {
+  const x = i - 128;
+  CR_R[i] = (FIX(1.402) * x + 32768) >> 16;
+  CB_B[i] = (FIX(1.772) * x + 32768) >> 16;
+  CR_G[i] = -FIX(0.71414) * x;
+  CB_G[i] = -FIX(0.34414) * x + 32768;
+}
+
+interface ScanParams {
+  bw: number;
+  bh: number;
+  progressive: boolean;
+  ss: number;
+  se: number;
+  ah: number;
+  al: number;
+  restartInterval: number;
+  deadline: number;
+}
+
+/** Decodes one scan's entropy-coded data starting at `start`; returns the offset of the next marker. */
+function decodeScan(b: Uint8Array, start: number, comps: Component[], s: ScanParams): number {
+  let pos = start;
+  let bitBuf = 0;
+  let bitCnt = 0;
+  let hitMarker = false;
+  const fill = (): void => {
+    while (bitCnt <= 24) {
+      let byte = 0;
+      if (!hitMarker && pos < b.length) {
+        byte = b[pos];
+        if (byte === 0xff) {
+          const nxt = b[pos + 1];
+          if (nxt === 0) pos += 2;
+          else {
+            hitMarker = true; // libjpeg feeds zeros past a marker
+            byte = 0;
+          }
+        } else pos++;
+      }
+      bitBuf = ((bitBuf << 8) | byte) >>> 0;
+      bitCnt += 8;
+    }
+  };
+  const bits = (n: number): number => {
+    if (n === 0) return 0;
+    if (bitCnt < n) fill();
+    bitCnt -= n;
+    return (bitBuf >>> bitCnt) & ((1 << n) - 1);
+  };
+  const bit = (): number => bits(1);
+  const decode = (h: Huffman | null): number => {
+    if (!h) throw corrupt("scan uses a missing Huffman table");
+    let code = bit();
+    let len = 1;
+    while (code > h.maxcode[len]) {
+      code = (code << 1) | bit();
+      if (++len > 16) throw corrupt("bad Huffman code");
+    }
+    const v = h.values[code + h.valptr[len]];
+    if (v === undefined) throw corrupt("bad Huffman code");
+    return v;
+  };
+  const extend = (v: number, t: number): number => (v < 1 << (t - 1) ? v - (1 << t) + 1 : v);
+
+  let eobrun = 0;
+  const { ss, se, ah, al } = s;
+  const decodeBlock = (c: Component, off: number): void => {
+    const co = c.coefs;
+    if (!s.progressive) {
+      const t = decode(c.dc);
+      c.pred += t ? extend(bits(t), t) : 0;
+      co[off] = c.pred;
+      for (let k = 1; k < 64; k++) {
+        const rs = decode(c.ac);
+        const r = rs >> 4;
+        const sz = rs & 15;
+        if (sz) {
+          k += r;
+          if (k > 63) throw corrupt("AC coefficient index past 63");
+          co[off + ZIGZAG[k]] = extend(bits(sz), sz);
+        } else if (r === 15) k += 15;
+        else break;
+      }
+      return;
+    }
+    if (ss === 0) {
+      if (ah === 0) {
+        const t = decode(c.dc);
+        c.pred += t ? extend(bits(t), t) : 0;
+        co[off] = c.pred * (1 << al);
+      } else if (bit()) co[off] |= 1 << al;
+      return;
+    }
+    if (ah === 0) {
+      if (eobrun > 0) {
+        eobrun--;
+        return;
+      }
+      for (let k = ss; k <= se; k++) {
+        const rs = decode(c.ac);
+        const r = rs >> 4;
+        const sz = rs & 15;
+        if (sz) {
+          k += r;
+          if (k > 63) throw corrupt("AC coefficient index past 63");
+          co[off + ZIGZAG[k]] = extend(bits(sz), sz) * (1 << al);
+        } else if (r < 15) {
+          eobrun = (1 << r) - 1 + bits(r);
+          break;
+        } else k += 15;
+      }
+      return;
+    }
+    // AC refinement (libjpeg's decode_mcu_AC_refine).
+    const p1 = 1 << al;
+    const m1 = -1 << al;
+    let k = ss;
+    const refine = (idx: number): void => {
+      const v = co[idx];
+      if (bit() && (v & p1) === 0) co[idx] = v >= 0 ? v + p1 : v + m1;
+    };
+    if (eobrun === 0) {
+      for (; k <= se; k++) {
+        const rs = decode(c.ac);
+        let r = rs >> 4;
+        let sz = rs & 15;
+        if (sz) {
+          sz = bit() ? p1 : m1;
+        } else if (r !== 15) {
+          eobrun = (1 << r) + bits(r);
+          break;
+        }
+        while (k <= se) {
+          const idx = off + ZIGZAG[k];
+          if (co[idx] !== 0) refine(idx);
+          else if (--r < 0) break;
+          k++;
+        }
+        if (sz && k <= se) co[off + ZIGZAG[k]] = sz;
+      }
+    }
+    if (eobrun > 0) {
+      for (; k <= se; k++) {
+        const idx = off + ZIGZAG[k];
+        if (co[idx] !== 0) refine(idx);
+      }
+      eobrun--;
+    }
+  };
+
+  const single = comps.length === 1;
+  const total = s.bw * s.bh;
+  let sinceRestart = 0;
+  for (let i = 0; i < total; i++) {
+    if (s.restartInterval && sinceRestart === s.restartInterval) {
+      // Byte-align, expect RSTn, reset predictions.
+      bitCnt = 0;
+      bitBuf = 0;
+      hitMarker = false;
+      while (pos + 1 < b.length && !(b[pos] === 0xff && b[pos + 1] >= 0xd0 && b[pos + 1] <= 0xd7)) pos++;
+      pos += 2;
+      for (const c of comps) c.pred = 0;
+      eobrun = 0;
+      sinceRestart = 0;
+    }
+    if (single) decodeBlock(comps[0], i * 64);
+    else for (const c of comps) decodeBlock(c, i * 64);
+    sinceRestart++;
+    if ((i & 1023) === 0 && performance.now() > s.deadline) {
+      throw new AppError(
+        "decode-timeout",
+        503,
+        "Decoding the JPEG took longer than the time limit; send a smaller image.",
+      );
+    }
+  }
+  // Skip to the next marker (past any padding bits and fill bytes).
+  while (
+    pos + 1 < b.length &&
+    !(b[pos] === 0xff && b[pos + 1] !== 0 && !(b[pos + 1] >= 0xd0 && b[pos + 1] <= 0xd7))
+  )
+    pos++;
+  return pos;
+}
+
+// ISLOW IDCT constants (jidctint.c), CONST_BITS = 13, PASS1_BITS = 2.
+const F0_298 = 2446;
+const F0_390 = 3196;
+const F0_541 = 4433;
+const F0_765 = 6270;
+const F0_899 = 7373;
+const F1_175 = 9633;
+const F1_501 = 12299;
+const F1_847 = 15137;
+const F1_961 = 16069;
+const F2_053 = 16819;
+const F2_562 = 20995;
+const F3_072 = 25172;
+
+function idctIslow(
+  co: Int16Array,
+  off: number,
+  q: Int32Array,
+  ws: Int32Array,
+  out: Uint8Array,
+  outOff: number,
+  stride: number,
+): void {
+  // Pass 1: columns, results scaled up by 2^PASS1_BITS.
+  for (let c = 0; c < 8; c++) {
+    const i = off + c;
+    if (
+      co[i + 8] === 0 &&
+      co[i + 16] === 0 &&
+      co[i + 24] === 0 &&
+      co[i + 32] === 0 &&
+      co[i + 40] === 0 &&
+      co[i + 48] === 0 &&
+      co[i + 56] === 0
+    ) {
+      const dc = (co[i] * q[c]) << 2;
+      for (let r = 0; r < 8; r++) ws[r * 8 + c] = dc;
+      continue;
+    }
+    let z2 = co[i + 16] * q[c + 16];
+    let z3 = co[i + 48] * q[c + 48];
+    let z1 = (z2 + z3) * F0_541;
+    let t2 = z1 + z3 * -F1_847;
+    let t3 = z1 + z2 * F0_765;
+    z2 = co[i] * q[c];
+    z3 = co[i + 32] * q[c + 32];
+    let t0 = (z2 + z3) * 8192;
+    let t1 = (z2 - z3) * 8192;
+    const t10 = t0 + t3;
+    const t13 = t0 - t3;
+    const t11 = t1 + t2;
+    const t12 = t1 - t2;
+    t0 = co[i + 56] * q[c + 56];
+    t1 = co[i + 40] * q[c + 40];
+    t2 = co[i + 24] * q[c + 24];
+    t3 = co[i + 8] * q[c + 8];
+    z1 = t0 + t3;
+    z2 = t1 + t2;
+    z3 = t0 + t2;
+    let z4 = t1 + t3;
+    const z5 = (z3 + z4) * F1_175;
+    t0 *= F0_298;
+    t1 *= F2_053;
+    t2 *= F3_072;
+    t3 *= F1_501;
+    z1 *= -F0_899;
+    z2 *= -F2_562;
+    z3 = z3 * -F1_961 + z5;
+    z4 = z4 * -F0_390 + z5;
+    t0 += z1 + z3;
+    t1 += z2 + z4;
+    t2 += z2 + z3;
+    t3 += z1 + z4;
+    const d = (x: number): number => (x + 1024) >> 11;
+    ws[c] = d(t10 + t3);
+    ws[56 + c] = d(t10 - t3);
+    ws[8 + c] = d(t11 + t2);
+    ws[48 + c] = d(t11 - t2);
+    ws[16 + c] = d(t12 + t1);
+    ws[40 + c] = d(t12 - t1);
+    ws[24 + c] = d(t13 + t0);
+    ws[32 + c] = d(t13 - t0);
+  }
+  // Pass 2: rows, descale by 2^(CONST_BITS + PASS1_BITS + 3), level shift +128, clamp.
+  for (let r = 0; r < 8; r++) {
+    const w = r * 8;
+    const o = outOff + r * stride;
+    let z2 = ws[w + 2];
+    let z3 = ws[w + 6];
+    let z1 = (z2 + z3) * F0_541;
+    let t2 = z1 + z3 * -F1_847;
+    let t3 = z1 + z2 * F0_765;
+    let t0 = (ws[w] + ws[w + 4]) * 8192;
+    let t1 = (ws[w] - ws[w + 4]) * 8192;
+    const t10 = t0 + t3;
+    const t13 = t0 - t3;
+    const t11 = t1 + t2;
+    const t12 = t1 - t2;
+    t0 = ws[w + 7];
+    t1 = ws[w + 5];
+    t2 = ws[w + 3];
+    t3 = ws[w + 1];
+    z1 = t0 + t3;
+    z2 = t1 + t2;
+    z3 = t0 + t2;
+    let z4 = t1 + t3;
+    const z5 = (z3 + z4) * F1_175;
+    t0 *= F0_298;
+    t1 *= F2_053;
+    t2 *= F3_072;
+    t3 *= F1_501;
+    z1 *= -F0_899;
+    z2 *= -F2_562;
+    z3 = z3 * -F1_961 + z5;
+    z4 = z4 * -F0_390 + z5;
+    t0 += z1 + z3;
+    t1 += z2 + z4;
+    t2 += z2 + z3;
+    t3 += z1 + z4;
+    const d = (x: number): number => clamp255(((x + 131072) >> 18) + 128);
+    out[o] = d(t10 + t3);
+    out[o + 7] = d(t10 - t3);
+    out[o + 1] = d(t11 + t2);
+    out[o + 6] = d(t11 - t2);
+    out[o + 2] = d(t12 + t1);
+    out[o + 5] = d(t12 - t1);
+    out[o + 3] = d(t13 + t0);
+    out[o + 4] = d(t13 - t0);
+  }
+}
