@@ -4,10 +4,12 @@
  * -c stage-1 ...`: Workers started together get working service bindings between them) on local
  * R2 persisted in `persistTo`. Used by `npm start`, the e2e test and the service benchmarks.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { readdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
-import { join, resolve } from "node:path";
-import { writeWranglerConfigs } from "./wrangler-configs.ts";
+import { dirname, join, resolve } from "node:path";
+import { promisify } from "node:util";
+import { type GeneratedConfigs, writeWranglerConfigs } from "./wrangler-configs.ts";
 
 export interface ServeOptions {
   root: string;
@@ -22,6 +24,12 @@ export interface ServeOptions {
   stdio?: "inherit" | "pipe";
   /** How long to wait for readiness (ms, default 120000). */
   readyTimeoutMs?: number;
+  /**
+   * Serve bundles built once up front (`wrangler deploy --dry-run`) with `--no-bundle` semantics,
+   * so that edits to src/ during a test or benchmark cannot make wrangler reload the Workers
+   * mid-request. `npm start` leaves this off to keep live reload.
+   */
+  prebundle?: boolean;
 }
 
 export interface RunningService {
@@ -47,16 +55,52 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * Bundles the gateway and the stage code once and points every config at the bundle
+ * (`no_bundle`, wasm modules found next to it).
+ */
+async function usePrebuiltBundles(root: string, configDir: string, configs: GeneratedConfigs): Promise<void> {
+  const wrangler = join(root, "node_modules/wrangler/bin/wrangler.js");
+  const build = async (config: string, out: string) => {
+    await promisify(execFile)(
+      process.execPath,
+      [wrangler, "deploy", "--dry-run", "--outdir", out, "-c", config],
+      {
+        cwd: root,
+        env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1" },
+        maxBuffer: 16 * 1024 * 1024,
+      },
+    );
+    const js = (await readdir(out)).find((f) => f.endsWith(".js"));
+    if (!js) throw new Error(`wrangler produced no bundle for ${config}`);
+    return join(out, js);
+  };
+  const [gatewayMain, stageMain] = await Promise.all([
+    build(configs.gateway, join(configDir, "bundle-gateway")),
+    build(configs.stages[0], join(configDir, "bundle-stage")),
+  ]);
+  for (const [path, main] of [
+    [configs.gateway, gatewayMain],
+    ...configs.stages.map((c) => [c, stageMain] as const),
+  ] as const) {
+    const cfg = JSON.parse(await readFile(path, "utf8")) as Record<string, unknown>;
+    Object.assign(cfg, { main, no_bundle: true, find_additional_modules: true, base_dir: dirname(main) });
+    await writeFile(path, `${JSON.stringify(cfg, null, 2)}\n`);
+  }
+}
+
 /** Starts wrangler dev and resolves once GET /healthz answers 200. */
 export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
   const root = resolve(opts.root);
   const port = opts.port ?? 8787;
+  const configDir = opts.configDir ?? join(root, ".wrangler/generated");
   const configs = await writeWranglerConfigs({
     root,
-    outDir: opts.configDir ?? join(root, ".wrangler/generated"),
+    outDir: configDir,
     stages: opts.stages,
     vars: opts.vars,
   });
+  if (opts.prebundle) await usePrebuiltBundles(root, configDir, configs);
   const args = [
     join(root, "node_modules/wrangler/bin/wrangler.js"),
     "dev",

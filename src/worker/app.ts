@@ -148,16 +148,27 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
     const model = await deadline.race(activeModel(c.env, keepAlive));
     const k = resolveTopK(queryTopK, input.topK, model.labels.length);
     // Cold isolates: warm every stage at once while the first image decodes.
-    const warm = warmAll(c.env, model.manifest, deadline, keepAlive);
+    const warmStart = Date.now();
+    let warmMs = 0;
+    const warm = warmAll(c.env, model.manifest, deadline, keepAlive).then((reports) => {
+      warmMs = Date.now() - warmStart;
+      return reports;
+    });
     warm.catch(() => undefined);
     let decodeMs = 0;
     const stageMs = new Map<number, number>();
+    const timingExtra: string[] = [];
     const results: Prediction[][] = [];
     for (const image of input.images) {
       const t0 = Date.now();
       const { pixels } = await deadline.race(options.decode(image, model.manifest.preprocess));
       decodeMs += Date.now() - t0;
-      await warm;
+      const reports = await warm;
+      // Loads this request caused (or waited on), with where each stage's shard came from.
+      if (reports?.some((r) => r.origin !== "memory") && !timingExtra.length)
+        timingExtra.push(
+          `warm;dur=${warmMs.toFixed(1)};desc="${reports.map((r) => `${r.stage}:${r.origin}:${r.loadMs}ms`).join(" ")}"`,
+        );
       const { logits, timings } = await runPipeline(c.env, model.manifest, pixels, deadline);
       addTimings(stageMs, timings);
       results.push(topK(logits, model.labels, k).map((p) => ({ label: p.label, score: p.score })));
@@ -167,7 +178,7 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
     timing.push(["total", Date.now() - started]);
     return c.json(input.batch ? results : results[0], 200, {
       ...modelHeaders(model),
-      "server-timing": serverTiming(timing),
+      "server-timing": [serverTiming(timing), ...timingExtra].join(", "),
     });
   });
 

@@ -9,9 +9,7 @@ import jpeg from "@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm";
 // @ts-expect-error: the package types this file as its wasm exports; Workers import it as a compiled module.
 import png from "@jsquash/png/codec/pkg/squoosh_png_bg.wasm";
 import webp from "@jsquash/webp/codec/dec/webp_dec.wasm";
-import { initCodecs } from "../image/codecs.ts";
-import { decodeImage } from "../image/decode.ts";
-import { preprocess } from "../image/preprocess.ts";
+import { imageToPixelValues, initCodecs } from "../image/index.ts";
 import { createApp } from "./app.ts";
 
 let codecs: Promise<void> | null = null;
@@ -20,8 +18,8 @@ const app = createApp({
   async decode(bytes, spec) {
     codecs ??= initCodecs({ jpeg, png, webp, avif });
     await codecs;
-    const img = await decodeImage(bytes);
-    return { pixels: preprocess(img, spec), width: img.width, height: img.height, format: img.format };
+    const r = await imageToPixelValues(bytes, spec);
+    return { pixels: r.pixels, width: r.width, height: r.height, format: r.format };
   },
 });
 

@@ -83,21 +83,25 @@ async function call(binding: Fetcher, req: Request, stage: number): Promise<Resp
   return res;
 }
 
-const warmed = new Map<string, Promise<WarmReport[]>>();
+const warmed = new Map<string, { promise: Promise<WarmReport[]>; done: boolean }>();
 
 /**
  * Warms every stage of `manifest` in parallel, once per version per gateway isolate (concurrent
  * callers share the same attempt; a failed attempt is forgotten so that the next request retries).
  * The attempt settles only when every stage has answered, so no stage is left loading on behalf of
  * a request that already ended; `keepAlive` (the request's waitUntil) holds it open until then.
+ *
+ * @returns each stage's report, or null when this isolate had already warmed the version.
  */
 export function warmAll(
   env: GatewayEnv,
   manifest: Manifest,
   deadline?: Deadline,
   keepAlive?: KeepAlive,
-): Promise<WarmReport[]> {
-  let p = warmed.get(manifest.version);
+): Promise<WarmReport[] | null> {
+  const cached = warmed.get(manifest.version);
+  if (cached?.done) return Promise.resolve(null);
+  let p = cached?.promise;
   if (!p) {
     const bs = bindings(env, manifest);
     p = Promise.allSettled(
@@ -110,8 +114,14 @@ export function warmAll(
       if (failed) throw failed.reason;
       return results.map((r) => (r as PromiseFulfilledResult<WarmReport>).value);
     });
-    warmed.set(manifest.version, p);
-    p.catch(() => warmed.delete(manifest.version));
+    const entry = { promise: p, done: false };
+    warmed.set(manifest.version, entry);
+    p.then(
+      () => {
+        entry.done = true;
+      },
+      () => warmed.delete(manifest.version),
+    );
     keepAlive?.(p.catch(() => undefined));
   }
   return deadline ? deadline.race(p) : p;

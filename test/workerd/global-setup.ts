@@ -15,8 +15,7 @@ import { buildShards } from "../../model-shards/build.ts";
 import { loadCheckpoint } from "../../model-shards/checkpoint/index.ts";
 import { synthesize, writeCheckpoint } from "../../model-shards/checkpoint/synth.ts";
 import { initNodeCodecs } from "../../src/image/codecs-node.ts";
-import { decodeImage } from "../../src/image/decode.ts";
-import { preprocess } from "../../src/image/preprocess.ts";
+import { imageToPixelValues } from "../../src/image/index.ts";
 import { createStageSession, initOrt } from "../../src/inference/ort.ts";
 import { topK } from "../../src/inference/pipeline.ts";
 import type { Manifest } from "../../src/shared/manifest.ts";
@@ -71,7 +70,7 @@ async function expectedFor(
   }
   const result: Record<string, ExpectedResult> = {};
   for (const [name, bytes] of Object.entries(images)) {
-    let x = preprocess(await decodeImage(bytes), manifest.preprocess);
+    let x = (await imageToPixelValues(bytes, manifest.preprocess)).pixels;
     for (let i = 0; i < sessions.length; i++)
       x = await sessions[i].run(x, manifest.stages[i].inputs[0], manifest.stages[i].outputs[0]);
     result[name] = { top: topK(x, labels, 5).map((p) => ({ label: p.label, score: p.score })) };

@@ -1,0 +1,199 @@
+/**
+ * @module
+ * Service benchmark, measured from the client against `wrangler dev` (gateway + every stage
+ * Worker, local R2) with the full-size synthetic int8 model:
+ *
+ * - cold start: fresh isolates, shards only in R2 (new persist dir, empty Cache API);
+ * - warm p50/p95 for a 224x224 WebP and a 12-megapixel JPEG;
+ * - per-stage wasm heap measured in workerd (GET /v1/status) against 128 MB;
+ * - warm-colo cold start: wrangler dev restarted on the same persist dir (fresh isolates, shards
+ *   in the persisted Cache API);
+ * - the same stages with onnxruntime-node natively (1 thread) on the same pixels, as a reference.
+ *
+ *   npx tsx bench/service-latency.ts [--model DIR] [--runs N] [--big-runs N]
+ *
+ * Prints a Markdown table (and writes it to bench/results/service-latency.md).
+ */
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import * as ortNode from "onnxruntime-node";
+import { publishLocal, readManifest } from "../scripts/lib/local-r2.ts";
+import { freePort, serveLocal } from "../scripts/lib/serve.ts";
+import { initNodeCodecs } from "../src/image/codecs-node.ts";
+import { imageToPixelValues } from "../src/image/index.ts";
+import { imageBenchInputs } from "./image-inputs.ts";
+
+const root = resolve(import.meta.dirname, "..");
+const MB128 = 128 * 1024 * 1024;
+
+function flag(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
+}
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
+}
+
+async function timedClassify(url: string, bytes: Uint8Array, type: string) {
+  const t0 = performance.now();
+  const res = await fetch(`${url}/v1/classify`, {
+    method: "POST",
+    body: bytes,
+    headers: { "content-type": type },
+  });
+  const body = await res.text();
+  const ms = performance.now() - t0;
+  if (res.status !== 200) throw new Error(`classify answered ${res.status}: ${body.slice(0, 300)}`);
+  return {
+    ms,
+    timing: res.headers.get("server-timing") ?? "",
+    synthetic: res.headers.get("x-model-synthetic"),
+  };
+}
+
+async function main(): Promise<void> {
+  const dir = resolve(flag("model", join(root, "model-shards/out/synthetic-base")));
+  const runs = Number(flag("runs", "20"));
+  const bigRuns = Number(flag("big-runs", "8"));
+  const manifest = await readManifest(dir).catch(() => {
+    throw new Error(
+      `no model in ${dir}: run \`npm start -- --prepare-only\` first (builds the full-size synthetic model)`,
+    );
+  });
+  const inputs = await imageBenchInputs();
+  const small = inputs.find((i) => i.name === "224.webp")!;
+  const big = inputs.find((i) => i.name === "12mp.jpeg")!;
+  const persist = await mkdtemp(join(tmpdir(), "beit-edge-bench-"));
+  const rows: string[][] = [];
+  const notes: string[] = [];
+  try {
+    await publishLocal(dir, persist);
+    const port = await freePort();
+    const serve = () =>
+      serveLocal({
+        root,
+        stages: manifest.stages.length,
+        persistTo: persist,
+        port,
+        configDir: join(persist, "configs"),
+        prebundle: true,
+        readyTimeoutMs: 300_000,
+      });
+
+    // 1. Cold: fresh isolates, empty Cache API, shards in R2 only.
+    let svc = await serve();
+    let statusJson: {
+      stages: {
+        index: number;
+        wasmHeapBytes: number;
+        peakWasmHeapBytes: number;
+        estimatedPeakBytes: number;
+      }[];
+    };
+    const warm224: number[] = [];
+    const warmBig: number[] = [];
+    let cold: Awaited<ReturnType<typeof timedClassify>>;
+    try {
+      cold = await timedClassify(svc.url, small.bytes, "image/webp");
+      rows.push([
+        "cold start (fresh isolates, shards in R2 only), 224x224 WebP",
+        `${cold.ms.toFixed(0)} ms`,
+        cold.timing,
+      ]);
+      for (let i = 0; i < runs; i++)
+        warm224.push((await timedClassify(svc.url, small.bytes, "image/webp")).ms);
+      let lastBig = "";
+      for (let i = 0; i < bigRuns; i++) {
+        const r = await timedClassify(svc.url, big.bytes, "image/jpeg");
+        warmBig.push(r.ms);
+        lastBig = r.timing;
+      }
+      rows.push([
+        `warm, 224x224 WebP (${small.bytes.byteLength} B), n=${runs}`,
+        `p50 ${pct(warm224, 50).toFixed(0)} ms, p95 ${pct(warm224, 95).toFixed(0)} ms`,
+        "",
+      ]);
+      rows.push([
+        `warm, 12 MP JPEG 4032x3024 (${(big.bytes.byteLength / 1e6).toFixed(1)} MB), n=${bigRuns}`,
+        `p50 ${pct(warmBig, 50).toFixed(0)} ms, p95 ${pct(warmBig, 95).toFixed(0)} ms`,
+        lastBig,
+      ]);
+      statusJson = await (await fetch(`${svc.url}/v1/status`)).json();
+    } finally {
+      await svc.stop();
+    }
+    for (const s of statusJson.stages)
+      rows.push([
+        `stage ${s.index} peak wasm heap (workerd, /v1/status)`,
+        `${(s.peakWasmHeapBytes / 1048576).toFixed(1)} MiB = ${((100 * s.peakWasmHeapBytes) / MB128).toFixed(0)}% of 128 MB`,
+        `planner estimate ${(s.estimatedPeakBytes / 1048576).toFixed(1)} MiB (heap + JS + transient R2 buffer)`,
+      ]);
+
+    // 2. Warm colo: new isolates, Cache API persisted in the same persist dir.
+    svc = await serve();
+    try {
+      const wc = await timedClassify(svc.url, small.bytes, "image/webp");
+      rows.push([
+        "warm-colo cold start (fresh isolates, shards in Cache API), 224x224 WebP",
+        `${wc.ms.toFixed(0)} ms`,
+        wc.timing,
+      ]);
+    } finally {
+      await svc.stop();
+    }
+
+    // 3. Native reference: the same stage graphs in onnxruntime-node, 1 thread, same pixels.
+    await initNodeCodecs();
+    const pixels = (await imageToPixelValues(small.bytes, manifest.preprocess)).pixels;
+    const sessions: ortNode.InferenceSession[] = [];
+    for (const s of manifest.stages)
+      sessions.push(
+        await ortNode.InferenceSession.create(join(dir, s.graph.file), {
+          intraOpNumThreads: 1,
+          interOpNumThreads: 1,
+          executionProviders: ["cpu"],
+        }),
+      );
+    const native: number[] = [];
+    for (let i = 0; i < Math.max(5, Math.min(runs, 10)); i++) {
+      const t0 = performance.now();
+      let x = pixels;
+      for (const [k, s] of manifest.stages.entries()) {
+        const out = await sessions[k].run({
+          [s.inputs[0].name]: new ortNode.Tensor("float32", x, s.inputs[0].shape),
+        });
+        x = out[s.outputs[0].name].data as Float32Array;
+      }
+      native.push(performance.now() - t0);
+    }
+    for (const s of sessions) await s.release();
+    const p50 = pct(native, 50);
+    rows.push([
+      "same stages, onnxruntime-node native, 1 thread (model only, no HTTP/decode)",
+      `p50 ${p50.toFixed(0)} ms`,
+      `service warm 224 p50 / native p50 = ${(pct(warm224, 50) / p50).toFixed(2)}x`,
+    ]);
+    notes.push(
+      `model ${manifest.model.id} ${manifest.version.slice(0, 12)}, ${manifest.precision}, ${manifest.stages.length} stages, synthetic=${manifest.model.synthetic}`,
+    );
+  } finally {
+    await rm(persist, { recursive: true, force: true });
+  }
+  const table = [
+    "| measurement | result | detail |",
+    "|---|---|---|",
+    ...rows.map((r) => `| ${r.map((c) => c.replaceAll("|", "/")).join(" | ")} |`),
+  ].join("\n");
+  const text = `${table}\n\n${notes.join("\n")}\n`;
+  process.stdout.write(text);
+  await mkdir(join(root, "bench/results"), { recursive: true });
+  await writeFile(join(root, "bench/results/service-latency.md"), text);
+}
+
+main().catch((e) => {
+  process.stderr.write(`error[bench-failed]: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});

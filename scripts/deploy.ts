@@ -1,0 +1,243 @@
+/**
+ * @module
+ * `npm run deploy`: ships the model and the Workers to Cloudflare in the order that keeps live
+ * traffic safe:
+ *
+ *   1. create the R2 bucket if needed;
+ *   2. upload shards and the manifest, skipping keys already there (names carry the sha256);
+ *   3. deploy the stage Workers (beit-edge-stage-0..N-1), then the gateway binding exactly them;
+ *   4. swap the `active.json` pointer last.
+ *
+ *   npm run deploy [-- --model DIR] [--bucket NAME] [--dry-run [--outdir DIR]]
+ *
+ * `--dry-run` works offline: it bundles every Worker with `wrangler deploy --dry-run --outdir`,
+ * prints each bundle's uncompressed size against the 64 MiB limit (failing above it) and the files
+ * that would be uploaded. A real deploy needs `wrangler login` or CLOUDFLARE_API_TOKEN (and
+ * CLOUDFLARE_ACCOUNT_ID for the existence checks; without it every file is uploaded).
+ */
+import { execFile } from "node:child_process";
+import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import { verifyShards } from "../model-shards/build.ts";
+import { ACTIVE_KEY } from "../src/shards/layout.ts";
+import { type PublishTarget, publishModel } from "../src/shards/publish.ts";
+import { AppError } from "../src/shared/errors.ts";
+import { manifestFiles } from "../src/shared/manifest.ts";
+import { BUCKET_NAME, GATEWAY_NAME, stageName, writeWranglerConfigs } from "./lib/wrangler-configs.ts";
+
+/** Workers' script size limit (uncompressed), on every plan since 2026. */
+export const SCRIPT_LIMIT_BYTES = 64 * 1024 * 1024;
+
+const root = resolve(import.meta.dirname, "..");
+const run = promisify(execFile);
+
+interface DeployArgs {
+  model?: string;
+  bucket: string;
+  dryRun: boolean;
+  outdir?: string;
+}
+
+function parseArgs(argv: string[]): DeployArgs {
+  const args: DeployArgs = { bucket: BUCKET_NAME, dryRun: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new AppError("usage", 2, `${a} needs a value.`);
+      return v;
+    };
+    if (a === "--model") args.model = resolve(value());
+    else if (a === "--bucket") args.bucket = value();
+    else if (a === "--dry-run") args.dryRun = true;
+    else if (a === "--outdir") args.outdir = resolve(value());
+    else
+      throw new AppError(
+        "usage",
+        2,
+        `unknown option ${a}. Usage: npm run deploy [-- --model DIR] [--bucket NAME] [--dry-run [--outdir DIR]]`,
+      );
+  }
+  return args;
+}
+
+async function exists(p: string): Promise<boolean> {
+  return (await stat(p).catch(() => null)) !== null;
+}
+
+async function defaultModel(): Promise<string> {
+  for (const d of ["model-shards/out/beit-base-patch16-224-pt22k-ft22k", "model-shards/out/synthetic-base"])
+    if (await exists(join(root, d, "manifest.json"))) return join(root, d);
+  throw new AppError(
+    "no-model",
+    1,
+    "No built model found. Build one first: `npm start -- --prepare-only` (default model) or `npm run model -- build --from DIR --out DIR`, then `npm run deploy -- --model DIR`.",
+  );
+}
+
+function wrangler(args: string[], opts: { input?: string } = {}) {
+  return run(process.execPath, [join(root, "node_modules/wrangler/bin/wrangler.js"), ...args], {
+    cwd: root,
+    maxBuffer: 64 * 1024 * 1024,
+    env: { ...process.env, WRANGLER_SEND_METRICS: "false" },
+    ...opts,
+  });
+}
+
+/** Total bytes of the files wrangler wrote for one Worker (modules + wasm; source maps excluded). */
+async function bundleBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const f of await readdir(dir))
+    if (!f.endsWith(".map") && f !== "README.md") total += (await stat(join(dir, f))).size;
+  return total;
+}
+
+export interface BundleReport {
+  worker: string;
+  bytes: number;
+}
+
+/** Bundles every Worker with `wrangler deploy --dry-run --outdir`; returns their sizes. */
+export async function dryRunBundles(
+  configs: { gateway: string; stages: string[] },
+  outdir: string,
+): Promise<BundleReport[]> {
+  const jobs = [
+    { worker: GATEWAY_NAME, config: configs.gateway },
+    ...configs.stages.map((c, i) => ({ worker: stageName(i), config: c })),
+  ];
+  // Stage bundles are identical code; build them one after another to stay gentle on 2 cores.
+  const out: BundleReport[] = [];
+  for (const j of jobs) {
+    const dir = join(outdir, j.worker);
+    await wrangler(["deploy", "--dry-run", "--outdir", dir, "-c", j.config]);
+    out.push({ worker: j.worker, bytes: await bundleBytes(dir) });
+  }
+  return out;
+}
+
+/** A PublishTarget for Cloudflare R2 through wrangler (uploads) and the REST API (existence checks). */
+function remoteTarget(bucket: string, dir: string): PublishTarget {
+  const token = process.env.CLOUDFLARE_API_TOKEN;
+  const account = process.env.CLOUDFLARE_ACCOUNT_ID;
+  return {
+    async has(key) {
+      if (!token || !account) return false;
+      const url = `https://api.cloudflare.com/client/v4/accounts/${account}/r2/buckets/${bucket}/objects/${key
+        .split("/")
+        .map(encodeURIComponent)
+        .join("/")}`;
+      const res = await fetch(url, { headers: { authorization: `Bearer ${token}`, range: "bytes=0-0" } });
+      await res.body?.cancel();
+      return res.status === 200 || res.status === 206;
+    },
+    async put(key, bytes, contentType) {
+      const tmp = join(dir, "upload.bin");
+      await writeFile(tmp, bytes);
+      await wrangler([
+        "r2",
+        "object",
+        "put",
+        `${bucket}/${key}`,
+        "--file",
+        tmp,
+        "--content-type",
+        contentType,
+        "--remote",
+      ]);
+    },
+  };
+}
+
+const log = (m: string) => process.stderr.write(`${m}\n`);
+const mib = (n: number) => `${(n / 1024 / 1024).toFixed(2)} MiB`;
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const dir = args.model ?? (await defaultModel());
+  const manifest = await verifyShards(dir);
+  const configs = await writeWranglerConfigs({
+    root,
+    // A dry run with --outdir keeps everything it writes there.
+    outDir: args.dryRun && args.outdir ? join(args.outdir, "configs") : join(root, ".wrangler/deploy"),
+    stages: manifest.stages.length,
+    bucketName: args.bucket,
+  });
+  log(
+    `model ${manifest.model.id} ${manifest.version.slice(0, 12)}: ${manifest.stages.length} stages${manifest.model.synthetic ? " (SYNTHETIC random weights)" : ""}`,
+  );
+
+  if (args.dryRun) {
+    const outdir = args.outdir ?? (await mkdtemp(join(tmpdir(), "beit-edge-dry-run-")));
+    const reports = await dryRunBundles(configs, outdir);
+    let over = false;
+    for (const r of reports) {
+      const ok = r.bytes < SCRIPT_LIMIT_BYTES;
+      over ||= !ok;
+      log(
+        `bundle ${r.worker.padEnd(20)} ${mib(r.bytes).padStart(12)}  (limit 64 MiB) ${ok ? "ok" : "TOO LARGE"}`,
+      );
+    }
+    const files = manifestFiles(manifest);
+    log(
+      `would upload to r2://${args.bucket}/shards/: ${files.length} file(s), ${mib(files.reduce((a, f) => a + f.bytes, 0))} (existing keys skipped)`,
+    );
+    log(
+      `would deploy ${reports.length - 1} stage Worker(s), then ${GATEWAY_NAME}, then swap ${ACTIVE_KEY} to ${manifest.version}`,
+    );
+    log(`bundles in ${outdir}`);
+    process.stdout.write(
+      `${JSON.stringify({ version: manifest.version, stages: manifest.stages.length, bundles: reports })}\n`,
+    );
+    if (over) throw new AppError("bundle-too-large", 1, "A Worker bundle exceeds the 64 MiB script limit.");
+    return;
+  }
+
+  log(`ensuring bucket ${args.bucket} ...`);
+  try {
+    await wrangler(["r2", "bucket", "create", args.bucket]);
+  } catch (e) {
+    const msg = String((e as { stderr?: string }).stderr ?? e);
+    if (!/already exists|already own/i.test(msg))
+      throw new AppError(
+        "r2-bucket",
+        1,
+        `Could not create R2 bucket ${args.bucket}: ${msg.slice(0, 400)}. Run \`npx wrangler login\` or set CLOUDFLARE_API_TOKEN.`,
+      );
+  }
+  const work = await mkdtemp(join(tmpdir(), "beit-edge-deploy-"));
+  try {
+    const { readFile } = await import("node:fs/promises");
+    const pub = await publishModel(
+      manifest,
+      async (f) => new Uint8Array(await readFile(join(dir, f))),
+      remoteTarget(args.bucket, work),
+      { activate: false, onFile: (f, action, bytes) => log(`  ${action} ${f} (${mib(bytes)})`) },
+    );
+    log(`uploaded ${pub.uploaded.length}, skipped ${pub.skipped.length}`);
+    for (const [i, c] of configs.stages.entries()) {
+      log(`deploying ${stageName(i)} ...`);
+      await wrangler(["deploy", "-c", c]);
+    }
+    log(`deploying ${GATEWAY_NAME} ...`);
+    await wrangler(["deploy", "-c", configs.gateway]);
+    const pointer = JSON.stringify({ version: manifest.version, publishedAt: new Date().toISOString() });
+    await remoteTarget(args.bucket, work).put(
+      ACTIVE_KEY,
+      new TextEncoder().encode(pointer),
+      "application/json",
+    );
+    log(`active model is now ${manifest.version}`);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((e: unknown) => {
+  const err =
+    e instanceof AppError ? e : new AppError("deploy-failed", 1, e instanceof Error ? e.message : String(e));
+  process.stderr.write(`error[${err.code}]: ${err.detail}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,177 @@
+/**
+ * @module
+ * `npm start`: build (if needed), publish to local R2, and serve the gateway plus every stage
+ * Worker with `wrangler dev` on http://localhost:8787.
+ *
+ *   npm start                        the default model (hub, else full-size synthetic fallback)
+ *   npm start -- --model DIR         a shard directory built by `npm run model -- build`
+ *   npm start -- --size tiny         a tiny synthetic model (3 stages), for quick development
+ *   options: --port N (8787), --persist DIR (.wrangler/state), --prepare-only (build + publish, no server)
+ *
+ * The default tries microsoft/beit-base-patch16-224-pt22k-ft22k from the hub; when it cannot be
+ * reached it prints one banner and builds the full-size synthetic checkpoint instead (random
+ * weights, real shapes), which the API labels as synthetic everywhere. A second start reuses what
+ * is built and published.
+ */
+import { stat } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { buildShards, verifyShards } from "../model-shards/build.ts";
+import { loadCheckpoint } from "../model-shards/checkpoint/index.ts";
+import { synthesize, writeCheckpoint } from "../model-shards/checkpoint/synth.ts";
+import { AppError } from "../src/shared/errors.ts";
+import type { Manifest } from "../src/shared/manifest.ts";
+import { publishLocal } from "./lib/local-r2.ts";
+import { serveLocal } from "./lib/serve.ts";
+
+export const HUB_ID = "microsoft/beit-base-patch16-224-pt22k-ft22k";
+/** Stage budget of the tiny development model: 3 stages, like the tests. */
+export const TINY_STAGE_BUDGET = 32_000_000;
+
+const root = resolve(import.meta.dirname, "..");
+
+interface StartArgs {
+  model?: string;
+  size: "base" | "tiny";
+  port: number;
+  persist: string;
+  prepareOnly: boolean;
+}
+
+function parseArgs(argv: string[]): StartArgs {
+  const args: StartArgs = {
+    size: (process.env.BEIT_EDGE_SIZE as "tiny" | "base" | undefined) ?? "base",
+    port: 8787,
+    persist: join(root, ".wrangler/state"),
+    prepareOnly: false,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new AppError("usage", 2, `${a} needs a value.`);
+      return v;
+    };
+    if (a === "--model") args.model = resolve(value());
+    else if (a === "--size") {
+      const s = value();
+      if (s !== "base" && s !== "tiny")
+        throw new AppError("usage", 2, `--size must be base or tiny, got ${s}.`);
+      args.size = s;
+    } else if (a === "--port") args.port = Number(value());
+    else if (a === "--persist") args.persist = resolve(value());
+    else if (a === "--prepare-only") args.prepareOnly = true;
+    else
+      throw new AppError(
+        "usage",
+        2,
+        `unknown option ${a}. Usage: npm start [-- --model DIR | --size base|tiny] [--port N] [--persist DIR] [--prepare-only]`,
+      );
+  }
+  if (!Number.isInteger(args.port) || args.port < 1 || args.port > 65535)
+    throw new AppError("usage", 2, "--port must be an integer from 1 to 65535.");
+  return args;
+}
+
+async function exists(p: string): Promise<boolean> {
+  return (await stat(p).catch(() => null)) !== null;
+}
+
+function banner(lines: string[]): void {
+  const width = Math.max(...lines.map((l) => l.length));
+  const bar = "=".repeat(width + 4);
+  process.stderr.write(`\n${bar}\n${lines.map((l) => `| ${l.padEnd(width)} |`).join("\n")}\n${bar}\n\n`);
+}
+
+const progress = (msg: string) => process.stderr.write(`  ${msg}\n`);
+
+/** Builds the synthetic checkpoint of `size` and its int8 shards (skipping what already exists). */
+async function buildSynthetic(size: "base" | "tiny"): Promise<string> {
+  const out = join(root, `model-shards/out/synthetic-${size}`);
+  if (await exists(join(out, "manifest.json"))) return out;
+  const ckDir = join(root, `model-shards/checkpoints/synthetic-${size}`);
+  if (!(await exists(join(ckDir, "config.json")))) {
+    progress(`synthesizing the ${size} checkpoint into ${ckDir} ...`);
+    await writeCheckpoint(ckDir, synthesize({ size, seed: 0 }), "safetensors");
+  }
+  progress(`building int8 shards into ${out} (the full-size model takes a few minutes) ...`);
+  const t0 = Date.now();
+  await buildShards(await loadCheckpoint(ckDir), {
+    outDir: out,
+    precision: "int8",
+    stageBudgetBytes: size === "tiny" ? TINY_STAGE_BUDGET : undefined,
+    onProgress: (m) => progress(m),
+  });
+  progress(`built in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  return out;
+}
+
+/** Picks (and builds if needed) the shard directory to serve. */
+async function resolveModel(args: StartArgs): Promise<string> {
+  if (args.model) return args.model;
+  if (args.size === "tiny") return buildSynthetic("tiny");
+  const hubOut = join(root, "model-shards/out/beit-base-patch16-224-pt22k-ft22k");
+  if (await exists(join(hubOut, "manifest.json"))) return hubOut;
+  const synthOut = join(root, "model-shards/out/synthetic-base");
+  if (await exists(join(synthOut, "manifest.json"))) return synthOut;
+  try {
+    progress(`downloading ${HUB_ID} from the Hugging Face hub ...`);
+    const ck = await loadCheckpoint(HUB_ID);
+    await buildShards(ck, { outDir: hubOut, precision: "int8", onProgress: (m) => progress(m) });
+    return hubOut;
+  } catch (e) {
+    const why = e instanceof AppError ? e.detail : String(e);
+    banner([
+      `The Hugging Face hub is unreachable, so ${HUB_ID} cannot be downloaded:`,
+      `  ${why.split("\n")[0].slice(0, 150)}`,
+      "Falling back to the FULL-SIZE SYNTHETIC checkpoint: real BEiT-base shapes and cost,",
+      "RANDOM weights. Its labels are meaningless; /v1/model and the x-model-synthetic header say so.",
+      "For the real model: npm start -- --model DIR (a shard dir built with `npm run model -- build`).",
+    ]);
+    return buildSynthetic("base");
+  }
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const dir = await resolveModel(args);
+  const manifest: Manifest = await verifyShards(dir);
+  progress(`publishing ${dir} to local R2 (${args.persist}) ...`);
+  const pub = await publishLocal(dir, args.persist);
+  progress(
+    `uploaded ${pub.uploaded.length} file(s), ${pub.skipped.length} already there; active version ${pub.version.slice(0, 12)}`,
+  );
+  const what = `${manifest.model.id} (${manifest.precision}, ${manifest.stages.length} stages${manifest.model.synthetic ? ", SYNTHETIC random weights" : ""})`;
+  if (args.prepareOnly) {
+    progress(`prepared ${what}`);
+    return;
+  }
+  progress(`starting wrangler dev: gateway + ${manifest.stages.length} stage Worker(s) ...`);
+  const svc = await serveLocal({
+    root,
+    stages: manifest.stages.length,
+    persistTo: args.persist,
+    port: args.port,
+    stdio: "inherit",
+    readyTimeoutMs: 300_000,
+  });
+  banner([
+    `beit-edge is serving ${what}`,
+    `  ${svc.url.replace("127.0.0.1", "localhost")}/            drop an image`,
+    `  curl --data-binary @cat.jpg -H 'content-type: image/jpeg' ${svc.url.replace("127.0.0.1", "localhost")}/v1/classify`,
+    "Stop with Ctrl-C.",
+  ]);
+  const stop = async () => {
+    await svc.stop();
+    process.exit(0);
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  await new Promise<void>((r) => svc.child.once("exit", () => r()));
+}
+
+main().catch((e: unknown) => {
+  const err =
+    e instanceof AppError ? e : new AppError("start-failed", 1, e instanceof Error ? e.message : String(e));
+  process.stderr.write(`error[${err.code}]: ${err.detail}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,156 @@
+/**
+ * Request parsing without a runtime: base64 forms, top_k validation, the byte limit enforced while
+ * streaming, and the URL fetcher's redirect, content-type and size rules (with an injected fetch).
+ */
+import { describe, expect, it } from "vitest";
+import { AppError } from "../shared/errors.ts";
+import { decodeBase64, readClassifyInput, resolveTopK } from "./input.ts";
+import { Deadline, readBounded } from "./limits.ts";
+import { fetchImage } from "./url-fetch.ts";
+
+const opts = { maxBodyBytes: 1000, maxBatch: 3 };
+
+async function code(p: Promise<unknown>): Promise<[string, number]> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof AppError) return [e.code, e.status];
+    throw e;
+  }
+  throw new Error("expected an AppError");
+}
+
+describe("decodeBase64", () => {
+  it("accepts standard, URL-safe, unpadded base64 and data: URLs", () => {
+    expect([...decodeBase64("AAEC/w==")]).toEqual([0, 1, 2, 255]);
+    expect([...decodeBase64("AAEC_w")]).toEqual([0, 1, 2, 255]);
+    expect([...decodeBase64("data:image/png;base64,AAEC/w==")]).toEqual([0, 1, 2, 255]);
+  });
+  it("refuses non-base64 text with invalid-base64", async () => {
+    expect(await code(Promise.resolve().then(() => decodeBase64("not base64!")))).toEqual([
+      "invalid-base64",
+      400,
+    ]);
+  });
+});
+
+describe("resolveTopK", () => {
+  it("defaults to 5 (capped by the label count) and accepts 1..labelCount", () => {
+    expect(resolveTopK(undefined, undefined, 100)).toBe(5);
+    expect(resolveTopK(undefined, undefined, 3)).toBe(3);
+    expect(resolveTopK("7", undefined, 100)).toBe(7);
+    expect(resolveTopK(undefined, 100, 100)).toBe(100);
+  });
+  it("rejects 0, fractions, text and values above the label count with 422", async () => {
+    for (const v of ["0", "2.5", "x", "101"])
+      expect(await code(Promise.resolve().then(() => resolveTopK(v, undefined, 100)))).toEqual([
+        "invalid-parameter",
+        422,
+      ]);
+  });
+});
+
+describe("readClassifyInput", () => {
+  const req = (body: BodyInit, type: string) =>
+    new Request("https://x/v1/classify", { method: "POST", body, headers: { "content-type": type } });
+  it("reads JSON arrays as a batch in order and takes top_k from parameters", async () => {
+    const r = await readClassifyInput(
+      req(JSON.stringify({ inputs: ["AQ==", "Ag=="], parameters: { top_k: 2 } }), "application/json"),
+      opts,
+    );
+    expect(r.batch).toBe(true);
+    expect(r.images.map((b) => [...b])).toEqual([[1], [2]]);
+    expect(r.topK).toBe(2);
+  });
+  it("refuses more images than the batch limit with 422 and unknown content types with 415", async () => {
+    expect(
+      await code(
+        readClassifyInput(
+          req(JSON.stringify({ image: ["AQ==", "AQ==", "AQ==", "AQ=="] }), "application/json"),
+          opts,
+        ),
+      ),
+    ).toEqual(["too-many-images", 422]);
+    expect(await code(readClassifyInput(req("hi", "text/csv"), opts))).toEqual([
+      "unsupported-media-type",
+      415,
+    ]);
+  });
+});
+
+describe("readBounded", () => {
+  it("stops a stream as soon as it passes the limit, whatever Content-Length says", async () => {
+    let pulled = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull(c) {
+        pulled++;
+        c.enqueue(new Uint8Array(400));
+      },
+    });
+    expect(await code(readBounded(stream, "10", 1000))).toEqual(["payload-too-large", 413]);
+    expect(pulled).toBeLessThan(6);
+  });
+});
+
+describe("Deadline", () => {
+  it("uses the shorter of the service deadline and x-deadline-ms", () => {
+    const limits = { deadlineMs: 60_000, maxBodyBytes: 1, maxBatch: 1 };
+    const d = Deadline.forRequest(new Request("https://x", { headers: { "x-deadline-ms": "250" } }), limits);
+    expect(d.ms).toBe(250);
+    expect(
+      Deadline.forRequest(new Request("https://x", { headers: { "x-deadline-ms": "999999" } }), limits).ms,
+    ).toBe(60_000);
+  });
+});
+
+describe("fetchImage", () => {
+  const png = new Uint8Array([137, 80, 78, 71]);
+  const fake = (routes: Record<string, () => Response>) =>
+    (async (url: string | URL | Request) => {
+      const r = routes[String(url)];
+      return r ? r() : new Response("missing", { status: 404 });
+    }) as typeof fetch;
+
+  it("follows a few redirects, re-checking each target", async () => {
+    const f = fake({
+      "https://a.test/1": () =>
+        new Response(null, { status: 301, headers: { location: "https://a.test/2" } }),
+      "https://a.test/2": () => new Response(png, { headers: { "content-type": "image/png" } }),
+    });
+    expect([...(await fetchImage("https://a.test/1", { maxBytes: 100, fetch: f }))]).toEqual([...png]);
+    const toFile = fake({
+      "https://a.test/1": () =>
+        new Response(null, { status: 302, headers: { location: "file:///etc/passwd" } }),
+    });
+    expect(await code(fetchImage("https://a.test/1", { maxBytes: 100, fetch: toFile }))).toEqual([
+      "invalid-url",
+      422,
+    ]);
+  });
+
+  it("refuses loops, non-images, oversize bodies and non-http schemes", async () => {
+    const loop = fake({
+      "https://a.test/l": () => new Response(null, { status: 302, headers: { location: "/l" } }),
+    });
+    expect(await code(fetchImage("https://a.test/l", { maxBytes: 100, fetch: loop }))).toEqual([
+      "too-many-redirects",
+      400,
+    ]);
+    const html = fake({
+      "https://a.test/h": () => new Response("<p>", { headers: { "content-type": "text/html" } }),
+    });
+    expect(await code(fetchImage("https://a.test/h", { maxBytes: 100, fetch: html }))).toEqual([
+      "unsupported-media-type",
+      415,
+    ]);
+    const big = fake({
+      "https://a.test/b": () =>
+        new Response(new Uint8Array(200), { headers: { "content-type": "image/png" } }),
+    });
+    expect(await code(fetchImage("https://a.test/b", { maxBytes: 100, fetch: big }))).toEqual([
+      "payload-too-large",
+      413,
+    ]);
+    expect(await code(fetchImage("gopher://a.test/x", { maxBytes: 100 }))).toEqual(["invalid-url", 422]);
+  });
+});

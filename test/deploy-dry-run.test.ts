@@ -1,0 +1,96 @@
+/**
+ * `npm run deploy -- --dry-run` works offline: it generates one config per manifest stage, bundles
+ * every Worker with wrangler, and each bundle stays under the 64 MiB script limit.
+ */
+import { execFile } from "node:child_process";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildShards } from "../model-shards/build.ts";
+import { loadCheckpoint } from "../model-shards/checkpoint/index.ts";
+import { synthesize, writeCheckpoint } from "../model-shards/checkpoint/synth.ts";
+
+const root = resolve(import.meta.dirname, "..");
+const LIMIT = 64 * 1024 * 1024;
+let dir: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "beit-edge-deploy-test-"));
+  await writeCheckpoint(join(dir, "ck"), synthesize({ size: "tiny", seed: 4 }), "safetensors");
+  await buildShards(await loadCheckpoint(join(dir, "ck")), {
+    outDir: join(dir, "shards"),
+    precision: "int8",
+    stageBudgetBytes: 32_000_000,
+  });
+}, 120_000);
+
+afterAll(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe("npm run deploy -- --dry-run", () => {
+  it("bundles the gateway and one Worker per stage offline, each under 64 MiB", async () => {
+    const out = join(dir, "bundles");
+    const { stdout, stderr } = await promisify(execFile)(
+      process.execPath,
+      [
+        join(root, "node_modules/tsx/dist/cli.mjs"),
+        "scripts/deploy.ts",
+        "--model",
+        join(dir, "shards"),
+        "--dry-run",
+        "--outdir",
+        out,
+      ],
+      {
+        cwd: root,
+        timeout: 240_000,
+        env: { ...process.env, CLOUDFLARE_API_TOKEN: "", WRANGLER_SEND_METRICS: "false" },
+      },
+    );
+    const report = JSON.parse(stdout.trim().split("\n").at(-1)!) as {
+      stages: number;
+      bundles: { worker: string; bytes: number }[];
+    };
+    expect(report.stages).toBe(3);
+    expect(report.bundles.map((b) => b.worker)).toEqual([
+      "beit-edge",
+      "beit-edge-stage-0",
+      "beit-edge-stage-1",
+      "beit-edge-stage-2",
+    ]);
+    for (const b of report.bundles) {
+      expect(b.bytes).toBeGreaterThan(100_000);
+      expect(b.bytes).toBeLessThan(LIMIT);
+    }
+    expect(stderr).toContain("would deploy 3 stage Worker(s), then beit-edge");
+    // The gateway binds exactly the manifest's stages; every stage bundle carries ORT's wasm.
+    const gateway = JSON.parse(await readFile(join(out, "configs/gateway.json"), "utf8")) as {
+      services: { binding: string; service: string }[];
+    };
+    expect(gateway.services.map((s) => s.binding)).toEqual(["STAGE_0", "STAGE_1", "STAGE_2"]);
+    expect(
+      (await readdir(join(out, "beit-edge-stage-0"))).some((f) => f.endsWith("ort-wasm-simd-threaded.wasm")),
+    ).toBe(true);
+  });
+
+  it("fails with error[code] and a hint when the model directory has no manifest", async () => {
+    const run = promisify(execFile)(
+      process.execPath,
+      [
+        join(root, "node_modules/tsx/dist/cli.mjs"),
+        "scripts/deploy.ts",
+        "--model",
+        join(dir, "nothing"),
+        "--dry-run",
+      ],
+      { cwd: root, timeout: 60_000 },
+    );
+    await expect(run).rejects.toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/^error\[[a-z-]+\]: /m),
+    });
+  });
+});
