@@ -241,7 +241,7 @@ export function decodeCmykJpeg(b: Uint8Array, deadline = Number.POSITIVE_INFINIT
   return { width, height, data: out };
 }
 
-const clamp255 = (v: number): number => (v < 0 ? 0 : v > 255 ? 255 : v);
+const clamp255 = (v: number): number => (v < 0 ? 0 : Math.min(v, 255));
 const mulDiv255 = (a: number, b: number): number => {
   const t = a * b + 128;
   return ((t >> 8) + t) >> 8;

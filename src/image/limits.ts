@@ -32,7 +32,9 @@ export interface ImageLimits {
  * (4032x3024) is estimated at 101 MB and accepted (measured: 51.8 MB wasm heap + 48.8 MB RGBA copy);
  * the largest baseline JPEG accepted is about 13.2 MP. Progressive JPEGs cost more (libjpeg keeps every
  * coefficient): a 12 MP 4:4:4 one measured 124.8 MB of wasm heap and is refused; the largest accepted
- * progressive JPEG is about 9.6 MP at 4:2:0 and 7.5 MP at 4:4:4.
+ * progressive JPEG is about 9.6 MP at 4:2:0 and 7.5 MP at 4:4:4. CMYK JPEGs (TypeScript decoder, 15
+ * bytes per pixel) up to about 7.0 MP; PNG (streaming TypeScript decoder, 3 bytes per pixel) and GIF
+ * are bounded by maxPixels.
  */
 export const DEFAULT_LIMITS: Readonly<ImageLimits> = Object.freeze({
   maxBytes: 20 * 1024 * 1024,
