@@ -64,7 +64,7 @@ export function activationBytes(config: BeitConfig, layers: number, head: boolea
   const T = w * w + 1;
   const input = 4 * config.num_channels * config.image_size * config.image_size;
   let bytes = input + 2 * 4 * T * H;
-  if (layers > 0) bytes += 4 * (8 * T * Math.max(I, 3 * H) + 3 * heads * T * T);
+  if (layers > 0) bytes += 4 * (10 * T * Math.max(I, 3 * H) + 3 * heads * T * T);
   if (head) bytes += 4 * 4 * config.labels.length;
   return bytes;
 }

@@ -28,7 +28,7 @@ export interface QuantOptions {
 }
 
 /** The scheme the converter ships (chosen by measurement; see the README section). */
-export const DEFAULT_QUANT: QuantOptions = { activation: "per-tensor", weightBits: 8 };
+export const DEFAULT_QUANT: QuantOptions = { activation: "per-row", weightBits: 8 };
 
 /** Human-readable description for manifest.quantization. */
 export function describeQuant(q: QuantOptions): string {
