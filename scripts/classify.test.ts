@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -77,9 +77,13 @@ describe("npm run classify", () => {
   });
 
   it("errors are printed as error[code]: detail with a non-zero exit", async () => {
-    const anim = await run("--model", modelDir, join(FIXTURES, "animated.webp"));
-    expect(anim.code).toBe(1);
-    expect(anim.err).toMatch(/^error\[animated-image\]: Animated WebP/);
+    const cut = join(root, "truncated.jpeg");
+    await writeFile(cut, (await readFile(photo)).subarray(0, 3000));
+    const truncated = await run("--model", modelDir, cut);
+    expect(truncated.code).toBe(1);
+    expect(truncated.err).toMatch(
+      /^error\[undecodable-image\]: The JPEG image could not be decoded \(the file is truncated/,
+    );
     const tiff = await run("--model", modelDir, join(FIXTURES, "expected.json"));
     expect(tiff.err).toMatch(/^error\[unsupported-format\]: .*no known image format/);
     const noModel = await run(photo);

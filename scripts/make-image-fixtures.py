@@ -262,7 +262,10 @@ record("lossy-alpha.webp")
 save(tiny, "exif-rotated-180.webp", lossless=True, exif=exif_with_orientation(3))
 record("exif-rotated-180.webp")
 frames[0].save(os.path.join(OUT, "animated.webp"), save_all=True, append_images=frames[1:], duration=100)
-record("animated.webp", refusal="animated-image")
+record("animated.webp", note="first frame, as Pillow's WebPAnimDecoder gives it")
+aframes = [rgba, rgba.transpose(Image.FLIP_TOP_BOTTOM)]
+aframes[0].save(os.path.join(OUT, "animated-alpha.webp"), save_all=True, append_images=aframes[1:], duration=100, quality=80)
+record("animated-alpha.webp", note="first frame with an ALPH chunk")
 
 # --- GIF -------------------------------------------------------------------------------------------
 gif_frames = [small.convert("P", palette=Image.ADAPTIVE, colors=32), small.rotate(180).convert("P", palette=Image.ADAPTIVE, colors=32)]

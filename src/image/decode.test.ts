@@ -34,10 +34,8 @@ describe("decodeImage matches Pillow's exif_transpose(open(f)).convert('RGB')", 
     expect(maxAbsDiff(img.data, ref)).toBeLessThanOrEqual(tolerance);
   });
 
-  it.each(refused)("%s is refused with a stable code", async (name, e) => {
-    const err = await refusal(fixture(name));
-    expect(err.code).toBe(e.refusal);
-    expect(err.detail.length).toBeGreaterThan(20);
+  it("every fixture decodes (refusals are tested below with their own inputs)", () => {
+    expect(refused).toEqual([]);
   });
 });
 
@@ -88,6 +86,12 @@ describe("format quirks Pillow has", () => {
     const img = await decodeImage(fixture("rgba-alpha-dropped.png"));
     const rgb = await decodeImage(fixture("rgb-8bit.png"));
     expect(img.data).toEqual(rgb.data);
+  });
+
+  it("decodes the first frame of an animated WebP (with and without alpha) like Pillow's WebPAnimDecoder", async () => {
+    for (const name of ["animated.webp", "animated-alpha.webp"]) {
+      expect((await decodeImage(fixture(name))).data).toEqual(pillowRgb(name));
+    }
   });
 
   it("decodes the first frame of an animated GIF and the default image of an APNG", async () => {

@@ -24,6 +24,7 @@ import {
 import { decodeCmykJpeg } from "./jpeg-cmyk.ts";
 import { estimateDecodeBytes, type ImageLimits, resolveLimits } from "./limits.ts";
 import { decodePng } from "./png.ts";
+import { composeFirstFrame, firstAnimationFrame } from "./webp-anim.ts";
 
 export { type DetectedFormat, type SupportedFormat, sniffFormat } from "./header.ts";
 
@@ -145,14 +146,6 @@ export function inspectImage(bytes: Uint8Array, limits: ImageLimits): ImageHeade
       { limit: "maxDecodeBytes", estimate: cost, max: limits.maxDecodeBytes, width, height },
     );
   }
-  if (format === "webp" && header.animated) {
-    throw new AppError(
-      "animated-image",
-      422,
-      "Animated WebP is not supported; send a still image (for example the first frame exported as PNG or JPEG).",
-      { format },
-    );
-  }
   return header;
 }
 
@@ -160,7 +153,7 @@ export function inspectImage(bytes: Uint8Array, limits: ImageLimits): ImageHeade
  * Decodes an image to upright RGB.
  *
  * @throws AppError with codes empty-body (400), image-too-large (413), unsupported-format (415),
- *   undecodable-image (400), image-too-small (422), animated-image (422), decode-timeout (503),
+ *   undecodable-image (400), image-too-small (422), decode-timeout (503),
  *   codec-unavailable (500, a deployment error: the codec's wasm was not passed to initCodecs).
  * @example
  * await initNodeCodecs(); // or initCodecs({ jpeg, png, webp, avif }) in a Worker
@@ -178,16 +171,12 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): 
     img = { ...decodeGifFirstFrame(bytes, deadline), format };
   } else if (format === "jpeg" && header.components === 4) {
     img = { ...decodeCmykJpeg(bytes, deadline), format };
+  } else if (format === "webp" && header.animated) {
+    img = await decodeAnimatedWebp(bytes, header);
   } else if (format === "png") {
     img = { ...(await decodePng(bytes, deadline)), format };
   } else {
-    if (!hasCodec(format)) {
-      throw new AppError(
-        "codec-unavailable",
-        500,
-        `The ${FORMAT_NAMES[format]} decoder was not initialised on this server; pass its wasm module to initCodecs().`,
-      );
-    }
+    if (!hasCodec(format)) throw codecUnavailable(format);
     if (format === "jpeg" && !jpegHasEnd(bytes))
       throw undecodable(format, "the file is truncated: no end-of-image marker");
     let raster: RgbaRaster | null;
@@ -212,6 +201,31 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): 
     checkTime(started, limits.maxDecodeMs, format);
   }
   return img;
+}
+
+/** First frame of an animated WebP on its canvas, as Pillow's WebPAnimDecoder gives it. */
+async function decodeAnimatedWebp(bytes: Uint8Array, header: ImageHeader): Promise<RgbImage> {
+  if (!hasCodec("webp")) throw codecUnavailable("webp");
+  const frame = firstAnimationFrame(bytes);
+  let raster: RgbaRaster | null;
+  try {
+    raster = await decodeWebpRgba(frame.still);
+  } catch (e) {
+    throw undecodable("webp", describe(e));
+  }
+  if (!raster || raster.width !== frame.width || raster.height !== frame.height) {
+    throw undecodable("webp", "the first animation frame could not be decoded");
+  }
+  const data = composeFirstFrame(header.width, header.height, frame, raster.data);
+  return { width: header.width, height: header.height, data, format: "webp" };
+}
+
+function codecUnavailable(format: SupportedFormat): AppError {
+  return new AppError(
+    "codec-unavailable",
+    500,
+    `The ${FORMAT_NAMES[format]} decoder was not initialised on this server; pass its wasm module to initCodecs().`,
+  );
 }
 
 function checkTime(started: number, maxMs: number, format: SupportedFormat): void {

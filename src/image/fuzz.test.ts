@@ -31,6 +31,7 @@ const HEADER_FIELDS: Record<string, number[]> = {
   "lossy.webp": [4, 5, 16, 17, 20, 23, 26, 27, 28, 29],
   "lossless-alpha.webp": [4, 16, 17, 20, 21, 22, 23, 24],
   "exif-rotated-180.webp": [16, 20, 24, 25, 27, 30, 31, 32],
+  "animated-alpha.webp": [4, 20, 24, 27, 30, 34, 38, 42, 46, 50, 54, 58, 62],
   "first-frame.gif": [6, 7, 8, 9, 10, 11, 13],
   "frame-offset-transparent.gif": [6, 8, 10, 13, 20, 23, 25, 27, 29, 31, 33, 34, 35],
   "lossless.avif": [3, 20, 24, 28, 40, 60, 100, 140, 180],

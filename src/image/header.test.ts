@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { expected, fixture } from "../../test/helpers/image-fixtures.ts";
 import { applyOrientation, readOrientation } from "./exif.ts";
 import { readHeader, type SupportedFormat, sniffFormat } from "./header.ts";
+import { composeFirstFrame, firstAnimationFrame } from "./webp-anim.ts";
 
 const enc = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
 
@@ -82,5 +83,25 @@ describe("EXIF orientation helpers", () => {
     expect(applyOrientation(applyOrientation(img, 3), 3).data).toEqual(img.data);
     const r = applyOrientation(img, 6); // 90 degrees clockwise: the bottom-left pixel comes first
     expect([r.width, r.height, ...r.data.subarray(0, 3)]).toEqual([2, 3, 9, 10, 11]);
+  });
+});
+
+describe("animated WebP first frame", () => {
+  it("finds the first ANMF frame and rewraps it as a still WebP", () => {
+    const f = firstAnimationFrame(fixture("animated-alpha.webp"));
+    expect([f.x, f.y, f.width, f.height]).toEqual([0, 0, 40, 28]);
+    expect(sniffFormat(f.still)).toBe("webp");
+    const h = readHeader(f.still, "webp");
+    expect([h.width, h.height, h.animated]).toEqual([40, 28, false]);
+  });
+
+  it("a frame smaller than the canvas lands at its offset on transparent black", () => {
+    const rgba = Uint8Array.from([1, 2, 3, 0, 4, 5, 6, 255]);
+    const out = composeFirstFrame(3, 2, { x: 2, y: 0, width: 1, height: 2 }, rgba);
+    // Alpha is dropped without compositing: the alpha-0 pixel keeps its colour, as convert("RGB") does.
+    expect(Array.from(out)).toEqual([0, 0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 0, 0, 0, 0, 4, 5, 6]);
+    expect(() => composeFirstFrame(3, 2, { x: 2, y: 0, width: 2, height: 1 }, rgba)).toThrow(
+      /outside the canvas/,
+    );
   });
 });
