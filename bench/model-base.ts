@@ -10,6 +10,9 @@
  *  5. latency medians of the whole pipeline in onnxruntime-web (Node, 1 thread) and the same
  *     shard files in onnxruntime-node (native, 1 thread) as a ratio.
  * Usage: tsx bench/model-base.ts [WORKDIR=/tmp/beit-bench] [N=20] [R=1]
+ * With REUSE=1 the existing checkpoint and shards in WORKDIR are reused (no synth/build/heap).
+ * Latencies: the four pipelines run interleaved per input so background load hits all alike; the
+ * CPU-time/wall ratio shows whether a runtime really used one thread.
  * Prints markdown rows; nothing is written under the repository.
  */
 import { execFile } from "node:child_process";
@@ -45,86 +48,62 @@ async function timed(args: string[]): Promise<number> {
   return (performance.now() - t0) / 1000;
 }
 
-const tSynth = await timed([
-  "synth",
-  "--size",
-  "base",
-  "--out",
-  ck,
-  "--format",
-  "safetensors",
-  "--seed",
-  "0",
-]);
-const tBuild = await timed(["build", "--from", ck, "--out", int8Dir, "--precision", "int8"]);
-const tBuildFp = await timed([
-  "build",
-  "--from",
-  ck,
-  "--out",
-  fp32Dir,
-  "--precision",
-  "fp32",
-  "--stage-budget-mb",
-  "4096",
-]);
-console.log(`| synth --size base (safetensors) | ${tSynth.toFixed(1)} s |`);
-console.log(`| build --precision int8 | ${tBuild.toFixed(1)} s |`);
-console.log(`| build --precision fp32 (one stage) | ${tBuildFp.toFixed(1)} s |`);
+const reuse = process.env.REUSE === "1";
+if (!reuse) {
+  const tSynth = await timed([
+    "synth",
+    "--size",
+    "base",
+    "--out",
+    ck,
+    "--format",
+    "safetensors",
+    "--seed",
+    "0",
+  ]);
+  const tBuild = await timed(["build", "--from", ck, "--out", int8Dir, "--precision", "int8"]);
+  const tBuildFp = await timed([
+    "build",
+    "--from",
+    ck,
+    "--out",
+    fp32Dir,
+    "--precision",
+    "fp32",
+    "--stage-budget-mb",
+    "4096",
+  ]);
+  console.log(`| synth --size base (safetensors) | ${tSynth.toFixed(1)} s |`);
+  console.log(`| build --precision int8 | ${tBuild.toFixed(1)} s |`);
+  console.log(`| build --precision fp32 (one stage) | ${tBuildFp.toFixed(1)} s |`);
 
-const manifest = JSON.parse(await readFile(join(int8Dir, "manifest.json"), "utf8")) as Manifest;
-console.log(
-  "\n| stage | layers | weights (MiB) | estimated peak (MiB) | wasm heap measured (MiB) | wasm heap estimated (MiB) |",
-);
-for (const s of manifest.stages) {
-  const { stdout } = await run(
-    process.execPath,
-    ["--import", "tsx", "model-shards/measure-heap.ts", "--shards", int8Dir, String(s.index)],
-    {
-      maxBuffer: 1 << 20,
-    },
-  );
-  const m = JSON.parse(stdout.trim().split("\n").at(-1) as string) as { afterRun: number };
-  const parts = [s.embeddings ? "embed" : "", `${s.layers[1] - s.layers[0]} layers`, s.head ? "head" : ""]
-    .filter(Boolean)
-    .join("+");
-  const wasmEst = s.estimatedPeakBytes - s.weightBytes - 8 * MiB;
+  const manifest = JSON.parse(await readFile(join(int8Dir, "manifest.json"), "utf8")) as Manifest;
   console.log(
-    `| ${s.index} | [${s.layers[0]}, ${s.layers[1]}) ${parts} | ${(s.weightBytes / MiB).toFixed(1)} | ${(s.estimatedPeakBytes / MiB).toFixed(1)} | ${(m.afterRun / MiB).toFixed(1)} | ${(wasmEst / MiB).toFixed(1)} |`,
+    "\n| stage | layers | weights (MiB) | estimated peak (MiB) | wasm heap measured (MiB) | wasm heap estimated (MiB) |",
   );
+  for (const s of manifest.stages) {
+    const { stdout } = await run(
+      process.execPath,
+      ["--import", "tsx", "model-shards/measure-heap.ts", "--shards", int8Dir, String(s.index)],
+      {
+        maxBuffer: 1 << 20,
+      },
+    );
+    const m = JSON.parse(stdout.trim().split("\n").at(-1) as string) as { afterRun: number };
+    const parts = [s.embeddings ? "embed" : "", `${s.layers[1] - s.layers[0]} layers`, s.head ? "head" : ""]
+      .filter(Boolean)
+      .join("+");
+    const wasmEst = s.estimatedPeakBytes - s.weightBytes - 8 * MiB;
+    console.log(
+      `| ${s.index} | [${s.layers[0]}, ${s.layers[1]}) ${parts} | ${(s.weightBytes / MiB).toFixed(1)} | ${(s.estimatedPeakBytes / MiB).toFixed(1)} | ${(m.afterRun / MiB).toFixed(1)} | ${(wasmEst / MiB).toFixed(1)} |`,
+    );
+  }
 }
 
 const int8 = await loadLocalModel(int8Dir);
 const fp32 = await loadLocalModel(fp32Dir);
 const config = { num_channels: 3, image_size: 224 } as Parameters<typeof randomPixels>[0];
 const inputs = Array.from({ length: N }, (_, i) => randomPixels(config, 5000 + i));
-const tInt8: number[] = [];
-const tFp32: number[] = [];
-let agree = 0;
-let overlap = 0;
-let rl = 0;
-const fpOuts: Float32Array[] = [];
-const int8Outs: Float32Array[] = [];
-await int8.run(inputs[0]);
-await fp32.run(inputs[0]);
-for (const x of inputs) {
-  let t0 = performance.now();
-  const a = await fp32.run(x);
-  tFp32.push(performance.now() - t0);
-  t0 = performance.now();
-  const b = await int8.run(x);
-  tInt8.push(performance.now() - t0);
-  fpOuts.push(a);
-  int8Outs.push(b);
-  if (argmax(a) === argmax(b)) agree++;
-  overlap += topKOverlap(a, b, 5);
-  rl += relL2(b, a);
-}
-await int8.release();
-await fp32.release();
-console.log(
-  `\n| int8 vs fp32 over ${N} random inputs | top-1 ${agree}/${N}, mean top-5 overlap ${(overlap / N).toFixed(2)}/5, mean rel L2 ${(rl / N).toFixed(4)} |`,
-);
 
 // onnxruntime-node on the same files.
 async function nativePipeline(dir: string) {
@@ -136,6 +115,7 @@ async function nativePipeline(dir: string) {
       session: await ortNode.InferenceSession.create(join(dir, s.graph.file), {
         intraOpNumThreads: 1,
         interOpNumThreads: 1,
+        executionMode: "sequential",
         graphOptimizationLevel: "all",
       }),
     });
@@ -150,36 +130,56 @@ async function nativePipeline(dir: string) {
     return cur;
   };
 }
-const nInt8 = await nativePipeline(int8Dir);
-const nFp32 = await nativePipeline(fp32Dir);
-const tnInt8: number[] = [];
-const tnFp32: number[] = [];
+const runners: [string, (x: Float32Array) => Promise<Float32Array>][] = [
+  ["web int8", (x) => int8.run(x)],
+  ["web fp32", (x) => fp32.run(x)],
+  ["native int8", await nativePipeline(int8Dir)],
+  ["native fp32", await nativePipeline(fp32Dir)],
+];
+const outs = runners.map(() => [] as Float32Array[]);
+const wall = runners.map(() => [] as number[]);
+const cpu = runners.map(() => [] as number[]);
+for (const [, f] of runners) await f(inputs[0]);
+for (const x of inputs)
+  for (const [k, [, f]] of runners.entries()) {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    outs[k].push(await f(x));
+    const ms = performance.now() - t0;
+    const c = process.cpuUsage(c0);
+    wall[k].push(ms);
+    cpu[k].push((c.user + c.system) / 1000 / ms);
+  }
+let agree = 0;
+let overlap = 0;
+let rl = 0;
 let nativeVsWebInt8 = 0;
 let nativeVsWebFp32 = 0;
-await nInt8(inputs[0]);
-await nFp32(inputs[0]);
-for (const [i, x] of inputs.entries()) {
-  let t0 = performance.now();
-  const a = await nFp32(x);
-  tnFp32.push(performance.now() - t0);
-  t0 = performance.now();
-  const b = await nInt8(x);
-  tnInt8.push(performance.now() - t0);
-  nativeVsWebFp32 = Math.max(nativeVsWebFp32, relL2(a, fpOuts[i]));
-  nativeVsWebInt8 = Math.max(nativeVsWebInt8, relL2(b, int8Outs[i]));
+const fpOuts = outs[1];
+for (let i = 0; i < N; i++) {
+  const a = outs[1][i];
+  const b = outs[0][i];
+  if (argmax(a) === argmax(b)) agree++;
+  overlap += topKOverlap(a, b, 5);
+  rl += relL2(b, a);
+  nativeVsWebInt8 = Math.max(nativeVsWebInt8, relL2(outs[2][i], outs[0][i]));
+  nativeVsWebFp32 = Math.max(nativeVsWebFp32, relL2(outs[3][i], outs[1][i]));
 }
-console.log("\n| runtime (1 thread, whole pipeline, median) | int8 | fp32 |");
+await int8.release();
+await fp32.release();
 console.log(
-  `| onnxruntime-web 1.30 in Node | ${median(tInt8).toFixed(0)} ms | ${median(tFp32).toFixed(0)} ms |`,
+  `\n| int8 vs fp32 over ${N} random inputs | top-1 ${agree}/${N}, mean top-5 overlap ${(overlap / N).toFixed(2)}/5, mean rel L2 ${(rl / N).toFixed(4)} |`,
+);
+console.log("\n| pipeline (all stages, 1 thread) | median | best | CPU time / wall |");
+for (const [k, [name]] of runners.entries())
+  console.log(
+    `| ${name} | ${median(wall[k]).toFixed(0)} ms | ${Math.min(...wall[k]).toFixed(0)} ms | ${median(cpu[k]).toFixed(2)} |`,
+  );
+console.log(
+  `| web / native (median) | int8 ${(median(wall[0]) / median(wall[2])).toFixed(2)}x | fp32 ${(median(wall[1]) / median(wall[3])).toFixed(2)}x | |`,
 );
 console.log(
-  `| onnxruntime-node 1.30 (native) | ${median(tnInt8).toFixed(0)} ms | ${median(tnFp32).toFixed(0)} ms |`,
-);
-console.log(
-  `| web / native ratio | ${(median(tInt8) / median(tnInt8)).toFixed(2)} | ${(median(tFp32) / median(tnFp32)).toFixed(2)} |`,
-);
-console.log(
-  `| native vs web logits, max rel L2 | ${nativeVsWebInt8.toFixed(4)} | ${nativeVsWebFp32.toExponential(2)} |`,
+  `| native vs web logits, max rel L2 | int8 ${nativeVsWebInt8.toFixed(4)} | fp32 ${nativeVsWebFp32.toExponential(2)} | |`,
 );
 
 // The float64 reference (tens of seconds per input).
