@@ -27,7 +27,7 @@ import tempfile
 import zlib
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "fixtures", "images")
 os.makedirs(OUT, exist_ok=True)
@@ -200,6 +200,15 @@ save(pal, "palette-alpha.png", transparency=bytes([0, 64, 128, 255, 255, 0, 10, 
 record("palette-alpha.png")
 save(tiny, "exif-rotated-90.png", exif=exif_with_orientation(6))
 record("exif-rotated-90.png")
+# No EXIF, orientation only in XMP: Pillow's getexif() falls back to tiff:Orientation in PNG XMP.
+xmp_info = PngImagePlugin.PngInfo()
+xmp_info.add_itxt(
+    "XML:com.adobe.xmp",
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    '<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="8"/></rdf:RDF></x:xmpmeta>',
+)
+save(tiny, "xmp-orientation-8.png", pnginfo=xmp_info)
+record("xmp-orientation-8.png", note="orientation from XMP only (Pillow's fallback)")
 
 g16 = (np.arange(23 * 9).reshape(9, 23) * 317 % 65536).astype(np.uint16)
 g16[0, :6] = [0, 1, 254, 255, 256, 65535]

@@ -10,7 +10,7 @@
 
 import { AppError, isAppError } from "../shared/errors.ts";
 import { decodeAvifRgba, decodeJpegRgba, decodeWebpRgba, hasCodec, type RgbaRaster } from "./codecs.ts";
-import { applyOrientation, readOrientation } from "./exif.ts";
+import { applyOrientation, effectiveOrientation } from "./exif.ts";
 import { decodeGifFirstFrame, gifCanvasSize } from "./gif.ts";
 import {
   type DetectedFormat,
@@ -132,7 +132,7 @@ export function inspectImage(bytes: Uint8Array, limits: ImageLimits): ImageHeade
   const cost = estimateDecodeBytes({
     ...header,
     encodedBytes: bytes.length,
-    rotated: readOrientation(header.exif) > 1,
+    rotated: effectiveOrientation(header.exif, header.xmp) > 1,
   });
   if (cost > limits.maxDecodeBytes) {
     const hint =
@@ -196,8 +196,8 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): 
     img = { width: raster.width, height: raster.height, data: rgbaToRgb(raster), format };
   }
   checkTime(started, limits.maxDecodeMs, format);
-  if (opts.exifTranspose !== false && header.exif) {
-    img = applyOrientation(img, readOrientation(header.exif));
+  if (opts.exifTranspose !== false && (header.exif || header.xmp)) {
+    img = applyOrientation(img, effectiveOrientation(header.exif, header.xmp));
     checkTime(started, limits.maxDecodeMs, format);
   }
   return img;

@@ -12,29 +12,49 @@
  * readOrientation(exifBytes); // 6 for a phone photo taken in portrait
  */
 export function readOrientation(tiff: Uint8Array | null): number {
-  if (!tiff || tiff.length < 8) return 1;
+  const v = orientationTag(tiff);
+  return v !== null && v >= 1 && v <= 8 ? v : 1;
+}
+
+/**
+ * The orientation (1..8) that `ImageOps.exif_transpose` acts on: the EXIF tag when the EXIF block has
+ * one (whatever its value), otherwise Pillow's fallback, a `tiff:Orientation` digit in the XMP packet.
+ *
+ * @example
+ * effectiveOrientation(header.exif, header.xmp); // 6
+ */
+export function effectiveOrientation(tiff: Uint8Array | null, xmp: string | null | undefined): number {
+  const tag = orientationTag(tiff);
+  if (tag !== null) return tag >= 1 && tag <= 8 ? tag : 1;
+  const m = xmp ? /tiff:Orientation(="|>)([0-9])/.exec(xmp) : null;
+  const v = m ? Number(m[2]) : 1;
+  return v >= 1 && v <= 8 ? v : 1;
+}
+
+/** The raw orientation tag value from IFD0, or null when there is no such tag (or no valid EXIF). */
+function orientationTag(tiff: Uint8Array | null): number | null {
+  if (!tiff || tiff.length < 8) return null;
   const le = tiff[0] === 0x49 && tiff[1] === 0x49;
   const be = tiff[0] === 0x4d && tiff[1] === 0x4d;
-  if (!le && !be) return 1;
+  if (!le && !be) return null;
   const u16 = (at: number): number => (le ? tiff[at] | (tiff[at + 1] << 8) : (tiff[at] << 8) | tiff[at + 1]);
   const u32 = (at: number): number =>
     le
       ? (tiff[at] | (tiff[at + 1] << 8) | (tiff[at + 2] << 16) | (tiff[at + 3] << 24)) >>> 0
       : ((tiff[at] << 24) | (tiff[at + 1] << 16) | (tiff[at + 2] << 8) | tiff[at + 3]) >>> 0;
-  if (u16(2) !== 42) return 1;
+  if (u16(2) !== 42) return null;
   const ifd = u32(4);
-  if (ifd + 2 > tiff.length) return 1;
+  if (ifd + 2 > tiff.length) return null;
   const count = u16(ifd);
   for (let i = 0; i < count; i++) {
     const e = ifd + 2 + i * 12;
-    if (e + 12 > tiff.length) return 1;
+    if (e + 12 > tiff.length) return null;
     if (u16(e) !== 0x0112) continue;
     const type = u16(e + 2);
     // SHORT is the standard type; LONG appears in the wild and Pillow reads it too.
-    const v = type === 3 ? u16(e + 8) : type === 4 ? u32(e + 8) : 0;
-    return v >= 1 && v <= 8 ? v : 1;
+    return type === 3 ? u16(e + 8) : type === 4 ? u32(e + 8) : 0;
   }
-  return 1;
+  return null;
 }
 
 /** An RGB raster: 3 bytes per pixel, row-major. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { expected, fixture } from "../../test/helpers/image-fixtures.ts";
-import { applyOrientation, readOrientation } from "./exif.ts";
+import { applyOrientation, effectiveOrientation, readOrientation } from "./exif.ts";
 import { readHeader, type SupportedFormat, sniffFormat } from "./header.ts";
 import { composeFirstFrame, firstAnimationFrame } from "./webp-anim.ts";
 
@@ -75,6 +75,16 @@ describe("EXIF orientation helpers", () => {
     expect(readOrientation(tiff(true, 3, 0))).toBe(1);
     expect(readOrientation(new Uint8Array([1, 2, 3]))).toBe(1);
     expect(readOrientation(null)).toBe(1);
+  });
+
+  it("XMP tiff:Orientation is used only when the EXIF block has no orientation tag (Pillow's getexif)", () => {
+    const xmp = '<rdf:Description tiff:Orientation="8"/>';
+    expect(effectiveOrientation(null, xmp)).toBe(8);
+    expect(effectiveOrientation(tiff(true, 3, 1), xmp)).toBe(1);
+    expect(effectiveOrientation(tiff(true, 3, 3), xmp)).toBe(3);
+    expect(effectiveOrientation(null, "<tiff:Orientation>6</tiff:Orientation>")).toBe(6);
+    expect(effectiveOrientation(null, null)).toBe(1);
+    expect(readHeader(fixture("xmp-orientation-8.png"), "png").xmp).toContain('tiff:Orientation="8"');
   });
 
   it("rotations compose as expected: 6 then 8 is the identity, 3 twice is the identity", () => {

@@ -55,6 +55,8 @@ export interface ImageHeader {
   animated: boolean;
   /** TIFF-structured EXIF payload (starting at the byte-order mark), when the file carries one. */
   exif: Uint8Array | null;
+  /** PNG only: the XMP packet from an uncompressed iTXt/tEXt "XML:com.adobe.xmp" chunk (Pillow reads its orientation). */
+  xmp?: string | null;
   /** JPEG only: number of colour components in the frame (1 gray, 3 YCbCr/RGB, 4 CMYK/YCCK). */
   components?: number;
   /** JPEG only: progressive (SOF2/SOF6/SOF10/SOF14), which makes libjpeg buffer every DCT coefficient. */
@@ -210,16 +212,37 @@ function pngHeader(b: Uint8Array): ImageHeader {
   const colorType = b[25];
   let animated = false;
   let exif: Uint8Array | null = null;
+  let xmp: string | null = null;
   let at = 8;
   while (at + 12 <= b.length) {
     const len = u32be(b, at);
     const type = ascii(b, at + 4, 4);
     if (type === "acTL") animated = true;
+    if ((type === "iTXt" || type === "tEXt") && xmp === null && at + 8 + len <= b.length) {
+      xmp = pngXmp(b.subarray(at + 8, at + 8 + len), type === "iTXt");
+    }
     if (type === "eXIf" && exif === null && at + 8 + len <= b.length) exif = b.subarray(at + 8, at + 8 + len);
     if (type === "IEND") break;
     at += 12 + len;
   }
-  return { format: "png", width, height, animated, exif, bitDepth, colorType };
+  return { format: "png", width, height, animated, exif, xmp, bitDepth, colorType };
+}
+
+const XMP_KEY = "XML:com.adobe.xmp";
+
+/** The text of an uncompressed iTXt/tEXt chunk keyed XML:com.adobe.xmp, else null. */
+function pngXmp(d: Uint8Array, international: boolean): string | null {
+  if (ascii(d, 0, XMP_KEY.length + 1) !== `${XMP_KEY}\0`) return null;
+  let at = XMP_KEY.length + 1;
+  if (international) {
+    if (d[at] !== 0) return null; // compressed iTXt: not read
+    at += 2;
+    for (let i = 0; i < 2; i++) {
+      while (at < d.length && d[at] !== 0) at++;
+      at++;
+    }
+  }
+  return at <= d.length ? new TextDecoder().decode(d.subarray(at)) : null;
 }
 
 function webpHeader(b: Uint8Array): ImageHeader {
