@@ -171,8 +171,9 @@ function jpegHeader(b: Uint8Array): ImageHeader {
     const len = u16be(b, at + 2);
     if (len < 2 || at + 2 + len > b.length) throw corrupt("jpeg", "segment runs past the end");
     const seg = at + 4;
-    if (marker === 0xe1 && exif === null && len >= 8 && ascii(b, seg, 6) === "Exif\0\0") {
-      exif = b.subarray(seg + 6, at + 2 + len);
+    // Like Pillow: the first APP1 starting "Exif\0" is the EXIF block (unreadable unless "Exif\0\0").
+    if (marker === 0xe1 && exif === null && len >= 7 && ascii(b, seg, 5) === "Exif\0") {
+      exif = b[seg + 5] === 0 ? b.subarray(seg + 6, at + 2 + len) : new Uint8Array(0);
     }
     const isSof = marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc;
     if (isSof) {
