@@ -45,7 +45,8 @@ export default defineConfig({
         plugins: [
           cloudflareTest(({ inject }) => {
             const bundles = inject("workerBundles");
-            const stages = 3;
+            // One stage Worker per stage of the test models (all three have the same plan).
+            const stages = inject("workerdFixtures").modelA.stages;
             const shared = { compatibilityDate: "2026-04-20", r2Buckets: { MODELS: "beit-edge-models" } };
             const modules = (b: { dir: string; js: string; wasm: string[] }) => ({
               modules: [

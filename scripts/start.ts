@@ -82,6 +82,12 @@ function banner(lines: string[]): void {
   process.stderr.write(`\n${bar}\n${lines.map((l) => `| ${l.padEnd(width)} |`).join("\n")}\n${bar}\n\n`);
 }
 
+/** First sentence of an error detail, at most 100 characters. */
+function shorten(detail: string): string {
+  const first = detail.split("\n")[0].split(/(?<=\))\. |\. /)[0];
+  return first.length > 100 ? `${first.slice(0, 97)}...` : first;
+}
+
 const progress = (msg: string) => process.stderr.write(`  ${msg}\n`);
 
 /** Builds the synthetic checkpoint of `size` and its int8 shards (skipping what already exists). */
@@ -122,7 +128,7 @@ async function resolveModel(args: StartArgs): Promise<string> {
     const why = e instanceof AppError ? e.detail : String(e);
     banner([
       `The Hugging Face hub is unreachable, so ${HUB_ID} cannot be downloaded:`,
-      `  ${why.split("\n")[0].slice(0, 150)}`,
+      `  ${shorten(why)}`,
       "Falling back to the FULL-SIZE SYNTHETIC checkpoint: real BEiT-base shapes and cost,",
       "RANDOM weights. Its labels are meaningless; /v1/model and the x-model-synthetic header say so.",
       "For the real model: npm start -- --model DIR (a shard dir built with `npm run model -- build`).",

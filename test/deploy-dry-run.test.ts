@@ -15,15 +15,17 @@ import { synthesize, writeCheckpoint } from "../model-shards/checkpoint/synth.ts
 const root = resolve(import.meta.dirname, "..");
 const LIMIT = 64 * 1024 * 1024;
 let dir: string;
+let stages: number;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "beit-edge-deploy-test-"));
   await writeCheckpoint(join(dir, "ck"), synthesize({ size: "tiny", seed: 4 }), "safetensors");
-  await buildShards(await loadCheckpoint(join(dir, "ck")), {
+  const manifest = await buildShards(await loadCheckpoint(join(dir, "ck")), {
     outDir: join(dir, "shards"),
     precision: "int8",
     stageBudgetBytes: 32_000_000,
   });
+  stages = manifest.stages.length;
 }, 120_000);
 
 afterAll(async () => {
@@ -54,23 +56,24 @@ describe("npm run deploy -- --dry-run", () => {
       stages: number;
       bundles: { worker: string; bytes: number }[];
     };
-    expect(report.stages).toBe(3);
+    expect(stages).toBeGreaterThanOrEqual(2);
+    expect(report.stages).toBe(stages);
     expect(report.bundles.map((b) => b.worker)).toEqual([
       "beit-edge",
-      "beit-edge-stage-0",
-      "beit-edge-stage-1",
-      "beit-edge-stage-2",
+      ...Array.from({ length: stages }, (_, i) => `beit-edge-stage-${i}`),
     ]);
     for (const b of report.bundles) {
       expect(b.bytes).toBeGreaterThan(100_000);
       expect(b.bytes).toBeLessThan(LIMIT);
     }
-    expect(stderr).toContain("would deploy 3 stage Worker(s), then beit-edge");
+    expect(stderr).toContain(`would deploy ${stages} stage Worker(s), then beit-edge`);
     // The gateway binds exactly the manifest's stages; every stage bundle carries ORT's wasm.
     const gateway = JSON.parse(await readFile(join(out, "configs/gateway.json"), "utf8")) as {
       services: { binding: string; service: string }[];
     };
-    expect(gateway.services.map((s) => s.binding)).toEqual(["STAGE_0", "STAGE_1", "STAGE_2"]);
+    expect(gateway.services.map((s) => s.binding)).toEqual(
+      Array.from({ length: stages }, (_, i) => `STAGE_${i}`),
+    );
     expect(
       (await readdir(join(out, "beit-edge-stage-0"))).some((f) => f.endsWith("ort-wasm-simd-threaded.wasm")),
     ).toBe(true);

@@ -1,6 +1,6 @@
 /**
- * End to end over real HTTP: builds the tiny synthetic int8 model (3 stages), publishes it into a
- * temporary local R2, starts the real `wrangler dev` (gateway + 3 stage Workers in one process, as
+ * End to end over real HTTP: builds the tiny synthetic int8 model (several stages), publishes it into a
+ * temporary local R2, starts the real `wrangler dev` (gateway + every stage Worker in one process, as
  * `npm start` does) on a free port, and calls it with plain fetch: a classification equal to what
  * onnxruntime-web in Node computes, and a problem+json error. Everything is bounded by timeouts
  * and the server is always stopped.
@@ -73,7 +73,7 @@ afterAll(async () => {
 
 describe("wrangler dev end to end", () => {
   it("serves a classification over HTTP equal to onnxruntime-web in Node, labelled synthetic", async () => {
-    expect(manifest.stages.length).toBe(3);
+    expect(manifest.stages.length).toBeGreaterThanOrEqual(2);
     const res = await fetch(`${svc!.url}/v1/classify?top_k=3`, {
       method: "POST",
       body: png,
