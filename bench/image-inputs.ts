@@ -1,8 +1,8 @@
 /**
  * @module
  * Benchmark inputs for the image path, generated with the jSquash encoders (Node only) and cached in
- * bench/results/image-inputs (git-ignored): 12-megapixel JPEGs (4032x3024, a phone photo's size; baseline
- * and progressive),
+ * bench/results/image-inputs (git-ignored): 12-megapixel 4:2:0 JPEGs (4032x3024, a phone photo's size;
+ * baseline and progressive),
  * a 1-megapixel PNG (1000x1000) and a 224x224 WebP. The picture is synthetic but photo-like (gradients,
  * soft blobs, edges, noise), so the codecs do realistic work. The service's workerd bench can post the
  * same bytes through the gateway via {@link imageBenchInputs}.
@@ -88,7 +88,15 @@ async function encode(spec: (typeof SPECS)[number]): Promise<Uint8Array> {
     );
     // Phones write baseline JPEGs; the web often serves progressive ones. Both are measured.
     const progressive = spec.name.includes("progressive");
-    return new Uint8Array(await encodeJpeg(image, { quality: 90, baseline: !progressive, progressive }));
+    // 4:2:0 chroma, as phone cameras and most web JPEGs use.
+    const opts = {
+      quality: 90,
+      baseline: !progressive,
+      progressive,
+      auto_subsample: false,
+      chroma_subsample: 2,
+    };
+    return new Uint8Array(await encodeJpeg(image, opts));
   }
   if (spec.format === "webp") {
     await initWebpEnc(

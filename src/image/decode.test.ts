@@ -5,6 +5,7 @@ import { AppError } from "../shared/errors.ts";
 import { codecMemoryBytes, RELEASE_AFTER_BYTES } from "./codecs.ts";
 import { initNodeCodecs } from "./codecs-node.ts";
 import { decodeImage, inspectImage } from "./decode.ts";
+import { decodeJpegTs } from "./jpeg-ts.ts";
 import { DEFAULT_LIMITS, estimateDecodeBytes, resolveLimits } from "./limits.ts";
 
 beforeAll(() => initNodeCodecs());
@@ -64,6 +65,20 @@ describe("EXIF orientation", () => {
     expect((await decodeImage(fixture("exif-rotated-90.png"))).width).toBe(11);
     const webp = await decodeImage(fixture("exif-rotated-180.webp"));
     expect(webp.data).toEqual(pillowRgb("exif-rotated-180.webp"));
+  });
+});
+
+describe("the TypeScript JPEG decoder (CMYK, and progressive over the wasm budget)", () => {
+  const names = Object.keys(expected.images).filter((n) => /progressive|cmyk|ycck/.test(n));
+  it.each(names)("%s equals Pillow bit for bit", (name) => {
+    const img = decodeJpegTs(fixture(name));
+    expect(maxAbsDiff(img.data, pillowRgb(name))).toBe(0);
+  });
+
+  it("equals the MozJPEG wasm decoder on the baseline fixtures too", async () => {
+    for (const name of ["photo-odd-size.jpeg", "baseline-444.jpeg", "grayscale.jpeg"]) {
+      expect(maxAbsDiff(decodeJpegTs(fixture(name)).data, pillowRgb(name)), name).toBe(0);
+    }
   });
 });
 
@@ -192,8 +207,8 @@ describe("bad input gets a clear error with a stable code", () => {
   });
 });
 
-/** SOI + SOF (baseline C0 or progressive C2), 4:2:0 YCbCr, and nothing else. */
-function jpegHeaderOnly(width: number, height: number, progressive: boolean): Uint8Array {
+/** SOI + SOF (baseline C0 or progressive C2), YCbCr 4:2:0 (or 4:4:4), and nothing else. */
+function jpegHeaderOnly(width: number, height: number, progressive: boolean, luma = 0x22): Uint8Array {
   return Uint8Array.from([
     0xff,
     0xd8,
@@ -208,7 +223,7 @@ function jpegHeaderOnly(width: number, height: number, progressive: boolean): Ui
     width & 255,
     3,
     1,
-    0x22,
+    luma,
     0,
     2,
     0x11,
@@ -220,11 +235,13 @@ function jpegHeaderOnly(width: number, height: number, progressive: boolean): Ui
 }
 
 describe("memory budget (maxDecodeBytes) from the header", () => {
-  it("accepts a 12 MP baseline JPEG and refuses a 12 MP progressive one under the defaults", () => {
+  it("12 MP: baseline goes to wasm, progressive 4:2:0 to the TypeScript decoder, progressive 4:4:4 is refused", () => {
     const limits = resolveLimits();
-    expect(inspectImage(jpegHeaderOnly(4032, 3024, false), limits).progressive).toBe(false);
+    expect(inspectImage(jpegHeaderOnly(4032, 3024, false), limits).decoder).toBeUndefined();
+    expect(inspectImage(jpegHeaderOnly(4032, 3024, true), limits).decoder).toBe("ts");
+    expect(inspectImage(jpegHeaderOnly(1200, 800, true), limits).decoder).toBeUndefined(); // small: wasm
     try {
-      inspectImage(jpegHeaderOnly(4032, 3024, true), limits);
+      inspectImage(jpegHeaderOnly(4032, 3024, true, 0x11), limits);
       throw new Error("expected a refusal");
     } catch (e) {
       expect((e as AppError).code).toBe("image-too-large");

@@ -21,7 +21,7 @@ import {
   type SupportedFormat,
   sniffFormat,
 } from "./header.ts";
-import { decodeCmykJpeg } from "./jpeg-cmyk.ts";
+import { decodeJpegTs } from "./jpeg-ts.ts";
 import { estimateDecodeBytes, type ImageLimits, resolveLimits } from "./limits.ts";
 import { decodePng } from "./png.ts";
 import { composeFirstFrame, firstAnimationFrame } from "./webp-anim.ts";
@@ -129,11 +129,21 @@ export function inspectImage(bytes: Uint8Array, limits: ImageLimits): ImageHeade
       },
     );
   }
-  const cost = estimateDecodeBytes({
+  const costInput = {
     ...header,
     encodedBytes: bytes.length,
     rotated: effectiveOrientation(header.exif, header.xmp) > 1,
-  });
+  };
+  let cost = estimateDecodeBytes(costInput);
+  if (format === "jpeg" && header.components !== 4 && header.progressive && cost > limits.maxDecodeBytes) {
+    // Progressive JPEG over the wasm budget: the TypeScript decoder needs less memory (and more time).
+    const ts = estimateDecodeBytes({ ...costInput, decoder: "ts" });
+    if (ts < cost) {
+      cost = ts;
+      header.decoder = "ts";
+    }
+  }
+  if (format === "jpeg" && header.components === 4) header.decoder = "ts";
   if (cost > limits.maxDecodeBytes) {
     const hint =
       format === "jpeg" && header.progressive
@@ -169,8 +179,10 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): 
   let img: RgbImage;
   if (format === "gif") {
     img = { ...decodeGifFirstFrame(bytes, deadline), format };
-  } else if (format === "jpeg" && header.components === 4) {
-    img = { ...decodeCmykJpeg(bytes, deadline), format };
+  } else if (format === "jpeg" && header.decoder === "ts") {
+    img = { ...decodeJpegTs(bytes, deadline), format };
+    if (img.width !== header.width || img.height !== header.height)
+      throw undecodable(format, "inconsistent frame size");
   } else if (format === "webp" && header.animated) {
     img = await decodeAnimatedWebp(bytes, header);
   } else if (format === "png") {

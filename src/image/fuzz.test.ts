@@ -3,6 +3,7 @@ import { fixture } from "../../test/helpers/image-fixtures.ts";
 import { isAppError } from "../shared/errors.ts";
 import { initNodeCodecs } from "./codecs-node.ts";
 import { decodeImage } from "./decode.ts";
+import { decodeJpegTs } from "./jpeg-ts.ts";
 import type { ImageLimits } from "./limits.ts";
 
 beforeAll(() => initNodeCodecs());
@@ -106,6 +107,20 @@ describe("mutated files decode sanely or are refused with an AppError", () => {
     }
     expect(Object.values(outcomes).reduce((a, b) => a + b, 0)).toBe(PER_FILE);
   });
+
+  it.each(["progressive-420-odd-size.jpeg", "progressive-restart-markers.jpeg", "baseline-444.jpeg"])(
+    `${PER_FILE} mutations of %s through the TypeScript JPEG decoder`,
+    (name) => {
+      for (const m of mutations(name, name.length * 104729, PER_FILE)) {
+        try {
+          const img = decodeJpegTs(m.bytes, performance.now() + 5000);
+          expect(img.data.length, m.kind).toBe(img.width * img.height * 3);
+        } catch (e) {
+          if (!isAppError(e)) throw new Error(`${name} ${m.kind}: non-AppError escaped: ${String(e)}`);
+        }
+      }
+    },
+  );
 
   it("the codecs still decode correctly after all that", async () => {
     for (const name of ["photo-odd-size.jpeg", "rgb-8bit.png", "lossy.webp", "lossless.avif"]) {

@@ -61,8 +61,10 @@ export interface ImageHeader {
   components?: number;
   /** JPEG only: progressive (SOF2/SOF6/SOF10/SOF14), which makes libjpeg buffer every DCT coefficient. */
   progressive?: boolean;
-  /** JPEG only: coefficient (= sample) count over all components, from the sampling factors. */
+  /** JPEG only: coefficient (= sample) count over all components and whole MCUs. */
   samples?: number;
+  /** JPEG only: set by inspectImage: "ts" routes the decode to jpeg-ts.ts (CMYK, or progressive over the wasm budget). */
+  decoder?: "wasm" | "ts";
   /** PNG only: bit depth and colour type from IHDR. */
   bitDepth?: number;
   colorType?: number;
@@ -189,13 +191,13 @@ function jpegHeader(b: Uint8Array): ImageHeader {
         hMax = Math.max(hMax, f >> 4);
         vMax = Math.max(vMax, f & 15);
       }
-      // Samples per component, rounded up to whole 8x8 blocks of whole MCUs (as libjpeg allocates).
+      // Samples per component over whole MCUs (what libjpeg and jpeg-ts.ts allocate coefficients for).
+      const mcusX = Math.ceil(width / (8 * hMax));
+      const mcusY = Math.ceil(height / (8 * vMax));
       let samples = 0;
       for (let c = 0; c < components; c++) {
         const f = b[seg + 7 + 3 * c];
-        const cw = Math.ceil((width * Math.max(1, f >> 4)) / hMax / 8) * 8;
-        const ch = Math.ceil((height * Math.max(1, f & 15)) / vMax / 8) * 8;
-        samples += cw * ch;
+        samples += mcusX * Math.max(1, f >> 4) * 8 * mcusY * Math.max(1, f & 15) * 8;
       }
       const progressive = (marker & 3) === 2;
       return { format: "jpeg", width, height, animated: false, exif, components, progressive, samples };

@@ -30,11 +30,11 @@ export interface ImageLimits {
 /**
  * Defaults sized for a 128 MB Workers isolate that never holds model weights. A 12 MP baseline JPEG
  * (4032x3024) is estimated at 101 MB and accepted (measured: 51.8 MB wasm heap + 48.8 MB RGBA copy);
- * the largest baseline JPEG accepted is about 13.2 MP. Progressive JPEGs cost more (libjpeg keeps every
- * coefficient): a 12 MP 4:4:4 one measured 124.8 MB of wasm heap and is refused; the largest accepted
- * progressive JPEG is about 9.6 MP at 4:2:0 and 7.5 MP at 4:4:4. CMYK JPEGs (TypeScript decoder, 15
- * bytes per pixel) up to about 7.0 MP; PNG (streaming TypeScript decoder, 3 bytes per pixel) and GIF
- * are bounded by maxPixels.
+ * the largest baseline JPEG accepted is about 13.2 MP. Progressive JPEGs cost more in the wasm build
+ * (libjpeg keeps every coefficient: a 12 MP 4:4:4 one measured 124.8 MB of wasm heap), so when the wasm
+ * estimate is over budget they go to the TypeScript decoder (3 bytes per sample + 3 per pixel): a 12 MP
+ * 4:2:0 progressive JPEG is accepted (~93 MB), the largest 4:4:4 one is about 8.8 MP. CMYK JPEGs up to
+ * about 8.8 MP; 8-bit RGB PNG (streaming TypeScript decoder) and GIF are bounded by maxPixels.
  */
 export const DEFAULT_LIMITS: Readonly<ImageLimits> = Object.freeze({
   maxBytes: 20 * 1024 * 1024,
@@ -54,6 +54,8 @@ export interface DecodeCostInput {
   progressive?: boolean;
   samples?: number;
   components?: number;
+  /** JPEG only: which decoder the estimate is for ("ts" is forced for 4 components). Default "wasm". */
+  decoder?: "wasm" | "ts";
   bitDepth?: number;
   colorType?: number;
   rotated?: boolean;
@@ -77,20 +79,25 @@ export function estimateDecodeBytes(h: DecodeCostInput): number {
   let js = 4 * px;
   switch (h.format) {
     case "jpeg":
-      if (h.components === 4) {
-        // TypeScript CMYK decoder: 4 x int16 coefficients + 4 sample planes + RGB output.
+      if (h.components === 4 || h.decoder === "ts") {
+        // TypeScript decoder (jpeg-ts.ts): int16 coefficients + uint8 sample planes + RGB output, counted
+        // as if nothing were collected before the end (its released coefficient rows may not be yet).
         wasm = 0;
-        js = 15 * px + n;
+        js = 3 * (h.samples ?? 3 * px) + 3 * px + n;
         break;
       }
       // Progressive: libjpeg keeps every coefficient (2 bytes per sample) for the whole decode.
       wasm = 4 * px + n + 2 * MB + (h.progressive ? 2 * (h.samples ?? 3 * px) : 0);
       break;
-    case "png":
-      // TypeScript decoder, streaming: the RGB output plus one or two rows.
+    case "png": {
+      // TypeScript decoder, streaming: the RGB output, plus the inflated chunks it has consumed, counted
+      // as if none were collected yet (measured: 4 MP RGB -> 19.7 MB before GC, 12.0 MB after).
+      const channels = [1, 0, 3, 1, 2, 0, 4][h.colorType ?? 6] || 4;
+      const raw = h.height * (1 + Math.ceil((h.width * channels * (h.bitDepth ?? 8)) / 8));
       wasm = 0;
-      js = 3 * px;
+      js = 3 * px + raw;
       break;
+    }
     case "webp":
       wasm = 6 * px + n + 2 * MB;
       break;

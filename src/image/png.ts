@@ -103,10 +103,14 @@ export async function decodePng(bytes: Uint8Array, deadline = Number.POSITIVE_IN
   if (palette) pal.set(palette.subarray(0, Math.min(768, palette.length - (palette.length % 3))));
 
   const passes = interlace ? ADAM7 : [{ x0: 0, y0: 0, dx: 1, dy: 1 }];
-  const reader = new Blob(idat as Uint8Array<ArrayBuffer>[])
-    .stream()
-    .pipeThrough(new DecompressionStream("deflate"))
-    .getReader();
+  // The IDAT views go to the inflater as they are (no copy of the compressed data).
+  const compressed = new ReadableStream<Uint8Array>({
+    start(controller) {
+      for (const part of idat) controller.enqueue(part);
+      controller.close();
+    },
+  });
+  const reader = compressed.pipeThrough(new DecompressionStream("deflate")).getReader();
   let chunk: Uint8Array = new Uint8Array(0);
   let pos = 0;
   const take = async (row: Uint8Array): Promise<void> => {

@@ -1,18 +1,20 @@
 /**
  * @module
- * Decoder for 4-component (CMYK and Adobe YCCK) JPEGs in TypeScript, which libjpeg-turbo in the MozJPEG
- * wasm build refuses to convert to RGB. Baseline and progressive Huffman scans, every component sampled
- * 1x1 (the layout Adobe CMYK files use; others are refused). The arithmetic is libjpeg's, so the result
- * equals what Pillow gets from libjpeg-turbo: the ISLOW integer IDCT (13-bit constants, 2 extra bits
- * in the first pass), YCCK -> CMYK with libjpeg's 16-bit fixed-point tables, then Pillow's steps:
- * raw mode "CMYK;I" (every CMYK JPEG is read as Adobe-inverted) and `convert("RGB")`, which computes
- * R = clip(nk - nk*c/255) with nk = 255 - k, rounded as Pillow's MULDIV255 does.
+ * JPEG decoder in TypeScript for what the MozJPEG wasm build cannot do within the isolate's budget:
+ * 4-component (CMYK, Adobe YCCK) JPEGs, which libjpeg-turbo refuses to convert to RGB, and progressive
+ * JPEGs, whose full-coefficient buffering costs the wasm build ~10 bytes per pixel plus a second RGBA
+ * copy. Baseline and progressive Huffman scans, restart markers, 1x1, 2x1 and 2x2 chroma sampling.
+ * The arithmetic is libjpeg-turbo's, so the result equals what Pillow gets: the ISLOW integer IDCT
+ * (13-bit constants, 2 extra bits in the first pass), "fancy" triangle upsampling with libjpeg's
+ * rounding biases and edge replication, YCbCr/YCCK conversion with its 16-bit fixed-point tables; then
+ * Pillow's steps: CMYK read as "CMYK;I" (every CMYK JPEG is treated as Adobe-inverted) and converted
+ * with R = clip(nk - nk*c/255), nk = 255 - k, rounded as Pillow's MULDIV255.
  */
 
 import { AppError } from "../shared/errors.ts";
 
 /** Decoded image: RGB, 3 bytes per pixel. */
-export interface CmykJpegImage {
+export interface JpegImage {
   width: number;
   height: number;
   data: Uint8Array;
@@ -32,8 +34,8 @@ const unsupported = (what: string): AppError =>
   new AppError(
     "unsupported-format",
     415,
-    `Detected a CMYK JPEG with ${what}, which this server cannot decode; convert it to RGB (sRGB) and resend.`,
-    { detected: "jpeg-cmyk" },
+    `Detected a JPEG with ${what}, which this server cannot decode; convert it to a baseline RGB JPEG or PNG and resend.`,
+    { detected: "jpeg" },
   );
 
 /** Zigzag index -> natural (row-major) index. */
@@ -49,6 +51,8 @@ interface Huffman {
   /** For each length: index into `values` of the first code minus that code. */
   valptr: Int32Array;
   values: Uint8Array;
+  /** 9-bit lookahead: (code length << 8) | value for codes up to 9 bits, 0 otherwise. */
+  lut: Uint16Array;
 }
 
 function buildHuffman(counts: Uint8Array, values: Uint8Array): Huffman {
@@ -67,35 +71,61 @@ function buildHuffman(counts: Uint8Array, values: Uint8Array): Huffman {
     code <<= 1;
   }
   maxcode[17] = 0x7fffffff;
-  return { maxcode, valptr, values };
+  const lut = new Uint16Array(512);
+  code = 0;
+  k = 0;
+  for (let len = 1; len <= 9; len++) {
+    for (let i = 0; i < counts[len - 1]; i++, k++, code++) {
+      const shift = 9 - len;
+      const v = values[k];
+      if (v === undefined) break;
+      for (let j = 0; j < 1 << shift; j++) lut[(code << shift) | j] = (len << 8) | v;
+    }
+    code <<= 1;
+  }
+  return { maxcode, valptr, values, lut };
 }
 
 interface Component {
   id: number;
+  h: number;
+  v: number;
   tq: number;
-  coefs: Int16Array;
+  /** Allocated block grid (whole MCUs) and the component's real block grid. */
+  allocW: number;
+  allocH: number;
+  realW: number;
+  realH: number;
+  /** Downsampled size in samples (libjpeg's downsampled_width/height). */
+  dw: number;
+  dh: number;
+  /** Quantized coefficients, one array per block row (released row by row after the IDCT). */
+  rows: Int16Array[];
   pred: number;
   dc: Huffman | null;
   ac: Huffman | null;
 }
 
 /**
- * Decodes a 4-component JPEG to RGB exactly as Pillow does.
+ * Decodes a JPEG to RGB exactly as Pillow (libjpeg-turbo) does.
  *
  * @throws AppError "undecodable-image" for corrupt data, "unsupported-format" for layouts not handled
- *   (12-bit, subsampled, arithmetic-coded), "decode-timeout" past `deadline`.
+ *   (12-bit, arithmetic-coded, sampling other than 1x1/2x1/2x2), "decode-timeout" past `deadline`.
  */
-export function decodeCmykJpeg(b: Uint8Array, deadline = Number.POSITIVE_INFINITY): CmykJpegImage {
+export function decodeJpegTs(b: Uint8Array, deadline = Number.POSITIVE_INFINITY): JpegImage {
   const qt: Int32Array[] = [];
   const dcTables: Huffman[] = [];
   const acTables: Huffman[] = [];
   let comps: Component[] = [];
   let width = 0;
   let height = 0;
-  let bw = 0;
-  let bh = 0;
+  let mcusX = 0;
+  let mcusY = 0;
+  let hmax = 1;
+  let vmax = 1;
   let progressive = false;
   let adobeTransform = -1;
+  let jfif = false;
   let restartInterval = 0;
   let at = 2;
   let sawFrame = false;
@@ -143,38 +173,63 @@ export function decodeCmykJpeg(b: Uint8Array, deadline = Number.POSITIVE_INFINIT
         (cls ? acTables : dcTables)[id] = table;
         p += 17 + total;
       }
+    } else if (m === 0xe0 && len >= 7 && String.fromCharCode(...b.subarray(seg, seg + 5)) === "JFIF\0") {
+      jfif = true;
     } else if (m === 0xee && len >= 14 && String.fromCharCode(...b.subarray(seg, seg + 5)) === "Adobe") {
       adobeTransform = b[seg + 11];
     } else if (m === 0xdd) {
       restartInterval = u16(seg);
     } else if (m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc) {
+      // One frame only: the size checked against the limits is the first frame header's.
+      if (sawFrame) throw corrupt("more than one frame header");
       if (m !== 0xc0 && m !== 0xc1 && m !== 0xc2) throw unsupported("arithmetic or lossless coding");
       if (b[seg] !== 8) throw unsupported(`${b[seg]}-bit samples`);
       progressive = m === 0xc2;
       height = u16(seg + 1);
       width = u16(seg + 3);
       const n = b[seg + 5];
-      if (n !== 4) throw corrupt(`expected 4 components, found ${n}`);
+      if (n !== 1 && n !== 3 && n !== 4) throw corrupt(`unsupported component count ${n}`);
       if (width < 1 || height < 1) throw corrupt("zero width or height");
-      bw = Math.ceil(width / 8);
-      bh = Math.ceil(height / 8);
-      comps = [];
-      for (let c = 0; c < n; c++) {
+      if (len < 8 + 3 * n) throw corrupt("short frame header");
+      const raw = Array.from({ length: n }, (_, c) => {
         const o = seg + 6 + 3 * c;
-        if (b[o + 1] !== 0x11) throw unsupported("subsampled components");
-        comps.push({
-          id: b[o],
-          tq: b[o + 2] & 3,
-          coefs: new Int16Array(bw * bh * 64),
+        return { id: b[o], h: b[o + 1] >> 4, v: b[o + 1] & 15, tq: b[o + 2] & 3 };
+      });
+      hmax = Math.max(...raw.map((c) => c.h));
+      vmax = Math.max(...raw.map((c) => c.v));
+      for (const c of raw) {
+        if (c.h < 1 || c.v < 1 || c.h > 4 || c.v > 4) throw corrupt("bad sampling factors");
+        const fh = hmax / c.h;
+        const fv = vmax / c.v;
+        const ok = (fh === 1 && fv === 1) || (fh === 2 && fv === 1) || (fh === 2 && fv === 2);
+        if (!ok) throw unsupported(`${c.h}x${c.v} sampling against ${hmax}x${vmax}`);
+      }
+      mcusX = Math.ceil(width / (8 * hmax));
+      mcusY = Math.ceil(height / (8 * vmax));
+      comps = raw.map((c) => {
+        const dw = Math.ceil((width * c.h) / hmax);
+        const dh = Math.ceil((height * c.v) / vmax);
+        const allocW = mcusX * c.h;
+        const allocH = mcusY * c.v;
+        return {
+          ...c,
+          allocW,
+          allocH,
+          realW: Math.ceil(dw / 8),
+          realH: Math.ceil(dh / 8),
+          dw,
+          dh,
+          rows: Array.from({ length: allocH }, () => new Int16Array(allocW * 64)),
           pred: 0,
           dc: null,
           ac: null,
-        });
-      }
+        };
+      });
       sawFrame = true;
     } else if (m === 0xda) {
       if (!sawFrame) throw corrupt("scan before frame header");
       const ns = b[seg];
+      if (ns < 1 || ns > 4 || len < 6 + 2 * ns) throw corrupt("bad scan header");
       const scomps: Component[] = [];
       for (let i = 0; i < ns; i++) {
         const cid = b[seg + 1 + 2 * i];
@@ -191,7 +246,18 @@ export function decodeCmykJpeg(b: Uint8Array, deadline = Number.POSITIVE_INFINIT
       const al = b[p + 2] & 15;
       if (ss > 63 || se > 63 || ss > se || (!progressive && (ss !== 0 || se !== 63)))
         throw corrupt("bad spectral selection");
-      at = decodeScan(b, end, scomps, { bw, bh, progressive, ss, se, ah, al, restartInterval, deadline });
+      if (progressive && ss > 0 && ns !== 1) throw corrupt("interleaved AC scan");
+      at = decodeScan(b, end, scomps, {
+        mcusX,
+        mcusY,
+        progressive,
+        ss,
+        se,
+        ah,
+        al,
+        restartInterval,
+        deadline,
+      });
       continue;
     }
     at = end;
@@ -199,46 +265,158 @@ export function decodeCmykJpeg(b: Uint8Array, deadline = Number.POSITIVE_INFINIT
   if (!sawFrame) throw corrupt("no frame header");
   if (!sawEnd) throw corrupt("the file is truncated: no end-of-image marker");
 
-  // IDCT every block into 4 planes, then YCCK -> CMYK (Adobe transform 2), "CMYK;I" and CMYK -> RGB.
-  const stride = bw * 8;
+  // IDCT every block into one plane per component (block-padded, as libjpeg's buffers are), releasing
+  // each block row of coefficients as soon as it is transformed: peak memory stays near the larger of
+  // the coefficients (2 bytes per sample) and the planes plus the RGB output.
+  const EMPTY = new Int16Array(0);
   const planes = comps.map((c) => {
     const q = qt[c.tq];
     if (!q) throw corrupt("missing quantization table");
-    const plane = new Uint8Array(stride * bh * 8);
+    const stride = c.allocW * 8;
+    const plane = new Uint8Array(stride * c.allocH * 8);
     const ws = new Int32Array(64);
-    for (let by = 0; by < bh; by++) {
-      for (let bx = 0; bx < bw; bx++)
-        idctIslow(c.coefs, (by * bw + bx) * 64, q, ws, plane, by * 8 * stride + bx * 8, stride);
+    for (let by = 0; by < c.allocH; by++) {
+      const row = c.rows[by];
+      for (let bx = 0; bx < c.allocW; bx++)
+        idctIslow(row, bx * 64, q, ws, plane, by * 8 * stride + bx * 8, stride);
+      c.rows[by] = EMPTY;
     }
-    return plane;
+    return { plane, stride };
   });
   const out = new Uint8Array(width * height * 3);
-  const ycck = adobeTransform === 2;
-  const [p0, p1, p2, p3] = planes;
+  const rowBufs = comps.map(() => new Uint8Array(Math.max(width, 2 * Math.ceil(width / 2)) + 16));
+  const lines: Uint8Array[] = new Array(comps.length);
+  const offs = new Int32Array(comps.length);
+  const rgbIds = comps.length === 3 && comps[0].id === 82 && comps[1].id === 71 && comps[2].id === 66;
+  const transform =
+    comps.length === 3
+      ? jfif
+        ? 1
+        : adobeTransform >= 0
+          ? adobeTransform
+          : rgbIds
+            ? 0
+            : 1
+      : adobeTransform === 2
+        ? 2
+        : 0;
   for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      const s = y * stride + x;
-      let c = p0[s];
-      let m = p1[s];
-      let yy = p2[s];
-      const k = p3[s];
-      if (ycck) {
-        const Y = p0[s];
-        const cb = p1[s];
-        const cr = p2[s];
-        c = clamp255(255 - (Y + CR_R[cr]));
-        m = clamp255(255 - (Y + ((CB_G[cb] + CR_G[cr]) >> 16)));
-        yy = clamp255(255 - (Y + CB_B[cb]));
+    for (let i = 0; i < comps.length; i++) {
+      const c = comps[i];
+      const { plane, stride } = planes[i];
+      if (c.h === hmax && c.v === vmax) {
+        lines[i] = plane;
+        offs[i] = y * stride;
+      } else {
+        upsampleRow(c, plane, stride, y, hmax / c.h, vmax / c.v, rowBufs[i]);
+        lines[i] = rowBufs[i];
+        offs[i] = 0;
       }
-      // Pillow reads CMYK JPEGs inverted ("CMYK;I"), then converts to RGB.
-      const nk = k; // 255 - (255 - k)
-      const o = (y * width + x) * 3;
-      out[o] = clamp255(nk - mulDiv255(255 - c, nk));
-      out[o + 1] = clamp255(nk - mulDiv255(255 - m, nk));
-      out[o + 2] = clamp255(nk - mulDiv255(255 - yy, nk));
+    }
+    const o0 = y * width * 3;
+    if (comps.length === 1) {
+      const l = lines[0];
+      const b0 = offs[0];
+      for (let x = 0, o = o0; x < width; x++, o += 3) out[o] = out[o + 1] = out[o + 2] = l[b0 + x];
+      continue;
+    }
+    const [l0, l1, l2] = lines;
+    const [b0, b1, b2] = offs;
+    if (comps.length === 3) {
+      for (let x = 0, o = o0; x < width; x++, o += 3) {
+        const a = l0[b0 + x];
+        const cb = l1[b1 + x];
+        const cr = l2[b2 + x];
+        if (transform === 0) {
+          out[o] = a;
+          out[o + 1] = cb;
+          out[o + 2] = cr;
+        } else {
+          out[o] = clamp255(a + CR_R[cr]);
+          out[o + 1] = clamp255(a + ((CB_G[cb] + CR_G[cr]) >> 16));
+          out[o + 2] = clamp255(a + CB_B[cb]);
+        }
+      }
+      continue;
+    }
+    const l3 = lines[3];
+    const b3 = offs[3];
+    for (let x = 0, o = o0; x < width; x++, o += 3) {
+      const a = l0[b0 + x];
+      const bb = l1[b1 + x];
+      const cc = l2[b2 + x];
+      const k = l3[b3 + x];
+      let c0 = a;
+      let m0 = bb;
+      let y0 = cc;
+      if (transform === 2) {
+        c0 = clamp255(255 - (a + CR_R[cc]));
+        m0 = clamp255(255 - (a + ((CB_G[bb] + CR_G[cc]) >> 16)));
+        y0 = clamp255(255 - (a + CB_B[bb]));
+      }
+      // Pillow reads CMYK JPEGs inverted ("CMYK;I"): C' = 255 - c, K' = 255 - k, so nk = 255 - K' = k.
+      out[o] = clamp255(k - mulDiv255(255 - c0, k));
+      out[o + 1] = clamp255(k - mulDiv255(255 - m0, k));
+      out[o + 2] = clamp255(k - mulDiv255(255 - y0, k));
     }
   }
   return { width, height, data: out };
+}
+
+/**
+ * One full-resolution row `y` of a subsampled component, with libjpeg-turbo's fancy upsampling (h2v1:
+ * 3/4 + 1/4 with biases 1 and 2; h2v2: 9/16, 3/16, 3/16, 1/16 with biases 8 and 7; first and last
+ * columns special; the rows above the first and below the last replicate them). Components at most 2
+ * samples wide are replicated instead, as libjpeg-turbo does.
+ */
+function upsampleRow(
+  c: Component,
+  plane: Uint8Array,
+  stride: number,
+  y: number,
+  fh: number,
+  fv: number,
+  out: Uint8Array,
+): void {
+  const dw = c.dw;
+  const r = fv === 2 ? y >> 1 : y;
+  const in0 = r * stride;
+  if (dw <= 2) {
+    for (let x = 0; x < out.length - 16; x++) out[x] = plane[in0 + Math.floor(x / fh)];
+    return;
+  }
+  if (fv === 1) {
+    let v = plane[in0];
+    out[0] = v;
+    out[1] = (v * 3 + plane[in0 + 1] + 2) >> 2;
+    for (let x = 1; x < dw - 1; x++) {
+      v = plane[in0 + x] * 3;
+      out[2 * x] = (v + plane[in0 + x - 1] + 1) >> 2;
+      out[2 * x + 1] = (v + plane[in0 + x + 1] + 2) >> 2;
+    }
+    v = plane[in0 + dw - 1];
+    out[2 * dw - 2] = (v * 3 + plane[in0 + dw - 2] + 1) >> 2;
+    out[2 * dw - 1] = v;
+    return;
+  }
+  const nr = (y & 1) === 0 ? Math.max(r - 1, 0) : Math.min(r + 1, c.dh - 1);
+  const in1 = nr * stride;
+  let last = plane[in0] * 3 + plane[in1];
+  let cur = last;
+  let next = plane[in0 + 1] * 3 + plane[in1 + 1];
+  out[0] = (cur * 4 + 8) >> 4;
+  out[1] = (cur * 3 + next + 7) >> 4;
+  last = cur;
+  cur = next;
+  for (let x = 1; x < dw - 1; x++) {
+    next = plane[in0 + x + 1] * 3 + plane[in1 + x + 1];
+    out[2 * x] = (cur * 3 + last + 8) >> 4;
+    out[2 * x + 1] = (cur * 3 + next + 7) >> 4;
+    last = cur;
+    cur = next;
+  }
+  out[2 * dw - 2] = (cur * 3 + last + 8) >> 4;
+  out[2 * dw - 1] = (cur * 4 + 7) >> 4;
 }
 
 const clamp255 = (v: number): number => (v < 0 ? 0 : Math.min(v, 255));
@@ -262,8 +440,8 @@ for (let i = 0; i < 256; i++) {
 }
 
 interface ScanParams {
-  bw: number;
-  bh: number;
+  mcusX: number;
+  mcusY: number;
   progressive: boolean;
   ss: number;
   se: number;
@@ -306,6 +484,12 @@ function decodeScan(b: Uint8Array, start: number, comps: Component[], s: ScanPar
   const bit = (): number => bits(1);
   const decode = (h: Huffman | null): number => {
     if (!h) throw corrupt("scan uses a missing Huffman table");
+    if (bitCnt < 9) fill();
+    const e = h.lut[(bitBuf >>> (bitCnt - 9)) & 511];
+    if (e) {
+      bitCnt -= e >> 8;
+      return e & 255;
+    }
     let code = bit();
     let len = 1;
     while (code > h.maxcode[len]) {
@@ -320,8 +504,7 @@ function decodeScan(b: Uint8Array, start: number, comps: Component[], s: ScanPar
 
   let eobrun = 0;
   const { ss, se, ah, al } = s;
-  const decodeBlock = (c: Component, off: number): void => {
-    const co = c.coefs;
+  const decodeBlock = (c: Component, co: Int16Array, off: number): void => {
     if (!s.progressive) {
       const t = decode(c.dc);
       c.pred += t ? extend(bits(t), t) : 0;
@@ -405,7 +588,8 @@ function decodeScan(b: Uint8Array, start: number, comps: Component[], s: ScanPar
   };
 
   const single = comps.length === 1;
-  const total = s.bw * s.bh;
+  const c0 = comps[0];
+  const total = single ? c0.realW * c0.realH : s.mcusX * s.mcusY;
   let sinceRestart = 0;
   for (let i = 0; i < total; i++) {
     if (s.restartInterval && sinceRestart === s.restartInterval) {
@@ -419,8 +603,20 @@ function decodeScan(b: Uint8Array, start: number, comps: Component[], s: ScanPar
       eobrun = 0;
       sinceRestart = 0;
     }
-    if (single) decodeBlock(comps[0], i * 64);
-    else for (const c of comps) decodeBlock(c, i * 64);
+    if (single) {
+      // Non-interleaved: the component's real blocks in raster order.
+      const by = Math.floor(i / c0.realW);
+      const bx = i % c0.realW;
+      decodeBlock(c0, c0.rows[by], bx * 64);
+    } else {
+      const my = Math.floor(i / s.mcusX);
+      const mx = i % s.mcusX;
+      for (const c of comps) {
+        for (let v = 0; v < c.v; v++) {
+          for (let h = 0; h < c.h; h++) decodeBlock(c, c.rows[my * c.v + v], (mx * c.h + h) * 64);
+        }
+      }
+    }
     sinceRestart++;
     if ((i & 1023) === 0 && performance.now() > s.deadline) {
       throw new AppError(
