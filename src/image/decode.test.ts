@@ -240,6 +240,9 @@ describe("memory budget (maxDecodeBytes) from the header", () => {
     expect(inspectImage(jpegHeaderOnly(4032, 3024, false), limits).decoder).toBeUndefined();
     expect(inspectImage(jpegHeaderOnly(4032, 3024, true), limits).decoder).toBe("ts");
     expect(inspectImage(jpegHeaderOnly(1200, 800, true), limits).decoder).toBeUndefined(); // small: wasm
+    // A 14 MP baseline JPEG is over the wasm budget but fits the TypeScript decoder's; 16 MP fits neither.
+    expect(inspectImage(jpegHeaderOnly(4600, 3100, false), limits).decoder).toBe("ts");
+    expect(() => inspectImage(jpegHeaderOnly(4900, 3300, false), limits)).toThrow(/limit is 109 MB/);
     try {
       inspectImage(jpegHeaderOnly(4032, 3024, true, 0x11), limits);
       throw new Error("expected a refusal");

@@ -135,8 +135,8 @@ export function inspectImage(bytes: Uint8Array, limits: ImageLimits): ImageHeade
     rotated: effectiveOrientation(header.exif, header.xmp) > 1,
   };
   let cost = estimateDecodeBytes(costInput);
-  if (format === "jpeg" && header.components !== 4 && header.progressive && cost > limits.maxDecodeBytes) {
-    // Progressive JPEG over the wasm budget: the TypeScript decoder needs less memory (and more time).
+  if (format === "jpeg" && header.components !== 4 && cost > limits.maxDecodeBytes) {
+    // A JPEG over the wasm budget (progressive ones above all): the TypeScript decoder needs less memory.
     const ts = estimateDecodeBytes({ ...costInput, decoder: "ts" });
     if (ts < cost) {
       cost = ts;

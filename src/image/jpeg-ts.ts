@@ -554,10 +554,6 @@ function decodeScan(b: Uint8Array, start: number, comps: Component[], s: ScanPar
     const p1 = 1 << al;
     const m1 = -1 << al;
     let k = ss;
-    const refine = (idx: number): void => {
-      const v = co[idx];
-      if (bit() && (v & p1) === 0) co[idx] = v >= 0 ? v + p1 : v + m1;
-    };
     if (eobrun === 0) {
       for (; k <= se; k++) {
         const rs = decode(c.ac);
@@ -571,8 +567,10 @@ function decodeScan(b: Uint8Array, start: number, comps: Component[], s: ScanPar
         }
         while (k <= se) {
           const idx = off + ZIGZAG[k];
-          if (co[idx] !== 0) refine(idx);
-          else if (--r < 0) break;
+          const v = co[idx];
+          if (v !== 0) {
+            if (bit() && (v & p1) === 0) co[idx] = v >= 0 ? v + p1 : v + m1;
+          } else if (--r < 0) break;
           k++;
         }
         if (sz && k <= se) co[off + ZIGZAG[k]] = sz;
@@ -581,7 +579,8 @@ function decodeScan(b: Uint8Array, start: number, comps: Component[], s: ScanPar
     if (eobrun > 0) {
       for (; k <= se; k++) {
         const idx = off + ZIGZAG[k];
-        if (co[idx] !== 0) refine(idx);
+        const v = co[idx];
+        if (v !== 0 && bit() && (v & p1) === 0) co[idx] = v >= 0 ? v + p1 : v + m1;
       }
       eobrun--;
     }
@@ -649,6 +648,16 @@ const F2_053 = 16819;
 const F2_562 = 20995;
 const F3_072 = 25172;
 
+/** First IDCT pass: DESCALE by CONST_BITS - PASS1_BITS. */
+function descale11(x: number): number {
+  return (x + 1024) >> 11;
+}
+
+/** Second IDCT pass: DESCALE by CONST_BITS + PASS1_BITS + 3, level shift and range limit. */
+function descale18(x: number): number {
+  return clamp255(((x + 131072) >> 18) + 128);
+}
+
 function idctIslow(
   co: Int16Array,
   off: number,
@@ -708,15 +717,14 @@ function idctIslow(
     t1 += z2 + z4;
     t2 += z2 + z3;
     t3 += z1 + z4;
-    const d = (x: number): number => (x + 1024) >> 11;
-    ws[c] = d(t10 + t3);
-    ws[56 + c] = d(t10 - t3);
-    ws[8 + c] = d(t11 + t2);
-    ws[48 + c] = d(t11 - t2);
-    ws[16 + c] = d(t12 + t1);
-    ws[40 + c] = d(t12 - t1);
-    ws[24 + c] = d(t13 + t0);
-    ws[32 + c] = d(t13 - t0);
+    ws[c] = descale11(t10 + t3);
+    ws[56 + c] = descale11(t10 - t3);
+    ws[8 + c] = descale11(t11 + t2);
+    ws[48 + c] = descale11(t11 - t2);
+    ws[16 + c] = descale11(t12 + t1);
+    ws[40 + c] = descale11(t12 - t1);
+    ws[24 + c] = descale11(t13 + t0);
+    ws[32 + c] = descale11(t13 - t0);
   }
   // Pass 2: rows, descale by 2^(CONST_BITS + PASS1_BITS + 3), level shift +128, clamp.
   for (let r = 0; r < 8; r++) {
@@ -754,14 +762,13 @@ function idctIslow(
     t1 += z2 + z4;
     t2 += z2 + z3;
     t3 += z1 + z4;
-    const d = (x: number): number => clamp255(((x + 131072) >> 18) + 128);
-    out[o] = d(t10 + t3);
-    out[o + 7] = d(t10 - t3);
-    out[o + 1] = d(t11 + t2);
-    out[o + 6] = d(t11 - t2);
-    out[o + 2] = d(t12 + t1);
-    out[o + 5] = d(t12 - t1);
-    out[o + 3] = d(t13 + t0);
-    out[o + 4] = d(t13 - t0);
+    out[o] = descale18(t10 + t3);
+    out[o + 7] = descale18(t10 - t3);
+    out[o + 1] = descale18(t11 + t2);
+    out[o + 6] = descale18(t11 - t2);
+    out[o + 2] = descale18(t12 + t1);
+    out[o + 5] = descale18(t12 - t1);
+    out[o + 3] = descale18(t13 + t0);
+    out[o + 4] = descale18(t13 - t0);
   }
 }

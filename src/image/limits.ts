@@ -29,12 +29,12 @@ export interface ImageLimits {
 
 /**
  * Defaults sized for a 128 MB Workers isolate that never holds model weights. A 12 MP baseline JPEG
- * (4032x3024) is estimated at 101 MB and accepted (measured: 51.8 MB wasm heap + 48.8 MB RGBA copy);
- * the largest baseline JPEG accepted is about 13.2 MP. Progressive JPEGs cost more in the wasm build
- * (libjpeg keeps every coefficient: a 12 MP 4:4:4 one measured 124.8 MB of wasm heap), so when the wasm
- * estimate is over budget they go to the TypeScript decoder (3 bytes per sample + 3 per pixel): a 12 MP
- * 4:2:0 progressive JPEG is accepted (~93 MB), the largest 4:4:4 one is about 8.8 MP. CMYK JPEGs up to
- * about 8.8 MP; 8-bit RGB PNG (streaming TypeScript decoder) and GIF are bounded by maxPixels.
+ * (4032x3024) is estimated at 101 MB and accepted (measured: 51.4 MB wasm heap + 48.8 MB RGBA copy).
+ * Progressive JPEGs cost more in the wasm build (libjpeg keeps every coefficient: a 12 MP 4:2:0 one
+ * measured 88 MB of wasm heap), so any JPEG whose wasm estimate is over budget goes to the TypeScript
+ * decoder (3 bytes per coefficient + 3 per pixel): a 12 MP 4:2:0 progressive JPEG is accepted (~93 MB);
+ * the largest accepted JPEGs are about 14.4 MP at 4:2:0, 9.0 MP at 4:4:4 and 7.2 MP for CMYK. 8-bit RGB
+ * PNG (streaming TypeScript decoder) and GIF are bounded by maxPixels.
  */
 export const DEFAULT_LIMITS: Readonly<ImageLimits> = Object.freeze({
   maxBytes: 20 * 1024 * 1024,
