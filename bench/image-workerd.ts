@@ -70,9 +70,7 @@ try {
         p.push(j.timings.preprocessMs);
       }
     }
-    const node = await imageToPixelValues(input.bytes, BEIT_BASE_PREPROCESS, {
-      limits: { maxDecodeBytes: Number.MAX_SAFE_INTEGER },
-    });
+    const node = await imageToPixelValues(input.bytes, BEIT_BASE_PREPROCESS);
     let nodeSum = 0;
     for (const v of node.pixels) nodeSum += v;
     rows.push(
