@@ -173,6 +173,7 @@ async function main(): Promise<void> {
         }),
       );
     const native: number[] = [];
+    const cpu0 = process.cpuUsage();
     for (let i = 0; i < Math.max(5, Math.min(runs, 10)); i++) {
       const t0 = performance.now();
       let x = pixels;
@@ -184,12 +185,14 @@ async function main(): Promise<void> {
       }
       native.push(performance.now() - t0);
     }
+    const cpu = process.cpuUsage(cpu0);
+    const cpuPerWall = (cpu.user + cpu.system) / 1000 / native.reduce((a, b) => a + b, 0);
     for (const s of sessions) await s.release();
     const p50 = pct(native, 50);
     rows.push([
       "same stages, onnxruntime-node native, 1 thread (model only, no HTTP/decode)",
       `p50 ${p50.toFixed(0)} ms`,
-      `service warm 224 p50 / native p50 = ${(pct(warm224, 50) / p50).toFixed(2)}x`,
+      `service warm 224 p50 / native p50 = ${(pct(warm224, 50) / p50).toFixed(2)}x; CPU/wall during native runs ${cpuPerWall.toFixed(2)}`,
     ]);
     if (restarts)
       notes.push(

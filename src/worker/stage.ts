@@ -5,6 +5,8 @@
  * the shard bytes come from {@link ShardStore} (verified, Cache API, R2) and are dropped once the
  * session owns them.
  *
+ * Loading = shard bytes (verified) -> session -> one priming run on zeros.
+ *
  * Lifecycle: a request for another version (or stage) waits until runs on the resident session
  * have finished, releases it, then loads the requested one. Wasm memory never shrinks, so two
  * sessions are never resident at once: the isolate's peak stays one stage's peak.
@@ -100,6 +102,20 @@ async function load(env: StageEnv, version: string, stage: number): Promise<Load
       `Stage ${stage} of model version ${version.slice(0, 12)} could not be loaded: ${String(e)}`,
       { retryAfter: 5 },
     );
+  }
+  // Prime the session with one run on zeros: ORT's first run allocates its buffers and is several
+  // times slower than later ones. Done here, it happens during the parallel warm-up instead of on
+  // the request's sequential path, and the wasm heap reported afterwards is the working peak.
+  const input = spec.inputs[0];
+  try {
+    await session.run(new Float32Array(input.shape.reduce((a, b) => a * b, 1)), input, spec.outputs[0]);
+  } catch (e) {
+    await session.release().catch(() => undefined);
+    throw e instanceof AppError
+      ? e
+      : new AppError("model-unavailable", 503, `Stage ${stage} failed its first run: ${String(e)}`, {
+          retryAfter: 5,
+        });
   }
   heap();
   const origin = graph.origin === "r2" || weights?.origin === "r2" ? "r2" : "cache";
