@@ -103,14 +103,16 @@ export async function decodePng(bytes: Uint8Array, deadline = Number.POSITIVE_IN
   if (palette) pal.set(palette.subarray(0, Math.min(768, palette.length - (palette.length % 3))));
 
   const passes = interlace ? ADAM7 : [{ x0: 0, y0: 0, dx: 1, dy: 1 }];
-  // The IDAT views go to the inflater as they are (no copy of the compressed data).
-  const compressed = new ReadableStream<Uint8Array>({
-    start(controller) {
-      for (const part of idat) controller.enqueue(part);
-      controller.close();
-    },
-  });
-  const reader = compressed.pipeThrough(new DecompressionStream("deflate")).getReader();
+  // The IDAT views go to the inflater as they are (no copy of the compressed data). The writing side
+  // runs on its own and swallows its errors (a truncated stream makes close() reject, and workerd would
+  // report that as an uncaught rejection); the reading side below reports them as undecodable-image.
+  const inflater = new DecompressionStream("deflate");
+  const writer = inflater.writable.getWriter();
+  (async () => {
+    for (const part of idat) await writer.write(part);
+    await writer.close();
+  })().catch(() => {});
+  const reader = inflater.readable.getReader();
   let chunk: Uint8Array = new Uint8Array(0);
   let pos = 0;
   const take = async (row: Uint8Array): Promise<void> => {
