@@ -131,8 +131,16 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
     out += String(d);
   });
   let exited = false;
+  // wrangler runs in its own process group; never leave it behind if this process goes away.
+  const killOnExit = () => {
+    try {
+      if (!exited && child.pid) process.kill(-child.pid, "SIGTERM");
+    } catch {}
+  };
+  process.once("exit", killOnExit);
   child.on("exit", () => {
     exited = true;
+    process.removeListener("exit", killOnExit);
   });
   const url = `http://127.0.0.1:${port}`;
   const stop = async () => {
