@@ -18,9 +18,9 @@ import type { Precision } from "../src/shared/manifest.ts";
 import { buildShards, verifyShards } from "./build.ts";
 import { parseBeitConfig } from "./checkpoint/config.ts";
 import { loadCheckpoint } from "./checkpoint/index.ts";
-import { synthCommand, synthesize } from "./checkpoint/synth.ts";
+import { synthCommand } from "./checkpoint/synth.ts";
 import type { BeitConfig } from "./checkpoint/types.ts";
-import { baseConfig } from "./configs.ts";
+import { baseConfig, tinySynthConfig } from "./configs.ts";
 import { DEFAULT_QUANT, type QuantOptions } from "./onnx/quantize.ts";
 import { formatPlan, MiB, planStages } from "./plan.ts";
 import { loadLocalModel } from "./runner.ts";
@@ -84,7 +84,7 @@ function progressBar(): (msg: string, frac?: number) => void {
 
 async function configFor(arg: string): Promise<BeitConfig> {
   if (arg === "base") return baseConfig();
-  if (arg === "tiny") return parseBeitConfig(synthesize({ size: "tiny", seed: 0 }).config);
+  if (arg === "tiny") return tinySynthConfig();
   const text = await readFile(join(arg, "config.json"), "utf8").catch(() => {
     throw new AppError(
       "checkpoint-not-found",
