@@ -10,6 +10,7 @@
 
 import { AppError, isAppError } from "../shared/errors.ts";
 import { decodeAvifRgba, decodeJpegRgba, decodeWebpRgba, hasCodec, type RgbaRaster } from "./codecs.ts";
+import { undecodable } from "./errors.ts";
 import { applyOrientation, effectiveOrientation } from "./exif.ts";
 import { decodeGifFirstFrame, gifCanvasSize } from "./gif.ts";
 import {
@@ -48,14 +49,6 @@ export interface DecodeOptions {
 }
 
 const SUPPORTED_LIST = SUPPORTED_FORMATS.map((f) => FORMAT_NAMES[f]).join(", ");
-
-const undecodable = (format: SupportedFormat, why: string): AppError =>
-  new AppError(
-    "undecodable-image",
-    400,
-    `The ${FORMAT_NAMES[format]} image could not be decoded (${why}); send a complete, valid image file.`,
-    { format },
-  );
 
 /**
  * Names the detected format for an error message, or says nothing was recognised.

@@ -9,6 +9,7 @@
  */
 
 import { AppError } from "../shared/errors.ts";
+import { undecodable } from "./errors.ts";
 
 /** Decoded first frame: RGB, 3 bytes per pixel. */
 export interface GifFrame {
@@ -17,12 +18,7 @@ export interface GifFrame {
   data: Uint8Array;
 }
 
-const corrupt = (what: string): AppError =>
-  new AppError(
-    "undecodable-image",
-    400,
-    `The GIF is corrupt or truncated (${what}); send a complete, valid image file.`,
-  );
+const corrupt = (what: string): AppError => undecodable("gif", what);
 
 /** Canvas size (logical screen grown to contain the first frame) without decoding pixels. */
 export function gifCanvasSize(bytes: Uint8Array): { width: number; height: number } {

@@ -5,7 +5,8 @@
  * decoding a single pixel, so limits can be enforced before any pixel buffer exists.
  */
 
-import { AppError } from "../shared/errors.ts";
+import type { AppError } from "../shared/errors.ts";
+import { undecodable } from "./errors.ts";
 
 /** Formats the image path decodes. */
 export type SupportedFormat = "jpeg" | "png" | "webp" | "avif" | "gif";
@@ -127,11 +128,7 @@ export function sniffFormat(bytes: Uint8Array): DetectedFormat | null {
 }
 
 const corrupt = (format: SupportedFormat, what: string): AppError =>
-  new AppError(
-    "undecodable-image",
-    400,
-    `The ${FORMAT_NAMES[format]} header is corrupt or truncated (${what}); send a complete, valid image file.`,
-  );
+  undecodable(format, `bad header: ${what}`);
 
 /**
  * Reads dimensions, animation flag and EXIF block from the header of a supported format.

@@ -12,6 +12,7 @@
  */
 
 import { AppError } from "../shared/errors.ts";
+import { undecodable } from "./errors.ts";
 
 /** Decoded image: RGB, 3 bytes per pixel. */
 export interface JpegImage {
@@ -20,15 +21,7 @@ export interface JpegImage {
   data: Uint8Array;
 }
 
-const corrupt = (what: string): AppError =>
-  new AppError(
-    "undecodable-image",
-    400,
-    `The JPEG could not be decoded (${what}); send a complete, valid image file.`,
-    {
-      format: "jpeg",
-    },
-  );
+const corrupt = (what: string): AppError => undecodable("jpeg", what);
 
 const unsupported = (what: string): AppError =>
   new AppError(

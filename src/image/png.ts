@@ -13,6 +13,7 @@
  */
 
 import { AppError } from "../shared/errors.ts";
+import { undecodable } from "./errors.ts";
 
 /** Decoded PNG: RGB, 3 bytes per pixel. */
 export interface PngImage {
@@ -21,15 +22,7 @@ export interface PngImage {
   data: Uint8Array;
 }
 
-const corrupt = (what: string): AppError =>
-  new AppError(
-    "undecodable-image",
-    400,
-    `The PNG could not be decoded (${what}); send a complete, valid image file.`,
-    {
-      format: "png",
-    },
-  );
+const corrupt = (what: string): AppError => undecodable("png", what);
 
 const CHANNELS: Record<number, number> = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };
 const DEPTHS: Record<number, number[]> = {

@@ -6,17 +6,10 @@
  * RGBA at the frame's offset on a zeroed canvas.
  */
 
-import { AppError } from "../shared/errors.ts";
+import type { AppError } from "../shared/errors.ts";
+import { undecodable } from "./errors.ts";
 
-const corrupt = (what: string): AppError =>
-  new AppError(
-    "undecodable-image",
-    400,
-    `The animated WebP is corrupt (${what}); send a complete, valid image file.`,
-    {
-      format: "webp",
-    },
-  );
+const corrupt = (what: string): AppError => undecodable("webp", what);
 
 const ascii = (b: Uint8Array, at: number): string =>
   String.fromCharCode(b[at], b[at + 1], b[at + 2], b[at + 3]);
