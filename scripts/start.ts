@@ -82,10 +82,19 @@ function banner(lines: string[]): void {
   process.stderr.write(`\n${bar}\n${lines.map((l) => `| ${l.padEnd(width)} |`).join("\n")}\n${bar}\n\n`);
 }
 
-/** First sentence of an error detail, at most 100 characters. */
-function shorten(detail: string): string {
+/** The first sentence of an error detail (it names the URL that failed), wrapped to `width` columns. */
+function wrapFirstSentence(detail: string, width = 96): string[] {
   const first = detail.split("\n")[0].split(/(?<=\))\. |\. /)[0];
-  return first.length > 100 ? `${first.slice(0, 97)}...` : first;
+  const lines: string[] = [];
+  let line = "";
+  for (const word of first.split(" ")) {
+    if (line && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  if (line) lines.push(line);
+  return lines;
 }
 
 const progress = (msg: string) => process.stderr.write(`  ${msg}\n`);
@@ -99,7 +108,7 @@ async function buildSynthetic(size: "base" | "tiny"): Promise<string> {
     progress(`synthesizing the ${size} checkpoint into ${ckDir} ...`);
     await writeCheckpoint(ckDir, synthesize({ size, seed: 0 }), "safetensors");
   }
-  progress(`building int8 shards into ${out} (the full-size model takes a few minutes) ...`);
+  progress(`building int8 shards into ${out} (the full-size model takes 10-60 s) ...`);
   const t0 = Date.now();
   await buildShards(await loadCheckpoint(ckDir), {
     outDir: out,
@@ -127,8 +136,10 @@ async function resolveModel(args: StartArgs): Promise<string> {
   } catch (e) {
     const why = e instanceof AppError ? e.detail : String(e);
     banner([
-      `The Hugging Face hub is unreachable, so ${HUB_ID} cannot be downloaded:`,
-      `  ${shorten(why)}`,
+      e instanceof AppError && e.code === "hub-unreachable"
+        ? `The Hugging Face hub is unreachable, so ${HUB_ID} cannot be downloaded:`
+        : `${HUB_ID} could not be downloaded or converted:`,
+      ...wrapFirstSentence(why).map((l) => `  ${l}`),
       "Falling back to the FULL-SIZE SYNTHETIC checkpoint: real BEiT-base shapes and cost,",
       "RANDOM weights. Its labels are meaningless; /v1/model and the x-model-synthetic header say so.",
       "For the real model: npm start -- --model DIR (a shard dir built with `npm run model -- build`).",
