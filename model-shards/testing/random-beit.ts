@@ -4,19 +4,12 @@
  * memory with a seeded generator. Lets the graph, reference and planner tests run without the
  * checkpoint readers; the end-to-end tests use `synthesize` from ../checkpoint instead.
  */
+
+import { mulberry32 } from "../../src/shared/random.ts";
 import type { BeitConfig, StateDict } from "../checkpoint/types.ts";
 
-/** Deterministic uniform [0, 1) generator (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic uniform [0, 1) generator for `seed`. */
+export const rng = mulberry32;
 
 /** Relative position index exactly as transformers' BeitRelativePositionBias builds it. */
 export function relativePositionIndex(w: number): BigInt64Array {

@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { fixture } from "../../test/helpers/image-fixtures.ts";
 import { isAppError } from "../shared/errors.ts";
+import { mulberry32 } from "../shared/random.ts";
 import { initNodeCodecs } from "./codecs-node.ts";
 import { decodeImage } from "./decode.ts";
 import { decodeJpegTs } from "./jpeg-ts.ts";
@@ -8,17 +9,8 @@ import type { ImageLimits } from "./limits.ts";
 
 beforeAll(() => initNodeCodecs());
 
-/** Small deterministic PRNG (mulberry32) so a failing mutation can be replayed from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic uniform [0, 1) generator, so a failing mutation can be replayed from its seed. */
+const rng = mulberry32;
 
 /** Offsets of header fields worth editing, per fixture (dimensions, depths, chunk lengths, code sizes). */
 const HEADER_FIELDS: Record<string, number[]> = {
