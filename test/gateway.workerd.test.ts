@@ -59,6 +59,27 @@ describe("POST /v1/classify", () => {
     expect(await b.json()).toEqual(expectedA.square.top);
   });
 
+  it("applies EXIF orientation by default and skips it with exif_transpose=false", async () => {
+    const rotated = fromBase64(fx.images.exifRotated);
+    const upright = expectedA.exifUpright.top;
+    // The fixtures store the same pixels; only the orientation tag differs, so the results must differ.
+    expect(expectedA.exifRotated.top).not.toEqual(upright);
+    const jpeg = { "content-type": "image/jpeg" };
+    expect(await (await classify(rotated, { headers: jpeg })).json()).toEqual(expectedA.exifRotated.top);
+    const off = await classify(rotated, { query: "?exif_transpose=false", headers: jpeg });
+    expect(await off.json()).toEqual(upright);
+    const json = await classify(
+      JSON.stringify({ inputs: toB64(rotated), parameters: { exif_transpose: false } }),
+      {
+        headers: { "content-type": "application/json" },
+      },
+    );
+    expect(await json.json()).toEqual(upright);
+    const bad = await classify(rotated, { query: "?exif_transpose=sideways", headers: jpeg });
+    const problem = await expectProblem(bad, 422, "invalid-parameter");
+    expect(problem.detail).toContain("exif_transpose");
+  });
+
   it("honours top_k from the query string and from JSON parameters", async () => {
     const q = await classify(png, { query: "?top_k=2", headers: { "content-type": "image/png" } });
     expect(await q.json()).toEqual(expectedA.gradient.top.slice(0, 2));

@@ -14,7 +14,7 @@ import type { PreprocessSpec } from "../shared/manifest.ts";
 import { checkBearer } from "./auth.ts";
 import type { GatewayEnv } from "./env.ts";
 import { homePage } from "./home-page.ts";
-import { readClassifyInput, resolveTopK } from "./input.ts";
+import { readClassifyInput, resolveExifTranspose, resolveTopK } from "./input.ts";
 import { Deadline, limitsFrom } from "./limits.ts";
 import { activeModel, type ModelView, modelHeaders } from "./model-state.ts";
 import { openApiDocument } from "./openapi.ts";
@@ -25,6 +25,7 @@ import { runPipeline, type StageTiming, stageStatuses, warmAll } from "./stage-c
 export type PixelDecoder = (
   bytes: Uint8Array,
   spec: PreprocessSpec,
+  opts: { exifTranspose: boolean },
 ) => Promise<{ pixels: Float32Array; width: number; height: number; format: string }>;
 
 export interface AppOptions {
@@ -147,6 +148,7 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
     const keepAlive = keepAliveOf(c);
     const model = await deadline.race(activeModel(c.env, keepAlive));
     const k = resolveTopK(queryTopK, input.topK, model.labels.length);
+    const exifTranspose = resolveExifTranspose(c.req.query("exif_transpose"), input.exifTranspose);
     // Cold isolates: warm every stage at once while the first image decodes.
     const warmStart = Date.now();
     let warmMs = 0;
@@ -161,7 +163,9 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
     const results: Prediction[][] = [];
     for (const image of input.images) {
       const t0 = Date.now();
-      const { pixels } = await deadline.race(options.decode(image, model.manifest.preprocess));
+      const { pixels } = await deadline.race(
+        options.decode(image, model.manifest.preprocess, { exifTranspose }),
+      );
       decodeMs += Date.now() - t0;
       const reports = await warm;
       // Loads this request caused (or waited on), with where each stage's shard came from.

@@ -19,11 +19,11 @@ let codecs: Promise<void> | null = null;
 const oneDecodeAtATime = serialize();
 
 const app = createApp({
-  decode: (bytes, spec) =>
+  decode: (bytes, spec, opts) =>
     oneDecodeAtATime(async () => {
       codecs ??= initCodecs({ jpeg, webp, avif });
       await codecs;
-      const r = await imageToPixelValues(bytes, spec);
+      const r = await imageToPixelValues(bytes, spec, { exifTranspose: opts.exifTranspose });
       return { pixels: r.pixels, width: r.width, height: r.height, format: r.format };
     }),
 });

@@ -3,9 +3,10 @@
  * Turns a POST /v1/classify request into image byte arrays plus parameters. Accepted bodies:
  *
  * - raw bytes with `Content-Type: image/*` or `application/octet-stream` (or none);
- * - `multipart/form-data`: every file field, in order (several files = a batch), and an optional
- *   `top_k` field;
- * - JSON: `{"image": B64}`, `{"inputs": B64, "parameters": {"top_k": N}}`, `{"url": URL}`; each of
+ * - `multipart/form-data`: every file field, in order (several files = a batch), and optional
+ *   `top_k` and `exif_transpose` fields;
+ * - JSON: `{"image": B64}`, `{"inputs": B64, "parameters": {"top_k": N, "exif_transpose": false}}`,
+ *   `{"url": URL}`; each of
  *   `image`, `inputs`, `url` may also be an array (a batch). Base64 may be a `data:` URL.
  *
  * The answer is a batch (array of arrays) exactly when the client used a batch form.
@@ -20,6 +21,8 @@ export interface ClassifyInput {
   batch: boolean;
   /** top_k from the body (JSON parameters.top_k / top_k, multipart field), if any. */
   topK: unknown;
+  /** exif_transpose from the body (JSON parameters.exif_transpose / exif_transpose, multipart field), if any. */
+  exifTranspose?: unknown;
 }
 
 export interface InputOptions {
@@ -100,9 +103,11 @@ async function fromMultipart(
   }
   const images: Uint8Array[] = [];
   let topK: unknown;
+  let exifTranspose: unknown;
   for (const [name, value] of form.entries()) {
     if (typeof value === "string") {
       if (name === "top_k") topK = value;
+      if (name === "exif_transpose") exifTranspose = value;
       continue;
     }
     const file = value as File;
@@ -112,7 +117,7 @@ async function fromMultipart(
     images.push(bytes);
   }
   checkBatch(images.length, opts.maxBatch);
-  return { images, batch: images.length > 1, topK };
+  return { images, batch: images.length > 1, topK, exifTranspose };
 }
 
 async function fromJson(body: Uint8Array, opts: InputOptions): Promise<ClassifyInput> {
@@ -145,11 +150,13 @@ async function fromJson(body: Uint8Array, opts: InputOptions): Promise<ClassifyI
   checkBatch(items.length, opts.maxBatch);
   const params = o.parameters;
   let topK: unknown = o.top_k;
+  let exifTranspose: unknown = o.exif_transpose;
   if (params !== undefined) {
     if (typeof params !== "object" || params === null || Array.isArray(params))
       throw new AppError("invalid-parameter", 422, '"parameters" must be an object such as {"top_k": 5}.');
     const p = params as Record<string, unknown>;
     if (p.top_k !== undefined) topK = p.top_k;
+    if (p.exif_transpose !== undefined) exifTranspose = p.exif_transpose;
   }
   const images: Uint8Array[] = [];
   for (const item of items as string[]) {
@@ -169,7 +176,26 @@ async function fromJson(body: Uint8Array, opts: InputOptions): Promise<ClassifyI
       images.push(bytes);
     }
   }
-  return { images, batch, topK };
+  return { images, batch, topK, exifTranspose };
+}
+
+/**
+ * Validates exif_transpose from the query string or body: whether to apply the image's EXIF
+ * orientation before preprocessing, as the Hugging Face pipeline's image loading does (default true).
+ * `false` matches the model card's own `Image.open` + processor example. Accepts a JSON boolean or
+ * "true"/"false"/"1"/"0"; anything else is a 422.
+ */
+export function resolveExifTranspose(query: string | undefined, fromBody: unknown): boolean {
+  const raw = query ?? fromBody;
+  if (raw === undefined || raw === null || raw === "") return true;
+  if (raw === true || raw === "true" || raw === "1") return true;
+  if (raw === false || raw === "false" || raw === "0") return false;
+  throw new AppError(
+    "invalid-parameter",
+    422,
+    `exif_transpose must be true or false, got ${JSON.stringify(raw)}.`,
+    { parameter: "exif_transpose" },
+  );
 }
 
 /**

@@ -68,6 +68,13 @@ export function openApiDocument(origin: string): Record<string, unknown> {
               description: "How many labels to return per image (at most the label count)",
             },
             {
+              name: "exif_transpose",
+              in: "query",
+              schema: { type: "boolean", default: true },
+              description:
+                "Apply the image's EXIF orientation first, as the Hugging Face pipeline does; false matches the model card's Image.open + processor example",
+            },
+            {
               name: "x-deadline-ms",
               in: "header",
               schema: { type: "integer", minimum: 1 },
@@ -86,6 +93,7 @@ export function openApiDocument(origin: string): Record<string, unknown> {
                   properties: {
                     file: { type: "array", items: { type: "string", format: "binary" } },
                     top_k: { type: "integer" },
+                    exif_transpose: { type: "boolean" },
                   },
                 },
                 description: "Every file field is an image; several files make a batch",
@@ -105,7 +113,10 @@ export function openApiDocument(origin: string): Record<string, unknown> {
                       required: ["inputs"],
                       properties: {
                         inputs: { oneOf: [{ type: "string" }, { type: "array", items: { type: "string" } }] },
-                        parameters: { type: "object", properties: { top_k: { type: "integer" } } },
+                        parameters: {
+                          type: "object",
+                          properties: { top_k: { type: "integer" }, exif_transpose: { type: "boolean" } },
+                        },
                       },
                     },
                     {
@@ -147,7 +158,10 @@ export function openApiDocument(origin: string): Record<string, unknown> {
             "401": { ...problem, description: "Missing or wrong API key" },
             "413": { ...problem, description: "Body or image too large" },
             "415": { ...problem, description: "Unsupported content type or image format" },
-            "422": { ...problem, description: "Bad parameter (top_k, batch size, URL, deadline header)" },
+            "422": {
+              ...problem,
+              description: "Bad parameter (top_k, exif_transpose, batch size, URL, deadline header)",
+            },
             "503": { ...problem, description: "Model unavailable (Retry-After set)" },
             "504": { ...problem, description: "Deadline passed" },
           },

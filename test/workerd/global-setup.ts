@@ -113,7 +113,16 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const [a, b, c] = await Promise.all([buildTiny(dir, 1), buildTiny(dir, 2), buildTiny(dir, 3)]);
   if (a.fixture.stages !== b.fixture.stages || a.fixture.stages !== c.fixture.stages || a.fixture.stages > 8)
     throw new Error("the three tiny test models must share one plan of at most 8 stages");
-  const images = { gradient: testPng(40, 30, 1), wide: testPng(97, 23, 7), square: testPng(224, 224, 3) };
+  // Two JPEGs with the same stored pixels, one tagged EXIF orientation 6 (rotate 90 degrees).
+  const fixture = (name: string) =>
+    readFile(join(root, "test/fixtures/images", name)).then((b) => new Uint8Array(b));
+  const images = {
+    gradient: testPng(40, 30, 1),
+    wide: testPng(97, 23, 7),
+    square: testPng(224, 224, 3),
+    exifUpright: await fixture("exif-orientation-1.jpeg"),
+    exifRotated: await fixture("exif-orientation-6.jpeg"),
+  };
   await initNodeCodecs();
   await initOrt();
   const fixtures: WorkerdFixtures = {
