@@ -60,13 +60,32 @@ describe("parseBeitConfig", () => {
 
   it.each([
     [{ hidden_size: 65 }, "hidden_size 65 is not a multiple of num_attention_heads 4"],
-    [{ id2label: { 0: "a", 2: "b" } }, 'id2label key "2" is not a class id in 0..1'],
-    [{ id2label: { "01": "a" } }, 'id2label key "01"'],
+    [{ id2label: { "01": "a" } }, 'id2label key "01" is not a class id'],
+    [{ id2label: { "-1": "a" } }, 'id2label key "-1" is not a class id'],
     [{ id2label: { 0: 5 } }, 'id2label["0"] is not a string'],
     [{ layer_norm_eps: "1e-12" }, 'layer_norm_eps is "1e-12", expected a number'],
     [{ num_labels: 3 }, "num_labels is 3 but id2label has 16 entries"],
   ])("refuses malformed %j as invalid-config", (patch, message) => {
     expect(refused({ ...base(), ...patch }, "invalid-config")).toContain(message);
+  });
+
+  it("labels classes in id order when id2label has gaps, as the hub's BEiT ImageNet-22k config does", () => {
+    // The hub config: the 21,843 ImageNet-22k names with ids 9205 and 15027 deleted, 21,841 classes.
+    const id2label: Record<string, string> = {};
+    for (let id = 0; id < 21843; id++) if (id !== 9205 && id !== 15027) id2label[id] = `name-${id}`;
+    const warnings: string[] = [];
+    const c = parseBeitConfig(
+      { ...base(), id2label, label2id: undefined },
+      { onWarning: (m) => warnings.push(m) },
+    );
+    expect(c.labels).toHaveLength(21841);
+    expect(c.labels[9204]).toBe("name-9204");
+    expect(c.labels[9205]).toBe("name-9206");
+    expect(c.labels[15025]).toBe("name-15026");
+    expect(c.labels[15026]).toBe("name-15028");
+    expect(c.labels[21840]).toBe("name-21842");
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain("missing: 9205, 15027");
   });
 
   it("refuses a file that is not an object", () => {

@@ -49,12 +49,16 @@ function object(json: unknown, file: string): Obj {
 }
 
 /**
- * Validates a parsed config.json of a BeitForImageClassification checkpoint.
+ * Validates a parsed config.json of a BeitForImageClassification checkpoint. `onWarning` hears about
+ * accepted oddities (id2label with gaps).
  *
  * @example
  * const config = parseBeitConfig(JSON.parse(await readFile("ckpt/config.json", "utf8")));
  */
-export function parseBeitConfig(json: unknown): BeitConfig {
+export function parseBeitConfig(
+  json: unknown,
+  opts: { onWarning?: (message: string) => void } = {},
+): BeitConfig {
   const file = "config.json";
   const o = object(json, file);
   if (o.model_type !== "beit")
@@ -135,12 +139,21 @@ export function parseBeitConfig(json: unknown): BeitConfig {
     use_shared_relative_position_bias,
     use_absolute_position_embeddings,
     hidden_act: "gelu",
-    labels: parseLabels(o, file),
+    labels: parseLabels(o, file, opts.onWarning ?? (() => {})),
   };
 }
 
-/** Labels from id2label: keys must be exactly "0".."n-1"; without id2label, num_labels LABEL_i names. */
-function parseLabels(o: Obj, file: string): string[] {
+/**
+ * Labels from id2label, index = class id; without id2label, num_labels LABEL_i names.
+ *
+ * Keys are class ids ("0", "1", ...). They are normally dense, 0..n-1. The hub's
+ * microsoft/beit-base-patch16-224-pt22k-ft22k is not: its converter took the 21,843 ImageNet-22k
+ * names and deleted ids 9205 and 15027, because the model was trained on the 21,841 remaining
+ * classes. Its classifier output i is the i-th remaining class, so labels are taken in ascending key
+ * order (transformers' own `id2label[i]` lookup is off by one past 9205 and fails on 9205 itself);
+ * the gaps are reported through `warn`.
+ */
+function parseLabels(o: Obj, file: string, warn: (message: string) => void): string[] {
   const map = o.id2label;
   if (map === undefined || map === null) {
     const n = posInt(o, "num_labels", file, 2);
@@ -149,16 +162,25 @@ function parseLabels(o: Obj, file: string): string[] {
   if (typeof map !== "object" || Array.isArray(map)) throw invalid(file, "id2label is not an object");
   const entries = Object.entries(map as Obj);
   if (entries.length === 0) throw invalid(file, "id2label is empty");
-  const labels = new Array<string>(entries.length);
+  const ids: [number, string][] = [];
   for (const [k, v] of entries) {
-    const i = Number(k);
-    if (!/^(0|[1-9][0-9]*)$/.test(k) || i >= entries.length)
-      throw invalid(
-        file,
-        `id2label key ${JSON.stringify(k)} is not a class id in 0..${entries.length - 1} (ids must be dense)`,
-      );
+    if (!/^(0|[1-9][0-9]{0,8})$/.test(k))
+      throw invalid(file, `id2label key ${JSON.stringify(k)} is not a class id (a non-negative integer)`);
     if (typeof v !== "string") throw invalid(file, `id2label["${k}"] is not a string`);
-    labels[i] = v;
+    ids.push([Number(k), v]);
+  }
+  ids.sort((a, b) => a[0] - b[0]);
+  const labels = ids.map(([, v]) => v);
+  const last = ids[ids.length - 1][0];
+  if (last !== labels.length - 1) {
+    const present = new Set(ids.map(([id]) => id));
+    const gaps: number[] = [];
+    for (let id = 0; id <= last && gaps.length <= 10; id++) if (!present.has(id)) gaps.push(id);
+    const shown = gaps.length > 10 ? `${gaps.slice(0, 10).join(", ")}, ...` : gaps.join(", ");
+    warn(
+      `${file}: id2label has ${labels.length} entries with ids up to ${last} (missing: ${shown}); ` +
+        "class i is labelled with the i-th entry in id order.",
+    );
   }
   if (o.num_labels !== undefined && o.num_labels !== labels.length)
     throw invalid(file, `num_labels is ${o.num_labels} but id2label has ${labels.length} entries`);

@@ -121,7 +121,7 @@ async function loadDirectory(
     }
   };
   const configJson = json("config.json", await readTracked("config.json"));
-  const config = parseBeitConfig(configJson);
+  const config = parseBeitConfig(configJson, { onWarning: meta.warn });
   const preprocess = parsePreprocessorConfig(
     json("preprocessor_config.json", await readTracked("preprocessor_config.json")),
   );
