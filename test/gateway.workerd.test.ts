@@ -1,5 +1,5 @@
 /**
- * The gateway inside workerd with three stage Workers (auxiliary, separate isolates) on local R2
+ * The gateway inside workerd with the tiny model's stage Workers (auxiliary, separate isolates) on local R2
  * seeded with a tiny synthetic int8 model: every input form, batches, top_k, each error status as
  * problem+json, auth, and the read-only routes. Classifications must equal, bit for bit, what
  * onnxruntime-web in Node gives for the same image (computed in global setup).
