@@ -2,7 +2,7 @@
  * @module
  * `npm run model -- <command>`: the converter's command line.
  *
- *   synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both]
+ *   synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both] [--init synth|torch]
  *   build  --from <hub id | dir> --out DIR [--precision int8|fp32] [--stage-budget-mb N] [--revision R]
  *          [--activations per-tensor|per-row] [--weight-bits 8|7]
  *   verify DIR
@@ -26,7 +26,7 @@ import { formatPlan, MiB, planStages } from "./plan.ts";
 import { loadLocalModel } from "./runner.ts";
 
 const USAGE = `usage: npm run model -- <command>
-  synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both]
+  synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both] [--init synth|torch]
   build  --from <hub id | dir> --out DIR [--precision int8|fp32] [--stage-budget-mb N] [--revision R]
          [--activations per-tensor|per-row] [--weight-bits 8|7]
   verify DIR

@@ -169,7 +169,7 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
     inp: number,
     prefix: string,
   ) => {
-    if (int8 && !(prefix === "classifier" && q.headFloat))
+    if (int8 && !(prefix === "classifier" && q.headFloat) && (q.select?.(prefix) ?? true))
       return quantizedLinear(g, x, w, b, out, inp, q, prefix);
     const y = g.op1("MatMul", [x, g.f32(`${prefix}_w`, transpose(w, out, inp), [inp, out])]);
     return b ? g.op1("Add", [y, g.f32(`${prefix}_b`, b, [out])]) : y;
