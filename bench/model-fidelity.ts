@@ -19,6 +19,7 @@ import { type SynthInit, synthesize } from "../model-shards/checkpoint/synth.ts"
 import type { BeitConfig, StateDict } from "../model-shards/checkpoint/types.ts";
 import { argmax, median, relL2, topKOverlap } from "../model-shards/metrics.ts";
 import { buildStageGraph } from "../model-shards/onnx/beit-graph.ts";
+import { calibrateInputMeans } from "../model-shards/onnx/calibrate.ts";
 import { serializeModel } from "../model-shards/onnx/proto.ts";
 import { DEFAULT_QUANT, type QuantOptions } from "../model-shards/onnx/quantize.ts";
 import { randomPixels } from "../model-shards/testing/random-beit.ts";
@@ -112,11 +113,18 @@ function compare(outs: Float32Array[], ref: Float32Array[]) {
   return `${agree}/${ref.length} | ${(ov / ref.length).toFixed(2)} | ${(rl / ref.length).toFixed(4)} | ${worst.toFixed(4)}`;
 }
 
-const SCHEMES: [string, QuantOptions][] = [
+const schemes = (inputMeans: Map<string, Float32Array>): [string, QuantOptions][] => [
   ["shipped before #11: per-token symmetric, 8-bit weights", { activation: "per-row", weightBits: 8 }],
   ["per-token, asymmetric after GELU", { activation: "per-row", weightBits: 8, asymmetric: "gelu" }],
-  ["per-token, asymmetric everywhere", { activation: "per-row", weightBits: 8, asymmetric: "all" }],
-  ["default (DEFAULT_QUANT)", DEFAULT_QUANT],
+  ["per-token, bias correction", { activation: "per-row", weightBits: 8, inputMeans }],
+  [
+    "per-token, asymmetric after GELU, bias correction",
+    { activation: "per-row", weightBits: 8, asymmetric: "gelu", inputMeans },
+  ],
+  [
+    "per-token, asymmetric everywhere, bias correction",
+    { activation: "per-row", weightBits: 8, asymmetric: "all", inputMeans },
+  ],
 ];
 
 const KINDS = ["qkv", "attn_out", "fc1", "fc2", "classifier"];
@@ -127,12 +135,15 @@ for (const family of families) {
   const config = parseBeitConfig(synth.config);
   const inputs = inputsFor(config);
   const runtime: Runtime = mode === "schemes" ? "web" : "node";
+  const tc = performance.now();
+  const inputMeans = await calibrateInputMeans(config, synth.tensors);
+  const calMs = performance.now() - tc;
   const fp = await runGraph(runtime, config, synth.tensors, inputs, "fp32");
   let lo = Infinity;
   let hi = -Infinity;
   for (const o of fp.outs) for (const v of o) [lo, hi] = [Math.min(lo, v), Math.max(hi, v)];
   console.log(
-    `\n## family ${family} (${mode}, onnxruntime-${runtime}, ${N} inputs; fp32 logits span ${lo.toFixed(1)}..${hi.toFixed(1)}; fp32 median ${fp.ms.toFixed(0)} ms; synth+fp32 ${((performance.now() - t0) / 1000).toFixed(0)} s)`,
+    `\n## family ${family} (${mode}, onnxruntime-${runtime}, ${N} inputs; fp32 logits span ${lo.toFixed(1)}..${hi.toFixed(1)}; fp32 median ${fp.ms.toFixed(0)} ms; calibration ${(calMs / 1000).toFixed(0)} s; total setup ${((performance.now() - t0) / 1000).toFixed(0)} s)`,
   );
   console.log("| variant | top-1 | mean top-5 overlap | mean rel L2 | max rel L2 | median latency |");
   console.log("|---|---|---|---|---|---|");
@@ -141,10 +152,11 @@ for (const family of families) {
     console.log(`| ${name} | ${compare(r.outs, fp.outs)} | ${r.ms.toFixed(0)} ms |`);
   };
   if (mode === "schemes") {
-    for (const [name, q] of SCHEMES) await row(name, q);
+    for (const [name, q] of schemes(inputMeans)) await row(name, q);
   } else {
-    const base: QuantOptions = { ...DEFAULT_QUANT };
     const which = (args.get("variants") ?? "all,kinds").split(",");
+    const base: QuantOptions = { ...DEFAULT_QUANT, ...(which.includes("bc") ? { inputMeans } : {}) };
+    if (which.includes("asym")) base.asymmetric = "gelu";
     if (which.includes("all"))
       for (const sim of ["both", "weights", "activations"] as const)
         await row(`all linears, ${sim}`, { ...base, simulate: sim });

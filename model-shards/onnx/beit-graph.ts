@@ -28,6 +28,11 @@ export interface StageGraphOptions {
   head: boolean;
   precision: Precision;
   quant?: QuantOptions;
+  /**
+   * Calibration graph: the output is not the stage's but the per-channel means over tokens of
+   * every linear layer's input, concatenated in the order of {@link StageGraph.probes}.
+   */
+  probeInputMeans?: boolean;
 }
 
 export interface StageGraph {
@@ -36,6 +41,8 @@ export interface StageGraph {
   output: TensorSpec;
   /** Sum of initializer bytes. */
   weightBytes: number;
+  /** With probeInputMeans: which linear layer each slice of the output belongs to. */
+  probes: { prefix: string; length: number }[];
 }
 
 /** Tokens per image: patches + CLS. */
@@ -159,7 +166,8 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
   const eps = config.layer_norm_eps;
   const g = new GraphBuilder();
   const int8 = opts.precision === "int8";
-  const { input, output } = stageSpecs(config, opts.embeddings, opts.head);
+  const { input, output: stageOutput } = stageSpecs(config, opts.embeddings, opts.head);
+  const probes: { prefix: string; length: number; value: string }[] = [];
 
   const linear = (
     x: string,
@@ -169,6 +177,11 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
     inp: number,
     prefix: string,
   ) => {
+    if (opts.probeInputMeans) {
+      const rows = g.op1("Reshape", [x, g.i64(`${prefix}_probe_shape`, [-1, inp])]);
+      const value = g.op1("ReduceMean", [rows], { axes: attr.ints([0]), keepdims: attr.int(0) });
+      probes.push({ prefix, length: inp, value });
+    }
     if (int8 && !(prefix === "classifier" && q.headFloat) && (q.select?.(prefix) ?? true))
       return quantizedLinear(g, x, w, b, out, inp, q, prefix);
     const y = g.op1("MatMul", [x, g.f32(`${prefix}_w`, transpose(w, out, inp), [inp, out])]);
@@ -282,6 +295,18 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
     const bc = f32(need(tensors, "classifier.bias", [L]));
     x = linear(pn, wc, bc, L, H, "classifier");
   }
+  let output = stageOutput;
+  if (opts.probeInputMeans) {
+    const total = probes.reduce((a, p) => a + p.length, 0);
+    output = { name: "input_means", shape: [total], dtype: "float32" };
+    x = probes.length
+      ? g.op1(
+          "Concat",
+          probes.map((p) => p.value),
+          { axis: attr.int(0) },
+        )
+      : g.op1("Identity", [x]);
+  }
   if (x === input.name) x = g.op1("Identity", [x]);
   g.rename(x, output.name);
   const graph = g.graph(
@@ -289,5 +314,11 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
     [{ name: input.name, elemType: DataType.FLOAT, shape: input.shape }],
     [{ name: output.name, elemType: DataType.FLOAT, shape: output.shape }],
   );
-  return { graph, input, output, weightBytes: g.initializerBytes() };
+  return {
+    graph,
+    input,
+    output,
+    weightBytes: g.initializerBytes(),
+    probes: probes.map(({ prefix, length }) => ({ prefix, length })),
+  };
 }

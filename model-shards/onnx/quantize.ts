@@ -41,6 +41,13 @@ export interface QuantOptions {
    * accumulation order). Default: the real int8 graph.
    */
   simulate?: "weights" | "activations" | "both";
+  /**
+   * Bias correction: per linear layer (by prefix), the mean of its input per channel over tokens
+   * and calibration images, measured on the fp32 graph ({@link calibrateInputMeans} in
+   * calibrate.ts). The int8 weight error then adds no systematic shift: the bias becomes
+   * b - (W_q - W) mean(x). Matters where inputs have a large common mean (after GELU).
+   */
+  inputMeans?: ReadonlyMap<string, Float32Array>;
   /** Benchmarks only: which linear layers (by prefix, e.g. "l3_fc2", "classifier") to quantize. */
   select?: (prefix: string) => boolean;
 }
@@ -91,13 +98,15 @@ export function quantizedLinear(
   g: GraphBuilder,
   x: string,
   w: Float32Array,
-  b: Float32Array | null,
+  bias: Float32Array | null,
   out: number,
   inp: number,
   opts: QuantOptions,
   prefix: string,
 ): string {
   const { q, scales } = quantizeWeight(w, out, inp, opts.weightBits);
+  const mean = opts.inputMeans?.get(prefix);
+  const b = mean && opts.simulate !== "activations" ? correctBias(w, q, scales, bias, mean, out, inp) : bias;
   const asym =
     opts.activation === "per-row" &&
     (opts.asymmetric === "all" || (opts.asymmetric === "gelu" && prefix.endsWith("_fc2")));
@@ -126,6 +135,26 @@ export function quantizedLinear(
     y = g.op1("Mul", [colScaled, rowScale]);
   }
   return b ? g.op1("Add", [y, g.f32(`${prefix}_b`, b, [out])]) : y;
+}
+
+/** b - (W_q - W) mean: removes the weight rounding's mean effect on y (bias correction). */
+export function correctBias(
+  w: Float32Array,
+  q: Int8Array,
+  scales: Float32Array,
+  b: Float32Array | null,
+  mean: Float32Array,
+  out: number,
+  inp: number,
+): Float32Array {
+  if (mean.length !== inp) throw new Error(`input means have ${mean.length} channels, the layer ${inp}`);
+  const corrected = new Float32Array(out);
+  for (let o = 0; o < out; o++) {
+    let shift = 0;
+    for (let i = 0; i < inp; i++) shift += (q[i * out + o] * scales[o] - w[o * inp + i]) * mean[i];
+    corrected[o] = (b ? b[o] : 0) - shift;
+  }
+  return corrected;
 }
 
 /**
