@@ -25,8 +25,9 @@ import {
 } from "../src/shared/manifest.ts";
 import type { Checkpoint } from "./checkpoint/types.ts";
 import { buildStageGraph, checkSupported } from "./onnx/beit-graph.ts";
+import { calibrateInputMeans } from "./onnx/calibrate.ts";
 import { readInitializers, serializeModel } from "./onnx/proto.ts";
-import { DEFAULT_QUANT, describeQuant, type QuantOptions } from "./onnx/quantize.ts";
+import { DEFAULT_QUANT, describeQuant, type QuantOptions, selectBiasCorrection } from "./onnx/quantize.ts";
 import { planStages } from "./plan.ts";
 
 /** Converter identity written into manifests. */
@@ -84,7 +85,14 @@ export async function buildShards(ck: Checkpoint, opts: BuildOptions): Promise<M
   const tmp = join(dirname(outDir), `.${basename(outDir)}.tmp-${process.pid}-${Date.now()}`);
   await mkdir(tmp);
   try {
-    const quant = opts.quant ?? DEFAULT_QUANT;
+    let quant = opts.quant ?? DEFAULT_QUANT;
+    if (opts.precision === "int8" && (quant.biasCorrection ?? "none") !== "none" && !quant.inputMeans) {
+      progress("calibrating bias correction (fp32 model on synthetic pictures)", 0);
+      quant = {
+        ...quant,
+        inputMeans: selectBiasCorrection(quant, await calibrateInputMeans(ck.config, ck.tensors)),
+      };
+    }
     const stages: StageSpec[] = [];
     const total = plan.stages.length + 1;
     for (const [i, p] of plan.stages.entries()) {

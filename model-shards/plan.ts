@@ -34,6 +34,8 @@ export interface StageWeightParts {
   embeddings: number;
   perLayer: number;
   head: number;
+  /** Shared by the stage's encoder layers (relative_position_index). */
+  perStage: number;
 }
 
 /** Initializer bytes as the graph builder lays them out (within a few hundred bytes of constants). */
@@ -49,10 +51,13 @@ export function weightParts(config: BeitConfig, precision: Precision): StageWeig
   // A linear [out, in]: fp32 weight + bias; int8 weight + float scale and bias per column.
   const lin = (out: number, inp: number, bias = true) =>
     precision === "fp32" ? 4 * out * inp + (bias ? 4 * out : 0) : out * inp + 4 * out + (bias ? 4 * out : 0);
-  const perLayer = 4 * 4 * H + lin(3 * H, H) + 4 * heads * T * T + lin(H, H) + lin(I, H) + lin(H, I);
+  const rows = (2 * w - 1) * (2 * w - 1) + 3;
+  const perLayer = 4 * 4 * H + lin(3 * H, H) + 4 * heads * rows + lin(H, H) + lin(I, H) + lin(H, I);
   const embeddings = 4 * (H * C * P * P + H + H);
   const head = 4 * 2 * H + lin(L, H);
-  return { embeddings, perLayer, head };
+  // One relative_position_index [T, T] int64 per stage with encoder layers.
+  const perStage = 8 * T * T;
+  return { embeddings, perLayer, head, perStage };
 }
 
 /** Estimated peak activation bytes inside the wasm heap for a stage. */
@@ -64,7 +69,10 @@ export function activationBytes(config: BeitConfig, layers: number, head: boolea
   const T = w * w + 1;
   const input = 4 * config.num_channels * config.image_size * config.image_size;
   let bytes = input + 2 * 4 * T * H;
-  if (layers > 0) bytes += 4 * (10 * T * Math.max(I, 3 * H) + 3 * heads * T * T);
+  // Scores, probabilities, their softmax scratch and the bias gathered from the table.
+  // The factor 7 on the widest [T, I] activation is calibrated against the full-size int8 stages
+  // measured with model-shards/measure-heap.ts ([3, 7): 69.2 MiB measured after two runs, 71.4 estimated; [11, 12) + head: 46.7 and 67.0).
+  if (layers > 0) bytes += 4 * (7 * T * Math.max(I, 3 * H) + 4 * heads * T * T);
   if (head) bytes += 4 * 4 * config.labels.length;
   return bytes;
 }
@@ -97,7 +105,10 @@ export function estimateStage(
   const parts = weightParts(config, precision);
   const embeddings = from === 0;
   const weightBytes =
-    (embeddings ? parts.embeddings : 0) + (to - from) * parts.perLayer + (head ? parts.head : 0);
+    (embeddings ? parts.embeddings : 0) +
+    (to - from) * parts.perLayer +
+    (to > from ? parts.perStage : 0) +
+    (head ? parts.head : 0);
   const wasmHeapBytes = Math.ceil(
     WASM_BASE + WASM_WEIGHT_FACTOR * weightBytes + activationBytes(config, to - from, head),
   );

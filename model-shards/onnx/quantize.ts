@@ -48,22 +48,53 @@ export interface QuantOptions {
    * b - (W_q - W) mean(x). Matters where inputs have a large common mean (after GELU).
    */
   inputMeans?: ReadonlyMap<string, Float32Array>;
+  /**
+   * Which layers the converter bias-corrects (it calibrates and fills `inputMeans`): "mlp-output"
+   * (the MLP output projections, whose GELU inputs have a large common mean), "all", or "none".
+   */
+  biasCorrection?: "none" | "mlp-output" | "all";
   /** Benchmarks only: which linear layers (by prefix, e.g. "l3_fc2", "classifier") to quantize. */
   select?: (prefix: string) => boolean;
 }
 
 /** The scheme the converter ships (chosen by measurement; see the README section). */
-export const DEFAULT_QUANT: QuantOptions = { activation: "per-row", weightBits: 8 };
+export const DEFAULT_QUANT: QuantOptions = {
+  activation: "per-row",
+  weightBits: 8,
+  asymmetric: "gelu",
+  biasCorrection: "mlp-output",
+};
+
+/** Keeps the calibrated means of the layers `q.biasCorrection` names. */
+export function selectBiasCorrection(
+  q: QuantOptions,
+  means: ReadonlyMap<string, Float32Array>,
+): Map<string, Float32Array> {
+  const which = q.biasCorrection ?? "none";
+  return new Map(
+    [...means].filter(([k]) => which === "all" || (which === "mlp-output" && k.endsWith("_fc2"))),
+  );
+}
 
 /** Human-readable description for manifest.quantization. */
 export function describeQuant(q: QuantOptions): string {
   const range = q.weightBits === 8 ? "[-127,127]" : "[-63,63] (7-bit)";
+  const asym = q.asymmetric ?? "none";
   const act =
     q.activation === "per-row"
-      ? "activations dynamic per token row (symmetric uint8, zero point 128, scale max|x|/127)"
+      ? asym === "all"
+        ? "activations dynamic per token row (asymmetric uint8, scale (max-min)/255)"
+        : asym === "gelu"
+          ? "activations dynamic per token row (symmetric uint8, zero point 128, scale max|x|/127; asymmetric, scale (max-min)/255, for the MLP output projection's GELU input)"
+          : "activations dynamic per token row (symmetric uint8, zero point 128, scale max|x|/127)"
       : "activations dynamic per tensor (DynamicQuantizeLinear, asymmetric uint8)";
+  const bc = q.biasCorrection ?? "none";
+  const corr =
+    bc === "none"
+      ? ""
+      : `; bias correction (${bc === "all" ? "all linears" : "MLP output projections"}) from input means on calibration pictures`;
   const head = q.headFloat ? "classifier in float32" : "classifier int8 like the encoder";
-  return `int8 MatMulInteger: weights symmetric per output channel ${range}; ${act}; ${head}; patch-embedding Conv, layer norms, attention score/context products, softmax and GELU in float32`;
+  return `int8 MatMulInteger: weights symmetric per output channel ${range}; ${act}${corr}; ${head}; patch-embedding Conv, layer norms, attention score/context products, softmax and GELU in float32`;
 }
 
 /** Per-output-channel symmetric quantization of a [out, in] weight, returned transposed [in, out]. */
