@@ -37,6 +37,8 @@ export interface BuildOptions {
   outDir: string;
   precision: Precision;
   stageBudgetBytes?: number;
+  /** See PlanOptions.maxLayersPerStage. */
+  maxLayersPerStage?: number;
   /** int8 scheme (default {@link DEFAULT_QUANT}). */
   quant?: QuantOptions;
   onProgress?: (msg: string, frac?: number) => void;
@@ -65,7 +67,10 @@ export async function buildShards(ck: Checkpoint, opts: BuildOptions): Promise<M
       422,
       "config.json has no id2label entries; the classifier needs labels.",
     );
-  const plan = planStages(ck.config, opts.precision, { stageBudgetBytes: opts.stageBudgetBytes });
+  const plan = planStages(ck.config, opts.precision, {
+    stageBudgetBytes: opts.stageBudgetBytes,
+    maxLayersPerStage: opts.maxLayersPerStage,
+  });
   if (await exists(outDir)) {
     const entries = await readdir(outDir).catch(() => null);
     if (entries === null)

@@ -36,6 +36,27 @@ describe("planStages", () => {
     expect(total / MiB).toBeLessThan(110);
   });
 
+  it("fits base in 4 int8 stages now that the relative position bias is a table", () => {
+    expect(planStages(baseConfig(), "int8").stages.map((s) => s.layers)).toEqual([
+      [0, 3],
+      [3, 7],
+      [7, 11],
+      [11, 12],
+    ]);
+  });
+
+  it("caps layers per stage with maxLayersPerStage (the tiny test model's multi-stage pipeline)", () => {
+    const tiny = parseBeitConfig(synthesize({ size: "tiny" }).config);
+    expect(planStages(tiny, "int8", { stageBudgetBytes: 32_000_000 }).stages).toHaveLength(1);
+    const split = planStages(tiny, "int8", { stageBudgetBytes: 32_000_000, maxLayersPerStage: 1 });
+    expect(split.stages.map((s) => s.layers)).toEqual([
+      [0, 1],
+      [1, 2],
+      [2, 3],
+      [3, 4],
+    ]);
+  });
+
   it("honours --stage-budget-mb and refuses budgets nothing fits", () => {
     const tight = planStages(baseConfig(), "int8", { stageBudgetBytes: 80 * MiB });
     expect(tight.stages.length).toBeGreaterThan(planStages(baseConfig(), "int8").stages.length);

@@ -125,6 +125,12 @@ export function estimateStage(
 export interface PlanOptions {
   /** Per-stage budget; default ISOLATE_LIMIT - DEFAULT_MARGIN. */
   stageBudgetBytes?: number;
+  /**
+   * At most this many encoder layers per stage (default: no limit). The tiny test model's layers
+   * are too small for a budget to split them, so its builds use 1 to exercise a multi-stage
+   * pipeline.
+   */
+  maxLayersPerStage?: number;
 }
 
 interface Score {
@@ -145,13 +151,14 @@ export function planStages(config: BeitConfig, precision: Precision, opts: PlanO
   const budget = opts.stageBudgetBytes ?? ISOLATE_LIMIT - DEFAULT_MARGIN;
   const marginBytes = Math.max(0, ISOLATE_LIMIT - budget);
   const N = config.num_hidden_layers;
+  const maxLayers = opts.maxLayersPerStage ?? N;
   // best[j]: head-less stages covering [0, j); prev[j]: where its last stage starts.
   const best: Score[] = Array.from({ length: N + 1 }, () => ({ count: Infinity, max: Infinity }));
   const prev = new Array<number>(N + 1).fill(-1);
   best[0] = { count: 0, max: 0 };
   for (let j = 1; j <= N; j++)
     for (let i = 0; i < j; i++) {
-      if (!Number.isFinite(best[i].count)) continue;
+      if (!Number.isFinite(best[i].count) || j - i > maxLayers) continue;
       const est = estimateStage(config, precision, i, j, false).estimatedPeakBytes;
       if (est > budget) continue;
       const cand = { count: best[i].count + 1, max: Math.max(best[i].max, est) };
@@ -163,7 +170,7 @@ export function planStages(config: BeitConfig, precision: Precision, opts: PlanO
   // The last stage: layers [i, N) plus the head, or the head alone after [0, N).
   let final: { from: number; score: Score } | null = null;
   for (let i = 0; i <= N; i++) {
-    if (!Number.isFinite(best[i].count)) continue;
+    if (!Number.isFinite(best[i].count) || N - i > maxLayers) continue;
     const est = estimateStage(config, precision, i, N, true).estimatedPeakBytes;
     if (est > budget) continue;
     const cand = { count: best[i].count + 1, max: Math.max(best[i].max, est) };

@@ -114,6 +114,7 @@ async function buildSynthetic(size: "base" | "tiny"): Promise<string> {
     outDir: out,
     precision: "int8",
     stageBudgetBytes: size === "tiny" ? TINY_STAGE_BUDGET : undefined,
+    maxLayersPerStage: size === "tiny" ? 1 : undefined,
     onProgress: (m) => progress(m),
   });
   progress(`built in ${((Date.now() - t0) / 1000).toFixed(1)} s`);

@@ -24,6 +24,7 @@ beforeAll(async () => {
     outDir: join(dir, "shards"),
     precision: "int8",
     stageBudgetBytes: 32_000_000,
+    maxLayersPerStage: 1,
   });
   stages = manifest.stages.length;
 }, 120_000);

@@ -53,6 +53,7 @@ beforeAll(async () => {
     outDir: join(dir, "shards"),
     precision: "int8",
     stageBudgetBytes: 32_000_000,
+    maxLayersPerStage: 1,
   });
   await publishLocal(join(dir, "shards"), join(dir, "state"));
   svc = await serveLocal({

@@ -37,6 +37,7 @@ async function buildTiny(
     outDir: out,
     precision: "int8",
     stageBudgetBytes: TINY_STAGE_BUDGET,
+    maxLayersPerStage: 1,
   });
   const files: Record<string, string> = {};
   for (const f of await readdir(out))
