@@ -158,10 +158,11 @@ export async function createStageSession(
           500,
           `Stage graph produced no float32 output "${outSpec.name}".`,
         );
+      // onnxruntime-web already copied a "cpu" output out of the wasm heap into this array, and
+      // dispose() only drops the tensor's reference to it, so it is returned without another copy.
       const data = out.data as Float32Array;
-      const copy = new Float32Array(data);
       for (const t of Object.values(results)) t.dispose();
-      return copy;
+      return data;
     },
     async release() {
       await session.release();

@@ -34,6 +34,9 @@ export type FileOrigin = "cache" | "r2";
 export interface LoadedFile {
   bytes: Uint8Array;
   origin: FileOrigin;
+  /** Time reading the body (Cache API or R2, including the failed cache lookup) and hashing it. */
+  fetchMs: number;
+  verifyMs: number;
 }
 
 export interface ShardStoreOptions {
@@ -139,11 +142,14 @@ export class ShardStore {
    */
   async file(ref: FileRef): Promise<LoadedFile> {
     const url = `${CACHE_ORIGIN}/${ref.file}`;
+    const t0 = Date.now();
     if (this.#cache) {
       const hit = await this.#cache.match(url).catch(() => undefined);
       if (hit) {
         const bytes = new Uint8Array(await hit.arrayBuffer());
-        if (await matches(bytes, ref)) return { bytes, origin: "cache" };
+        const t1 = Date.now();
+        if (await matches(bytes, ref))
+          return { bytes, origin: "cache", fetchMs: t1 - t0, verifyMs: Date.now() - t1 };
         await this.#cache.delete(url).catch(() => false);
       }
     }
@@ -153,7 +159,10 @@ export class ShardStore {
         file: ref.file,
       });
     const bytes = new Uint8Array(await obj.arrayBuffer());
-    if (!(await matches(bytes, ref)))
+    const t1 = Date.now();
+    const ok = await matches(bytes, ref);
+    const verifyMs = Date.now() - t1;
+    if (!ok)
       throw unavailable(
         `Shard ${ref.file} failed its integrity check (size or sha256 differs from the manifest); it was not used. Republish the model, then retry.`,
         { file: ref.file },
@@ -167,7 +176,7 @@ export class ShardStore {
       });
       await this.#cache.put(url, res).catch(() => undefined);
     }
-    return { bytes, origin: "r2" };
+    return { bytes, origin: "r2", fetchMs: t1 - t0 + (Date.now() - t1 - verifyMs), verifyMs };
   }
 }
 

@@ -26,6 +26,7 @@ import {
   HEADER_STAGE,
   HEADER_STAGE_MS,
   HEADER_VERSION,
+  type LoadPhases,
   type StageStatus,
   type WarmReport,
 } from "./stage-protocol.ts";
@@ -35,6 +36,7 @@ interface Loaded {
   spec: StageSpec;
   origin: "cache" | "r2";
   loadMs: number;
+  phases: LoadPhases;
   /** Set once a request has reported this load's time; later requests report 0 / "memory". */
   reported: boolean;
 }
@@ -79,6 +81,7 @@ async function load(env: StageEnv, version: string, stage: number): Promise<Load
   const t0 = Date.now();
   await ensureOrt();
   const manifest: Manifest = await getStore(env).manifest(version);
+  const tManifest = Date.now();
   const spec = manifest.stages[stage];
   if (!spec)
     throw new AppError(
@@ -89,6 +92,7 @@ async function load(env: StageEnv, version: string, stage: number): Promise<Load
   const graph = await getStore(env).file(spec.graph);
   const weights = spec.weights ? await getStore(env).file(spec.weights) : null;
   let session: StageSession;
+  const tCreate = Date.now();
   try {
     session = await createStageSession(
       graph.bytes,
@@ -107,6 +111,7 @@ async function load(env: StageEnv, version: string, stage: number): Promise<Load
   // times slower than later ones. Done here, it happens during the parallel warm-up instead of on
   // the request's sequential path, and the wasm heap reported afterwards is the working peak.
   const input = spec.inputs[0];
+  const tPrime = Date.now();
   try {
     await session.run(new Float32Array(input.shape.reduce((a, b) => a * b, 1)), input, spec.outputs[0]);
   } catch (e) {
@@ -119,7 +124,17 @@ async function load(env: StageEnv, version: string, stage: number): Promise<Load
   }
   heap();
   const origin = graph.origin === "r2" || weights?.origin === "r2" ? "r2" : "cache";
-  return { session, spec, origin, loadMs: Date.now() - t0, reported: false };
+  const end = Date.now();
+  const phases: LoadPhases = {
+    origin,
+    manifestMs: tManifest - t0,
+    fetchMs: graph.fetchMs + (weights?.fetchMs ?? 0),
+    verifyMs: graph.verifyMs + (weights?.verifyMs ?? 0),
+    createMs: tPrime - tCreate,
+    primeMs: end - tPrime,
+    totalMs: end - t0,
+  };
+  return { session, spec, origin, loadMs: end - t0, phases, reported: false };
 }
 
 /**
@@ -214,7 +229,9 @@ export async function handleStage(req: Request, env: StageEnv, ctx?: ExecutionCo
         wasmHeapBytes: heap(),
         jsHeapBytes: null,
         peakWasmHeapBytes: peakHeap,
+        lastLoad: null,
       };
+      if (warm && r) status.lastLoad = (await r.promise).phases;
       return Response.json(status);
     }
     if (url.pathname === "/warm" && req.method === "POST") {
@@ -247,8 +264,9 @@ export async function handleStage(req: Request, env: StageEnv, ctx?: ExecutionCo
         const out = await l.session.run(new Float32Array(body), spec, l.spec.outputs[0]);
         const ms = Date.now() - t0;
         heap();
+        // `out` is this request's own array (see createStageSession), so its bytes go out uncopied.
         const bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
-        return new Response(bytes.slice(), {
+        return new Response(bytes, {
           headers: {
             "content-type": "application/octet-stream",
             [HEADER_STAGE_MS]: String(ms),
