@@ -70,9 +70,10 @@ export function activationBytes(config: BeitConfig, layers: number, head: boolea
   const input = 4 * config.num_channels * config.image_size * config.image_size;
   let bytes = input + 2 * 4 * T * H;
   // Scores, probabilities, their softmax scratch and the bias gathered from the table.
-  // The factor 7 on the widest [T, I] activation is calibrated against the full-size int8 stages
-  // measured with model-shards/measure-heap.ts ([3, 7): 69.2 MiB measured after two runs, 71.4 estimated; [11, 12) + head: 46.7 and 67.0).
-  if (layers > 0) bytes += 4 * (7 * T * Math.max(I, 3 * H) + 4 * heads * T * T);
+  // The factor 9 on the widest [T, I] activation is calibrated against the full-size int8 stages
+  // measured with bench/model-base.ts (fresh process each, after create and two runs): embed +
+  // [0, 3) 69.2 MiB measured / 71.0 estimated, [3, 7) 69.2 / 76.1, [11, 12) + head 50.1 / 71.6.
+  if (layers > 0) bytes += 4 * (9 * T * Math.max(I, 3 * H) + 4 * heads * T * T);
   if (head) bytes += 4 * 4 * config.labels.length;
   return bytes;
 }
