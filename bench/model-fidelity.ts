@@ -13,7 +13,6 @@
  *
  * Usage: tsx bench/model-fidelity.ts [--mode schemes|attribution] [--family synth|torch|both] [--n 20]
  */
-import * as ortNode from "onnxruntime-node";
 import { parseBeitConfig } from "../model-shards/checkpoint/config.ts";
 import { type SynthInit, synthesize } from "../model-shards/checkpoint/synth.ts";
 import type { BeitConfig, StateDict } from "../model-shards/checkpoint/types.ts";
@@ -25,6 +24,7 @@ import { DEFAULT_QUANT, type QuantOptions } from "../model-shards/onnx/quantize.
 import { randomPixels } from "../model-shards/testing/random-beit.ts";
 import { createStageSession } from "../src/inference/ort.ts";
 import { syntheticPhoto } from "./image-inputs.ts";
+import { loadOrtNode } from "./lib/ort-node.ts";
 
 const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2)
@@ -82,6 +82,7 @@ async function runGraph(
     await session.release();
   } else {
     const { model } = serializeModel(sg.graph);
+    const ortNode = await loadOrtNode();
     const session = await ortNode.InferenceSession.create(model, {
       intraOpNumThreads: 1,
       interOpNumThreads: 1,

@@ -23,13 +23,13 @@
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import * as ortNode from "onnxruntime-node";
 import { loadLocalModel } from "../model-shards/runner.ts";
 import { publishLocal, readManifest } from "../scripts/lib/local-r2.ts";
 import { freePort, serveLocal } from "../scripts/lib/serve.ts";
 import { initNodeCodecs } from "../src/image/codecs-node.ts";
 import { imageToPixelValues } from "../src/image/index.ts";
 import { imageBenchInputs } from "./image-inputs.ts";
+import { loadOrtNode, type OrtSession } from "./lib/ort-node.ts";
 
 const root = resolve(import.meta.dirname, "..");
 const MB128 = 128 * 1024 * 1024;
@@ -225,7 +225,9 @@ async function main(): Promise<void> {
       `service warm 224 p50 / model alone p50 = ${(pct(warm224, 50) / pct(alone, 50)).toFixed(2)}x`,
     ]);
 
-    const sessions: ortNode.InferenceSession[] = [];
+    // 4. Native reference: the same stage graphs in onnxruntime-node, 1 thread, same pixels.
+    const ortNode = await loadOrtNode();
+    const sessions: OrtSession[] = [];
     for (const s of manifest.stages)
       sessions.push(
         await ortNode.InferenceSession.create(join(dir, s.graph.file), {
