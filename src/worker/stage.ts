@@ -57,6 +57,8 @@ let store: ShardStore | null = null;
 let resident: Resident | null = null;
 let peakHeap = 0;
 let ortReady: Promise<void> | null = null;
+/** Breakdown of the most recent successful load (the resident session's when it is warm). */
+let lastLoad: LoadPhases | null = null;
 
 function getStore(env: StageEnv): ShardStore {
   store ??= new ShardStore(env.MODELS);
@@ -134,6 +136,7 @@ async function load(env: StageEnv, version: string, stage: number): Promise<Load
     primeMs: end - tPrime,
     totalMs: end - t0,
   };
+  lastLoad = phases;
   return { session, spec, origin, loadMs: end - t0, phases, reported: false };
 }
 
@@ -229,9 +232,8 @@ export async function handleStage(req: Request, env: StageEnv, ctx?: ExecutionCo
         wasmHeapBytes: heap(),
         jsHeapBytes: null,
         peakWasmHeapBytes: peakHeap,
-        lastLoad: null,
+        lastLoad: warm ? lastLoad : null,
       };
-      if (warm && r) status.lastLoad = (await r.promise).phases;
       return Response.json(status);
     }
     if (url.pathname === "/warm" && req.method === "POST") {
