@@ -1,0 +1,113 @@
+/**
+ * @module
+ * Where a stage load's time goes, in Node with onnxruntime-web (the Workers' runtime): for one built
+ * stage, each variant in a fresh child process (wasm memory and V8's compiled code never carry
+ * over) times ORT's wasm instantiation (compile included in Node; workerd compiles the statically
+ * imported module at startup), session create, the priming run and the next runs.
+ *
+ * Variants: session options (graph optimisation level, memory arena / pattern) and V8 wasm tiers:
+ * `--liftoff --no-wasm-tier-up` (baseline code only) and `--no-liftoff` (optimised code compiled
+ * before the first call), which bound how much of the priming run is tier-up.
+ *
+ *   npx tsx bench/stage-load.ts --model DIR [--stage 1] [--repeat 3]
+ */
+import { execFile } from "node:child_process";
+import { readFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import { median } from "../model-shards/metrics.ts";
+import { GraphBuilder } from "../model-shards/onnx/builder.ts";
+import { DataType, serializeModel } from "../model-shards/onnx/proto.ts";
+import { createStageSession, initOrt, type SessionTuning } from "../src/inference/ort.ts";
+import { parseManifest } from "../src/shared/manifest.ts";
+
+const args = new Map<string, string>();
+for (let i = 2; i < process.argv.length; i += 2)
+  args.set(process.argv[i].replace(/^--/, ""), process.argv[i + 1]);
+const dir = resolve(args.get("model") ?? "model-shards/out/synthetic-base");
+const stageIndex = Number(args.get("stage") ?? 1);
+
+if (args.has("child")) {
+  const tuning = JSON.parse(args.get("child") as string) as SessionTuning;
+  const manifest = parseManifest(JSON.parse(await readFile(join(dir, "manifest.json"), "utf8")));
+  const st = manifest.stages[stageIndex];
+  const graph = new Uint8Array(await readFile(join(dir, st.graph.file)));
+  const weights = st.weights ? new Uint8Array(await readFile(join(dir, st.weights.file))) : null;
+  const t0 = performance.now();
+  await initOrt();
+  // A 1-node graph instantiates ORT's wasm, so the stage's create below is the stage's alone.
+  const g = new GraphBuilder();
+  g.rename(g.op1("Identity", ["x"]), "y");
+  const tinyGraph = g.graph(
+    "warm",
+    [{ name: "x", elemType: DataType.FLOAT, shape: [1] }],
+    [{ name: "y", elemType: DataType.FLOAT, shape: [1] }],
+  );
+  await (await createStageSession(serializeModel(tinyGraph).model, null)).release();
+  const t1 = performance.now();
+  const session = await createStageSession(
+    graph,
+    weights && st.externalDataPath ? { path: st.externalDataPath, data: weights } : null,
+    tuning,
+  );
+  const t2 = performance.now();
+  const input = new Float32Array(st.inputs[0].shape.reduce((a, b) => a * b, 1));
+  const runs: number[] = [];
+  for (let i = 0; i < 4; i++) {
+    const t = performance.now();
+    await session.run(input, st.inputs[0], st.outputs[0]);
+    runs.push(performance.now() - t);
+  }
+  console.log(JSON.stringify({ instantiate: t1 - t0, create: t2 - t1, runs }));
+  process.exit(0);
+}
+
+const run = promisify(execFile);
+const variants: { name: string; tuning: SessionTuning; node?: string[] }[] = [
+  { name: "shipped: optimisation all, arena + pattern on", tuning: {} },
+  { name: "optimisation extended", tuning: { graphOptimizationLevel: "extended" } },
+  { name: "optimisation basic", tuning: { graphOptimizationLevel: "basic" } },
+  { name: "optimisation disabled", tuning: { graphOptimizationLevel: "disabled" } },
+  { name: "memory arena off", tuning: { enableCpuMemArena: false } },
+  { name: "memory pattern off", tuning: { enableMemPattern: false } },
+  { name: "V8: Liftoff only (no tier-up)", tuning: {}, node: ["--liftoff", "--no-wasm-tier-up"] },
+  { name: "V8: TurboFan up front (no Liftoff)", tuning: {}, node: ["--no-liftoff"] },
+];
+const repeat = Number(args.get("repeat") ?? 3);
+type Result = { instantiate: number; create: number; runs: number[] };
+const results = new Map<string, Result[]>();
+// Rounds interleave the variants, so background load hits all alike.
+for (let r = 0; r < repeat; r++)
+  for (const v of variants) {
+    const { stdout } = await run(
+      process.execPath,
+      [
+        ...(v.node ?? []),
+        "--import",
+        "tsx",
+        "bench/stage-load.ts",
+        "--model",
+        dir,
+        "--stage",
+        String(stageIndex),
+        "--child",
+        JSON.stringify(v.tuning),
+      ],
+      { maxBuffer: 1 << 24 },
+    );
+    const list = results.get(v.name) ?? [];
+    list.push(JSON.parse(stdout.trim().split("\n").at(-1) as string) as Result);
+    results.set(v.name, list);
+  }
+console.log(`stage ${stageIndex} of ${dir}, median of ${repeat} fresh processes`);
+console.log(
+  "| variant | ORT wasm instantiate (Node compiles here) | session create | priming run | 2nd run | 4th run |",
+);
+console.log("|---|---|---|---|---|---|");
+for (const v of variants) {
+  const list = results.get(v.name) as Result[];
+  const m = (f: (x: Result) => number) => `${median(list.map(f)).toFixed(0)} ms`;
+  console.log(
+    `| ${v.name} | ${m((x) => x.instantiate)} | ${m((x) => x.create)} | ${m((x) => x.runs[0])} | ${m((x) => x.runs[1])} | ${m((x) => x.runs[3])} |`,
+  );
+}
