@@ -142,7 +142,6 @@ async function main(): Promise<void> {
         `${cold.ms.toFixed(0)} ms`,
         cold.timing,
       ]);
-      phaseRows("cold", await (await fetch(`${svc.url}/v1/status`)).json());
       for (let i = 0; i < runs; i++)
         warm224.push((await timedClassify(svc.url, small.bytes, "image/webp")).ms);
       let lastBig = "";
@@ -180,7 +179,12 @@ async function main(): Promise<void> {
         `${rate.toFixed(2)} images/s, p50 ${pct(lat, 50).toFixed(0)} ms, p95 ${pct(lat, 95).toFixed(0)} ms`,
         `1 client just before: ${oneRate.toFixed(2)} images/s (p50 ${pct(one, 50).toFixed(0)} ms); ratio ${(rate / oneRate).toFixed(2)} (1.0 = stages serialize, up to ${manifest.stages.length} = full pipeline overlap)`,
       ]);
-      statusJson = await (await fetch(`${svc.url}/v1/status`)).json();
+      // /v1/status right after a cold start hung in wrangler dev once (full-size model, loaded
+      // machine), so it is read after the warm runs, with a timeout; the loads are unchanged.
+      statusJson = await (
+        await fetch(`${svc.url}/v1/status`, { signal: AbortSignal.timeout(120_000) })
+      ).json();
+      phaseRows("cold", statusJson);
     } catch (e) {
       process.stderr.write(`${svc.output().slice(-3000)}\n`);
       throw e;
@@ -203,7 +207,15 @@ async function main(): Promise<void> {
         `${wc.ms.toFixed(0)} ms`,
         wc.timing,
       ]);
-      phaseRows("warm-colo", await (await fetch(`${svc.url}/v1/status`)).json());
+      for (let i = 0; i < 3; i++) await timedClassify(svc.url, small.bytes, "image/webp");
+      try {
+        phaseRows(
+          "warm-colo",
+          await (await fetch(`${svc.url}/v1/status`, { signal: AbortSignal.timeout(120_000) })).json(),
+        );
+      } catch (e) {
+        notes.push(`warm-colo /v1/status failed: ${String(e)}`);
+      }
     } finally {
       await svc.stop();
     }
