@@ -1,15 +1,15 @@
 /**
  * @module
- * Bindings of the two Worker kinds, as configured in wrangler.toml (gateway) and
- * wrangler.stage.toml (stages). Both are plain interfaces so that tests and scripts can build them.
+ * Binding types of the Workers described in src/topology.ts. Plain interfaces so that tests and
+ * scripts can build them. Raw var strings are read only by src/edge/config.ts; everything else
+ * takes the typed {@link Config} it returns.
  */
+import { MAX_STAGES, stageBindingName } from "../topology.ts";
 
-/** Most stages the gateway can bind (STAGE_0 .. STAGE_7); a manifest with more is refused. */
-export const MAX_STAGES = 8;
+export { MAX_STAGES };
 
-export interface GatewayEnv {
-  /** The model bucket: shards/, manifests/, active.json. */
-  MODELS: R2Bucket;
+/** STAGE_0 .. STAGE_7: service bindings to the stage Workers (as many as the manifest has stages). */
+export interface StageBindings {
   STAGE_0?: Fetcher;
   STAGE_1?: Fetcher;
   STAGE_2?: Fetcher;
@@ -18,16 +18,25 @@ export interface GatewayEnv {
   STAGE_5?: Fetcher;
   STAGE_6?: Fetcher;
   STAGE_7?: Fetcher;
+}
+
+/** Vars of every Worker that classifies (defaults and meaning in src/topology.ts CLASSIFIER_VARS). */
+export interface ClassifierVars {
+  REQUEST_DEADLINE_MS?: string;
+  MAX_BODY_BYTES?: string;
+  MAX_BATCH?: string;
+  POINTER_TTL_S?: string;
+}
+
+/** What the classification core needs: the model bucket, the stage bindings and the vars. */
+export interface ClassifierEnv extends StageBindings, ClassifierVars {
+  /** The model bucket: shards/, manifests/, active.json. */
+  MODELS: R2Bucket;
+}
+
+export interface GatewayEnv extends ClassifierEnv {
   /** Secret; when set, /v1/* requires `Authorization: Bearer <API_KEY>`. */
   API_KEY?: string;
-  /** Request deadline in ms (default 60000); clients may ask for less with `x-deadline-ms`. */
-  REQUEST_DEADLINE_MS?: string;
-  /** Largest request body or fetched image in bytes (default 33554432 = 32 MiB). */
-  MAX_BODY_BYTES?: string;
-  /** Most images in one batch request (default 8). */
-  MAX_BATCH?: string;
-  /** Seconds the active pointer is reused before R2 is asked again (default 5). */
-  POINTER_TTL_S?: string;
 }
 
 export interface StageEnv {
@@ -35,6 +44,6 @@ export interface StageEnv {
 }
 
 /** The STAGE_i binding, or undefined when the deployment has fewer stages. */
-export function stageBinding(env: GatewayEnv, index: number): Fetcher | undefined {
-  return (env as unknown as Record<string, Fetcher | undefined>)[`STAGE_${index}`];
+export function stageBinding(env: StageBindings, index: number): Fetcher | undefined {
+  return (env as unknown as Record<string, Fetcher | undefined>)[stageBindingName(index)];
 }

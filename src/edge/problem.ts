@@ -9,6 +9,11 @@ import { AppError } from "../shared/errors.ts";
 /** Base of the `type` URIs; `<base><code>` names each problem. */
 export const PROBLEM_BASE = "https://beit-edge.dev/problems/";
 
+/** Retry-After (s) of a transient 503: a stage or the model store is briefly unreachable or loading. */
+export const RETRY_AFTER_S = 5;
+/** Retry-After (s) of a 503 that needs a redeploy (the deployment binds too few stages). */
+export const RETRY_AFTER_REDEPLOY_S = 30;
+
 const TITLES: Record<number, string> = {
   400: "Bad Request",
   401: "Unauthorized",
@@ -83,5 +88,5 @@ export async function problemFromResponse(res: Response, fallbackDetail: string)
   } catch {
     // fall through
   }
-  return new AppError("model-unavailable", 503, fallbackDetail, { retryAfter: 5 });
+  return new AppError("model-unavailable", 503, fallbackDetail, { retryAfter: RETRY_AFTER_S });
 }

@@ -11,9 +11,10 @@
  *
  * The answer is a batch (array of arrays) exactly when the client used a batch form.
  */
-import { AppError } from "../shared/errors.ts";
-import { readBounded } from "./limits.ts";
-import { fetchImage, type UrlFetchOptions } from "./url-fetch.ts";
+
+import { readBounded } from "../../edge/limits.ts";
+import { fetchImage, type UrlFetchOptions } from "../../edge/url-fetch.ts";
+import { AppError } from "../../shared/errors.ts";
 
 export interface ClassifyInput {
   images: Uint8Array[];

@@ -1,6 +1,7 @@
 /**
  * @module
- * The stage Worker: one codebase deployed once per pipeline stage (beit-edge-stage-0, -1, ...).
+ * Entry of the stage Worker: one codebase deployed once per pipeline stage (beit-edge-stage-0, -1,
+ * ..., see src/topology.ts).
  * Each isolate holds at most one InferenceSession, for the (version, stage) the gateway asks for;
  * the shard bytes come from {@link ShardStore} (verified, Cache API, R2) and are dropped once the
  * session owns them.
@@ -13,13 +14,8 @@
  */
 
 import ortWasm from "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm";
-import { createStageSession, initOrt, type StageSession, wasmHeapBytes } from "../inference/ort.ts";
-import { isVersion } from "../shards/layout.ts";
-import { type KeepAlive, ShardStore } from "../shards/store.ts";
-import { AppError } from "../shared/errors.ts";
-import type { Manifest, StageSpec } from "../shared/manifest.ts";
-import type { StageEnv } from "./env.ts";
-import { problemResponse, toAppError } from "./problem.ts";
+import type { StageEnv } from "../../edge/env.ts";
+import { problemResponse, RETRY_AFTER_S, toAppError } from "../../edge/problem.ts";
 import {
   HEADER_LOAD_MS,
   HEADER_ORIGIN,
@@ -28,7 +24,12 @@ import {
   HEADER_VERSION,
   type StageStatus,
   type WarmReport,
-} from "./stage-protocol.ts";
+} from "../../edge/stage-protocol.ts";
+import { createStageSession, initOrt, type StageSession, wasmHeapBytes } from "../../inference/ort.ts";
+import { isVersion } from "../../shards/layout.ts";
+import { type KeepAlive, ShardStore } from "../../shards/store.ts";
+import { AppError } from "../../shared/errors.ts";
+import type { Manifest, StageSpec } from "../../shared/manifest.ts";
 
 interface Loaded {
   session: StageSession;
@@ -100,7 +101,7 @@ async function load(env: StageEnv, version: string, stage: number): Promise<Load
       "model-unavailable",
       503,
       `Stage ${stage} of model version ${version.slice(0, 12)} could not be loaded: ${String(e)}`,
-      { retryAfter: 5 },
+      { retryAfter: RETRY_AFTER_S },
     );
   }
   // Prime the session with one run on zeros: ORT's first run allocates its buffers and is several
@@ -114,7 +115,7 @@ async function load(env: StageEnv, version: string, stage: number): Promise<Load
     throw e instanceof AppError
       ? e
       : new AppError("model-unavailable", 503, `Stage ${stage} failed its first run: ${String(e)}`, {
-          retryAfter: 5,
+          retryAfter: RETRY_AFTER_S,
         });
   }
   heap();
