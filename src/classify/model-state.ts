@@ -8,9 +8,8 @@
 
 import { configOf } from "../edge/config.ts";
 import type { ClassifierEnv } from "../edge/env.ts";
-import { RETRY_AFTER_S } from "../edge/problem.ts";
 import { type KeepAlive, ShardStore } from "../shards/store.ts";
-import { AppError } from "../shared/errors.ts";
+import { AppError, RETRY_AFTER_S } from "../shared/errors.ts";
 import type { Manifest } from "../shared/manifest.ts";
 
 /** Which model answered: on every classification outcome and in the x-model-* headers. */

@@ -8,7 +8,7 @@
 
 import { MAX_STAGES, type StageBindings, stageBinding } from "../edge/env.ts";
 import type { Deadline } from "../edge/limits.ts";
-import { problemFromResponse, RETRY_AFTER_REDEPLOY_S, RETRY_AFTER_S } from "../edge/problem.ts";
+import { problemFromResponse } from "../edge/problem.ts";
 import {
   HEADER_LOAD_MS,
   HEADER_STAGE,
@@ -19,7 +19,7 @@ import {
   type WarmReport,
 } from "../edge/stage-protocol.ts";
 import type { KeepAlive } from "../shards/store.ts";
-import { AppError } from "../shared/errors.ts";
+import { AppError, RETRY_AFTER_REDEPLOY_S, RETRY_AFTER_S } from "../shared/errors.ts";
 import type { Manifest } from "../shared/manifest.ts";
 
 /** Per-stage timings of one pipeline run (ms, measured at the gateway, and as the stage reported). */

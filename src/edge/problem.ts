@@ -4,15 +4,10 @@
  * `type` URI built from {@link AppError.code}. Unknown errors become a logged 500 `internal-error`
  * as the last resort.
  */
-import { AppError } from "../shared/errors.ts";
+import { AppError, RETRY_AFTER_S } from "../shared/errors.ts";
 
 /** Base of the `type` URIs; `<base><code>` names each problem. */
 export const PROBLEM_BASE = "https://beit-edge.dev/problems/";
-
-/** Retry-After (s) of a transient 503: a stage or the model store is briefly unreachable or loading. */
-export const RETRY_AFTER_S = 5;
-/** Retry-After (s) of a 503 that needs a redeploy (the deployment binds too few stages). */
-export const RETRY_AFTER_REDEPLOY_S = 30;
 
 const TITLES: Record<number, string> = {
   400: "Bad Request",

@@ -15,7 +15,7 @@
 
 import ortWasm from "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm";
 import type { StageEnv } from "../../edge/env.ts";
-import { problemResponse, RETRY_AFTER_S, toAppError } from "../../edge/problem.ts";
+import { problemResponse, toAppError } from "../../edge/problem.ts";
 import {
   HEADER_LOAD_MS,
   HEADER_ORIGIN,
@@ -28,7 +28,7 @@ import {
 import { createStageSession, initOrt, type StageSession, wasmHeapBytes } from "../../inference/ort.ts";
 import { isVersion } from "../../shards/layout.ts";
 import { type KeepAlive, ShardStore } from "../../shards/store.ts";
-import { AppError } from "../../shared/errors.ts";
+import { AppError, RETRY_AFTER_S } from "../../shared/errors.ts";
 import type { Manifest, StageSpec } from "../../shared/manifest.ts";
 
 interface Loaded {
