@@ -5,9 +5,12 @@ import { testPng } from "./test/helpers/png.ts";
 import { miniflareWorker, miniflareWorkers, sharedOptions } from "./test/workerd/miniflare-workers.ts";
 
 /** Outbound fetches of the gateway under test (URL inputs): a fake image host, no network. */
+// It also answers as 127.0.0.1 (for the gateway that allows loopback); every other host is a 502,
+// which a gateway refusing a private URL never gets to see (it answers 422 url-not-allowed).
 async function fakeImageHost(req: Request): Promise<Response> {
   const url = new URL(req.url);
-  if (url.hostname !== "images.test") return new Response("no network in tests", { status: 502 });
+  if (url.hostname !== "images.test" && url.hostname !== "127.0.0.1")
+    return new Response("no network in tests", { status: 502 });
   switch (url.pathname) {
     case "/gradient.png":
       return new Response(testPng(40, 30, 1), { headers: { "content-type": "image/png" } });
@@ -15,6 +18,15 @@ async function fakeImageHost(req: Request): Promise<Response> {
       return new Response(null, { status: 302, headers: { location: "/gradient.png" } });
     case "/loop":
       return new Response(null, { status: 302, headers: { location: "/loop" } });
+    case "/to-metadata":
+      return new Response(null, {
+        status: 302,
+        headers: { location: "http://169.254.169.254/latest/meta-data/" },
+      });
+    case "/to-loopback":
+      return new Response(null, { status: 302, headers: { location: "http://0x7f000001/gradient.png" } });
+    case "/bad-location":
+      return new Response(null, { status: 302, headers: { location: "http://[" } });
     case "/page.html":
       return new Response("<html></html>", { headers: { "content-type": "text/html" } });
     case "/huge.png":
@@ -55,10 +67,16 @@ export default defineConfig({
             };
             const workers = miniflareWorkers(stages, bundles, overrides);
             const gateway = resolveTopology(stages).find((w) => w.spec === GATEWAY)!;
+            // Also the gateway of local development: URL inputs may reach loopback.
             const keyed = miniflareWorker(
               gateway,
               bundles,
-              { vars: { gateway: { ...overrides.vars.gateway, API_KEY: "s3cret-key" } } },
+              {
+                vars: {
+                  gateway: { ...overrides.vars.gateway, API_KEY: "s3cret-key", ALLOW_LOOPBACK_FETCH: "true" },
+                },
+                outbound: overrides.outbound,
+              },
               "beit-edge-keyed",
             );
             const stageBindings = Object.fromEntries(

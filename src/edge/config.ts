@@ -34,6 +34,7 @@ export function parseConfig(env: ClassifierVars & { API_KEY?: string }): Config 
       deadlineMs: positiveInt(env.REQUEST_DEADLINE_MS, d.REQUEST_DEADLINE_MS.default),
       maxBodyBytes: positiveInt(env.MAX_BODY_BYTES, d.MAX_BODY_BYTES.default),
       maxBatch: positiveInt(env.MAX_BATCH, d.MAX_BATCH.default),
+      allowLoopbackFetch: (env.ALLOW_LOOPBACK_FETCH ?? d.ALLOW_LOOPBACK_FETCH.default) === "true",
     },
     pointerTtlMs: nonNegative(env.POINTER_TTL_S, d.POINTER_TTL_S.default) * 1000,
     apiKey: env.API_KEY ? env.API_KEY : null,

@@ -26,6 +26,11 @@ export interface ClassifierVars {
   MAX_BODY_BYTES?: string;
   MAX_BATCH?: string;
   POINTER_TTL_S?: string;
+  /**
+   * "true" lets URL inputs reach loopback (127/8, ::1, localhost): local development and tests.
+   * Anything else (default) refuses them like every private destination.
+   */
+  ALLOW_LOOPBACK_FETCH?: string;
 }
 
 /** What the classification core needs: the model bucket, the stage bindings and the vars. */

@@ -10,8 +10,11 @@ export const DEADLINE_HEADER = "x-deadline-ms";
 
 export interface Limits {
   deadlineMs: number;
+  /** Largest request body; also the most bytes all URL images of one request may add up to. */
   maxBodyBytes: number;
   maxBatch: number;
+  /** ALLOW_LOOPBACK_FETCH=true: URL inputs may name loopback hosts. */
+  allowLoopbackFetch: boolean;
 }
 
 /** A point in time by which the response must be sent. */

@@ -142,7 +142,11 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
     const deadline = Deadline.forRequest(c.req.raw, limits);
     const queryTopK = c.req.query("top_k");
     const input = await deadline.race(
-      readClassifyInput(c.req.raw, { maxBodyBytes: limits.maxBodyBytes, maxBatch: limits.maxBatch }),
+      readClassifyInput(c.req.raw, {
+        maxBodyBytes: limits.maxBodyBytes,
+        maxBatch: limits.maxBatch,
+        urlFetch: { policy: { allowLoopback: limits.allowLoopbackFetch } },
+      }),
     );
     const classifier = classifierOf(c, options);
     // One version for the whole request: top_k is checked against its labels, and it is pinned below.
