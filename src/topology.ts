@@ -89,7 +89,7 @@ export interface WorkerSpec {
 }
 
 /** The vars every Worker that classifies reads (parsed by src/edge/config.ts). */
-export const CLASSIFIER_VARS: Record<string, VarSpec> = {
+export const CLASSIFIER_VARS = {
   REQUEST_DEADLINE_MS: {
     default: "60000",
     doc: "Request deadline in ms; clients may ask for less with x-deadline-ms.",
@@ -100,7 +100,11 @@ export const CLASSIFIER_VARS: Record<string, VarSpec> = {
     default: "5",
     doc: "Seconds the active-model pointer is reused before R2 is asked again.",
   },
-};
+  ALLOW_LOOPBACK_FETCH: {
+    default: "false",
+    doc: '"true" lets URL inputs reach loopback hosts (npm start sets it); deployed Workers keep "false".',
+  },
+} satisfies Record<string, VarSpec>;
 
 export const GATEWAY: WorkerSpec = {
   kind: "gateway",
