@@ -161,25 +161,29 @@ async function main(): Promise<void> {
         `p50 ${pct(warmBig, 50).toFixed(0)} ms, p95 ${pct(warmBig, 95).toFixed(0)} ms`,
         `each: ${warmBig.map((m) => m.toFixed(0)).join(", ")}; last: ${lastBig}`,
       ]);
-      // Concurrency: `clients` loops, each posting the 224x224 WebP until the total is reached.
-      const one: number[] = [];
-      const t1 = performance.now();
-      for (let i = 0; i < 8; i++) one.push((await timedClassify(svc.url, small.bytes, "image/webp")).ms);
-      const oneRate = (8 * 1000) / (performance.now() - t1);
-      const lat: number[] = [];
-      let left = concurrentRequests;
-      const t0 = performance.now();
-      await Promise.all(
-        Array.from({ length: clients }, async () => {
-          while (left-- > 0) lat.push((await timedClassify(svc.url, small.bytes, "image/webp")).ms);
-        }),
-      );
-      const rate = (concurrentRequests * 1000) / (performance.now() - t0);
-      rows.push([
-        `${clients} concurrent clients, ${concurrentRequests} x 224x224 WebP`,
-        `${rate.toFixed(2)} images/s, p50 ${pct(lat, 50).toFixed(0)} ms, p95 ${pct(lat, 95).toFixed(0)} ms`,
-        `1 client just before: ${oneRate.toFixed(2)} images/s (p50 ${pct(one, 50).toFixed(0)} ms); ratio ${(rate / oneRate).toFixed(2)} (1.0 = stages serialize, up to ${manifest.stages.length} = full pipeline overlap)`,
-      ]);
+      try {
+        // Concurrency: `clients` loops, each posting the 224x224 WebP until the total is reached.
+        const one: number[] = [];
+        const t1 = performance.now();
+        for (let i = 0; i < 8; i++) one.push((await timedClassify(svc.url, small.bytes, "image/webp")).ms);
+        const oneRate = (8 * 1000) / (performance.now() - t1);
+        const lat: number[] = [];
+        let left = concurrentRequests;
+        const t0 = performance.now();
+        await Promise.all(
+          Array.from({ length: clients }, async () => {
+            while (left-- > 0) lat.push((await timedClassify(svc.url, small.bytes, "image/webp")).ms);
+          }),
+        );
+        const rate = (concurrentRequests * 1000) / (performance.now() - t0);
+        rows.push([
+          `${clients} concurrent clients, ${concurrentRequests} x 224x224 WebP`,
+          `${rate.toFixed(2)} images/s, p50 ${pct(lat, 50).toFixed(0)} ms, p95 ${pct(lat, 95).toFixed(0)} ms`,
+          `1 client just before: ${oneRate.toFixed(2)} images/s (p50 ${pct(one, 50).toFixed(0)} ms); ratio ${(rate / oneRate).toFixed(2)} (1.0 = stages serialize, up to ${manifest.stages.length} = full pipeline overlap)`,
+        ]);
+      } catch (e) {
+        rows.push([`${clients} concurrent clients`, "failed", String(e).slice(0, 200)]);
+      }
       // /v1/status right after a cold start hung in wrangler dev once (full-size model, loaded
       // machine), so it is read after the warm runs, with a timeout; the loads are unchanged.
       statusJson = await (
