@@ -52,7 +52,10 @@ export function weightParts(config: BeitConfig, precision: Precision): StageWeig
   const lin = (out: number, inp: number, bias = true) =>
     precision === "fp32" ? 4 * out * inp + (bias ? 4 * out : 0) : out * inp + 4 * out + (bias ? 4 * out : 0);
   const rows = (2 * w - 1) * (2 * w - 1) + 3;
-  const perLayer = 4 * 4 * H + lin(3 * H, H) + 4 * heads * rows + lin(H, H) + lin(I, H) + lin(H, I);
+  // int8: the MLP output projection's asymmetric input codes also store colsum(Wq), float [H].
+  const asymColSum = precision === "int8" ? 4 * H : 0;
+  const perLayer =
+    4 * 4 * H + lin(3 * H, H) + 4 * heads * rows + lin(H, H) + lin(I, H) + lin(H, I) + asymColSum;
   const embeddings = 4 * (H * C * P * P + H + H);
   const head = 4 * 2 * H + lin(L, H);
   // One relative_position_index [T, T] int64 per stage with encoder layers.
