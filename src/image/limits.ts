@@ -25,6 +25,17 @@ export interface ImageLimits {
    * their worst case is bounded by `maxPixels` instead.
    */
   maxDecodeMs: number;
+  /**
+   * Most chunks in a PNG or WebP file (IDAT and every other chunk; a WebP animation frame is one).
+   * Counted from the chunk headers before decoding, so a file of a million tiny chunks is refused cheaply.
+   */
+  maxChunks: number;
+  /**
+   * Most scans (SOS markers) in a JPEG, counted before decoding: each scan of a progressive JPEG makes
+   * the decoder pass over every coefficient block again, so scans multiply the decode time (libjpeg's
+   * tools cap them the same way). Ordinary progressive JPEGs have about 10.
+   */
+  maxScans: number;
 }
 
 /**
@@ -43,6 +54,8 @@ export const DEFAULT_LIMITS: Readonly<ImageLimits> = Object.freeze({
   maxPixels: 16_777_216,
   maxDecodeBytes: 104 * 1024 * 1024,
   maxDecodeMs: 10_000,
+  maxChunks: 65_536,
+  maxScans: 100,
 });
 
 /** What {@link estimateDecodeBytes} needs from the header. */
