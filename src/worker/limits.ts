@@ -4,6 +4,7 @@
  * defaults, plus a body reader that enforces the byte limit while it reads.
  */
 import { AppError } from "../shared/errors.ts";
+import { echo } from "../shared/url-policy.ts";
 import type { GatewayEnv } from "./env.ts";
 
 export const DEFAULT_DEADLINE_MS = 60_000;
@@ -58,7 +59,7 @@ export class Deadline {
       throw new AppError(
         "invalid-parameter",
         422,
-        `${DEADLINE_HEADER} must be a positive integer number of milliseconds, got ${JSON.stringify(raw)}.`,
+        `${DEADLINE_HEADER} must be a positive integer number of milliseconds, got ${echo(raw, 40)}.`,
       );
     return new Deadline(Math.min(n, limits.deadlineMs));
   }
