@@ -146,7 +146,6 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
         maxBodyBytes: limits.maxBodyBytes,
         maxBatch: limits.maxBatch,
         urlFetch: { policy: { allowLoopback: limits.allowLoopbackFetch } },
-        keepAlive: keepAliveOf(c),
       }),
     );
     // One version for the whole request: every stage call below carries it.

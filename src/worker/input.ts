@@ -34,8 +34,6 @@ export interface InputOptions {
   /** Largest image fetched from one URL (default: the image path's encoded-image limit, 20 MiB). */
   maxUrlBytes?: number;
   urlFetch?: Partial<UrlFetchOptions>;
-  /** The request's waitUntil: a body refused unread is drained (discarded) after the answer is sent. */
-  keepAlive?: (p: Promise<unknown>) => void;
 }
 
 function badRequest(code: string, detail: string): AppError {
@@ -87,7 +85,7 @@ export async function readClassifyInput(req: Request, opts: InputOptions): Promi
   const raw = type === "" || type.startsWith("image/") || type === "application/octet-stream";
   // The type is judged before a byte of the body is read.
   if (!json && !multipart && !raw) {
-    discard(req.body, opts.maxBodyBytes, opts.keepAlive);
+    await discard(req.body, opts.maxBodyBytes);
     throw new AppError(
       "unsupported-media-type",
       415,
@@ -104,32 +102,23 @@ export async function readClassifyInput(req: Request, opts: InputOptions): Promi
 }
 
 /**
- * Reads and drops up to `max` bytes of a body refused unread, after the answer has gone out, so
- * that a client still uploading gets to read the error instead of a reset connection; past `max`
- * (or without a waitUntil) the body is cancelled. Nothing is kept in memory.
+ * Reads and drops up to `max` bytes of a body refused for its Content-Type (nothing is kept in
+ * memory), so that a client still uploading gets to read the error instead of a reset connection
+ * (workerd cannot read a request body after the response); past `max` the body is cancelled.
  */
-function discard(
-  body: ReadableStream<Uint8Array> | null,
-  max: number,
-  keepAlive?: (p: Promise<unknown>) => void,
-): void {
+async function discard(body: ReadableStream<Uint8Array> | null, max: number): Promise<void> {
   if (!body) return;
-  if (!keepAlive) {
-    body.cancel().catch(() => undefined);
-    return;
-  }
   const reader = body.getReader();
-  keepAlive(
-    (async () => {
-      let seen = 0;
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) return;
-        seen += value.byteLength;
-        if (seen > max) return reader.cancel();
-      }
-    })().catch(() => undefined),
-  );
+  try {
+    for (let seen = 0; ; ) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      seen += value.byteLength;
+      if (seen > max) return await reader.cancel();
+    }
+  } catch {
+    // a client that went away: nothing to answer
+  }
 }
 
 /**
