@@ -93,6 +93,12 @@ export async function readClassifyInput(req: Request, opts: InputOptions): Promi
     );
   }
   const boundary = multipart ? multipartBoundary(req.headers.get("content-type")!) : "";
+  const declared = Number(req.headers.get("content-length") ?? Number.NaN);
+  if (declared > opts.maxBodyBytes && declared <= 2 * opts.maxBodyBytes) {
+    // Refused from Content-Length alone: dropped as it streams first (see discard), then the 413.
+    await discard(req.body, 2 * opts.maxBodyBytes);
+    await readBounded(null, String(declared), opts.maxBodyBytes);
+  }
   const body = await readBounded(req.body, req.headers.get("content-length"), opts.maxBodyBytes);
   if (json) return fromJson(body, opts);
   if (multipart) return fromMultipart(body, req.headers.get("content-type")!, boundary, opts);
