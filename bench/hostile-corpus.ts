@@ -483,9 +483,9 @@ async function main(): Promise<void> {
       let n = 0;
       await Promise.all(
         Array.from({ length: clients }, async (_, c) => {
-          for (let i = 0; Date.now() < end; i++) {
+          for (let i = 0, h = c; Date.now() < end; i++) {
             const isValid = (i + c) % 4 !== 0;
-            const init = isValid ? validInputs[i % validInputs.length] : prepared[(i + c) % prepared.length];
+            const init = isValid ? validInputs[i % validInputs.length] : prepared[h++ % prepared.length];
             try {
               const o = await send(svc!.url, init, 60_000);
               n++;
@@ -499,6 +499,10 @@ async function main(): Promise<void> {
         }),
       );
       clearInterval(sampler);
+      if ([...statuses.keys()].some((k) => k.includes("not ours")))
+        process.stderr.write(
+          `answers not from the service; wrangler dev said:\n${svc.output().slice(-4000)}\n`,
+        );
       const health = await send(svc.url, { method: "GET", path: "/healthz" });
       log(`## Load: ${clients} clients x ${seconds} s, 3 of 4 requests valid\n`);
       log(`${n} requests, ${connErrors} connection errors. Answers:\n`);
@@ -508,7 +512,10 @@ async function main(): Promise<void> {
       const q = Math.max(1, Math.floor(rss.length / 4));
       const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length / MiB;
       log(
-        `\nvalid 200s: p50 ${pct(validMs, 50).toFixed(0)} ms, p95 ${pct(validMs, 95).toFixed(0)} ms (n=${validMs.length}). workerd RSS: first quarter mean ${mean(rss.slice(0, q)).toFixed(0)} MiB, last quarter ${mean(rss.slice(-q)).toFixed(0)} MiB, max ${(Math.max(...rss) / MiB).toFixed(0)} MiB. /healthz afterwards ${health.status}.\n`,
+        `\nvalid 200s: p50 ${pct(validMs, 50).toFixed(0)} ms, p95 ${pct(validMs, 95).toFixed(0)} ms (n=${validMs.length}). workerd RSS: first quarter mean ${mean(rss.slice(0, q)).toFixed(0)} MiB, last quarter ${mean(rss.slice(-q)).toFixed(0)} MiB, max ${(Math.max(...rss) / MiB).toFixed(0)} MiB; every 10 s: ${rss
+          .filter((_, i) => i % 10 === 0)
+          .map((r) => (r / MiB).toFixed(0))
+          .join(", ")} MiB. /healthz afterwards ${health.status}.\n`,
       );
     }
   } catch (e) {
