@@ -7,7 +7,7 @@ import { constants, deflateSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
 import { AppError } from "../shared/errors.ts";
 import { mulberry32 } from "../shared/random.ts";
-import { inflateZlibInto } from "./inflate.ts";
+import { inflateZlibInto, MAX_DYNAMIC_BLOCKS } from "./inflate.ts";
 
 function sample(n: number, seed: number, kind: "random" | "text" | "runs"): Uint8Array {
   const rand = mulberry32(seed);
@@ -69,6 +69,74 @@ describe("inflateZlibInto", () => {
         expect(e).toBeInstanceOf(AppError);
         expect((e as AppError).code).toBe("undecodable-image");
       }
+    }
+  });
+});
+
+/** A zlib stream of `n` dynamic-Huffman blocks, each holding one "A" (built bit by bit). */
+function zlibTinyBlocks(n: number): Uint8Array {
+  const bytes: number[] = [0x78, 0x01];
+  let acc = 0;
+  let nbits = 0;
+  const put = (value: number, count: number) => {
+    for (let i = 0; i < count; i++) {
+      acc |= ((value >> i) & 1) << nbits;
+      if (++nbits === 8) {
+        bytes.push(acc);
+        acc = 0;
+        nbits = 0;
+      }
+    }
+  };
+  const code = (value: number, len: number) => {
+    for (let i = len - 1; i >= 0; i--) put((value >> i) & 1, 1);
+  };
+  // Code length code: 18 -> "0", 0 -> "10", 1 -> "11". Literal/length code: 65 -> "0", 256 -> "1".
+  const clLens: Record<number, number> = { 18: 1, 0: 2, 1: 2 };
+  const order = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1];
+  for (let b = 0; b < n; b++) {
+    put(b === n - 1 ? 1 : 0, 1);
+    put(2, 2);
+    put(0, 5); // HLIT: 257
+    put(0, 5); // HDIST: 1
+    put(order.length - 4, 4);
+    for (const sym of order) put(clLens[sym] ?? 0, 3);
+    code(0, 1); // 18: 65 zeros
+    put(65 - 11, 7);
+    code(3, 2); // 1: literal 65
+    code(0, 1); // 18: 138 zeros
+    put(127, 7);
+    code(0, 1); // 18: 52 zeros
+    put(52 - 11, 7);
+    code(3, 2); // 1: end of block
+    code(2, 2); // 0: the one distance code unused
+    code(0, 1); // literal "A"
+    code(1, 1); // end of block
+  }
+  if (nbits) bytes.push(acc);
+  let a = 1;
+  let s2 = 0;
+  for (let i = 0; i < n; i++) {
+    a = (a + 65) % 65521;
+    s2 = (s2 + a) % 65521;
+  }
+  const sum = ((s2 << 16) | a) >>> 0;
+  bytes.push(sum >>> 24, (sum >>> 16) & 255, (sum >>> 8) & 255, sum & 255);
+  return Uint8Array.from(bytes);
+}
+
+describe("inflateZlibInto work bound", () => {
+  it(`refuses a stream of more than ${MAX_DYNAMIC_BLOCKS} dynamic blocks (422): tiny blocks would cost seconds of table building`, () => {
+    const few = new Uint8Array(500);
+    inflateZlibInto([zlibTinyBlocks(500)], few);
+    expect(few.every((v) => v === 65)).toBe(true);
+    const many = MAX_DYNAMIC_BLOCKS + 10;
+    try {
+      inflateZlibInto([zlibTinyBlocks(many)], new Uint8Array(many));
+      throw new Error("expected a refusal");
+    } catch (e) {
+      expect(e).toBeInstanceOf(AppError);
+      expect([(e as AppError).code, (e as AppError).status]).toEqual(["image-too-complex", 422]);
     }
   });
 });

@@ -10,10 +10,17 @@
  * long its codes are. When the buffer fills exactly at the end of the stream, the Adler-32 check
  * value is verified; when more data follows the image, it is not read.
  */
-import type { AppError } from "../shared/errors.ts";
+import { AppError } from "../shared/errors.ts";
 import { undecodable } from "./errors.ts";
 
 const corrupt = (what: string): AppError => undecodable("png", `zlib data is corrupt: ${what}`);
+
+/**
+ * Most deflate blocks with their own Huffman tables (dynamic blocks) in one stream. Each costs a few
+ * thousand table entries to build however little it holds, so a stream of tiny blocks would cost far
+ * more than its size suggests; encoders write one per 16-64 KiB or so (a 20 MiB PNG: ~1,000).
+ */
+export const MAX_DYNAMIC_BLOCKS = 16_384;
 
 const LENGTH_BASE = [
   3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195,
@@ -190,6 +197,7 @@ export function inflateZlibInto(parts: readonly Uint8Array[], out: Uint8Array): 
     if ((cmf & 15) !== 8 || cmf >> 4 > 7 || ((cmf << 8) | flg) % 31 !== 0) throw corrupt("bad zlib header");
     if (flg & 0x20) throw corrupt("preset dictionary");
     let final = false;
+    let dynamicBlocks = 0;
     while (!final && o < n) {
       final = r.bits(1) === 1;
       const type = r.bits(2);
@@ -204,8 +212,16 @@ export function inflateZlibInto(parts: readonly Uint8Array[], out: Uint8Array): 
       let lit: Huffman;
       let dist: Huffman;
       if (type === 1) [lit, dist] = fixedCodes();
-      else if (type === 2) [lit, dist] = dynamicCodes(r);
-      else throw corrupt("reserved block type");
+      else if (type === 2) {
+        if (++dynamicBlocks > MAX_DYNAMIC_BLOCKS)
+          throw new AppError(
+            "image-too-complex",
+            422,
+            `The PNG's compressed data has more than ${MAX_DYNAMIC_BLOCKS} deflate blocks with their own code tables; re-save it with a common encoder.`,
+            { limit: "maxDynamicBlocks", max: MAX_DYNAMIC_BLOCKS },
+          );
+        [lit, dist] = dynamicCodes(r);
+      } else throw corrupt("reserved block type");
       const litFast = lit.fast;
       const distFast = dist.fast;
       // The hot loop keeps the bit buffer in locals and refills from the current view inline while
