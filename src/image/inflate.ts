@@ -111,7 +111,7 @@ function adler32(b: Uint8Array): number {
 const END_OF_INPUT = Symbol("end of input");
 
 /**
- * Bit reader over a list of views. The bit buffer holds up to 32 bits, least significant first; the
+ * Bit reader over a list of views. The bit buffer holds up to 24 bits, least significant first; the
  * hot loop in {@link inflateZlibInto} works on the same fields (no closures: bundlers wrap them).
  */
 class BitReader {
@@ -123,16 +123,19 @@ class BitReader {
   constructor(readonly parts: readonly Uint8Array[]) {
     this.cur = parts[0] ?? new Uint8Array(0);
   }
-  /** Tops the buffer up to at least 25 bits while input lasts; false when it has run out. */
+  /**
+   * Tops the buffer up to at least 17 bits while input lasts (at most 24, so it stays a small
+   * integer for V8, never a heap number); false when the input has run out.
+   */
   refill(): boolean {
-    while (this.count <= 24) {
+    while (this.count <= 16) {
       if (this.pos >= this.cur.length) {
         if (this.part + 1 >= this.parts.length) return false;
         this.cur = this.parts[++this.part];
         this.pos = 0;
         continue;
       }
-      this.buf = (this.buf | (this.cur[this.pos++] << this.count)) >>> 0;
+      this.buf |= this.cur[this.pos++] << this.count;
       this.count += 8;
     }
     return true;
@@ -141,7 +144,7 @@ class BitReader {
     if (n === 0) return 0;
     if (this.count < n && !this.refill() && this.count < n) throw END_OF_INPUT;
     const v = this.buf & ((1 << n) - 1);
-    this.buf >>>= n;
+    this.buf >>= n;
     this.count -= n;
     return v;
   }
@@ -157,7 +160,7 @@ class BitReader {
     if (this.count < FAST_BITS) this.refill();
     const e = h.fast[this.buf & FAST_MASK];
     if (e >= 0 && (e & 15) <= this.count) {
-      this.buf >>>= e & 15;
+      this.buf >>= e & 15;
       this.count -= e & 15;
       return e >> 4;
     }
@@ -245,8 +248,8 @@ export function inflateZlibInto(parts: readonly Uint8Array[], out: Uint8Array): 
         }
         if (cnt < 15) {
           if (pos + 4 <= cur.length) {
-            while (cnt <= 24) {
-              buf = (buf | (cur[pos++] << cnt)) >>> 0;
+            while (cnt <= 16) {
+              buf |= cur[pos++] << cnt;
               cnt += 8;
             }
           } else {
@@ -263,7 +266,7 @@ export function inflateZlibInto(parts: readonly Uint8Array[], out: Uint8Array): 
         let sym: number;
         const e = litFast[buf & FAST_MASK];
         if (e >= 0 && (e & 15) <= cnt) {
-          buf >>>= e & 15;
+          buf >>= e & 15;
           cnt -= e & 15;
           sym = e >> 4;
           if (sym < 256) {
@@ -301,7 +304,7 @@ export function inflateZlibInto(parts: readonly Uint8Array[], out: Uint8Array): 
         if (r.count < FAST_BITS) r.refill();
         const d = distFast[r.buf & FAST_MASK];
         if (d >= 0 && (d & 15) <= r.count) {
-          r.buf >>>= d & 15;
+          r.buf >>= d & 15;
           r.count -= d & 15;
           di = d >> 4;
         } else di = r.decode(dist);
