@@ -2,8 +2,10 @@
  * End to end over real HTTP: builds the tiny synthetic int8 model (several stages), publishes it into a
  * temporary local R2, starts the real `wrangler dev` (gateway + every stage Worker in one process, as
  * `npm start` does) on a free port, and calls it with plain fetch: a classification equal to what
- * onnxruntime-web in Node computes, and a problem+json error. Everything is bounded by timeouts
- * and the server is always stopped.
+ * onnxruntime-web in Node computes, and a problem+json error. The API key goes in the way `npm start`
+ * passes secrets (scripts/lib/dev-secrets.ts: `.dev.vars` beside the generated configs), so the
+ * test fails if wrangler stops reading it there. Everything is bounded by timeouts and the server
+ * is always stopped.
  */
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -26,6 +28,8 @@ let dir: string;
 let manifest: Manifest;
 let svc: RunningService | null = null;
 const png = testPng(64, 48, 5);
+const API_KEY = "e2e-secret-key";
+const bearer = { authorization: `Bearer ${API_KEY}` };
 
 async function expectedTop(k: number): Promise<{ label: string; score: number }[]> {
   const shards = join(dir, "shards");
@@ -62,6 +66,7 @@ beforeAll(async () => {
     port: await freePort(),
     configDir: join(dir, "configs"),
     prebundle: true,
+    secrets: { API_KEY },
     readyTimeoutMs: 150_000,
   });
 }, 240_000);
@@ -77,7 +82,7 @@ describe("wrangler dev end to end", () => {
     const res = await fetch(`${svc!.url}/v1/classify?top_k=3`, {
       method: "POST",
       body: png,
-      headers: { "content-type": "image/png" },
+      headers: { "content-type": "image/png", ...bearer },
       signal: AbortSignal.timeout(60_000),
     });
     expect(res.status).toBe(200);
@@ -86,11 +91,20 @@ describe("wrangler dev end to end", () => {
     expect(await res.json()).toEqual(await expectedTop(3));
   });
 
+  it("turns auth on from the secrets npm start writes: 401 without the key, open /healthz", async () => {
+    const res = await fetch(`${svc!.url}/v1/model`, { signal: AbortSignal.timeout(30_000) });
+    expect(res.status).toBe(401);
+    expect(((await res.json()) as { code: string }).code).toBe("unauthorized");
+    const health = await fetch(`${svc!.url}/healthz`, { signal: AbortSignal.timeout(30_000) });
+    expect(health.status).toBe(200);
+    await health.body?.cancel();
+  });
+
   it("answers bad input with application/problem+json", async () => {
     const res = await fetch(`${svc!.url}/v1/classify`, {
       method: "POST",
       body: "not an image",
-      headers: { "content-type": "text/plain" },
+      headers: { "content-type": "text/plain", ...bearer },
       signal: AbortSignal.timeout(30_000),
     });
     expect(res.status).toBe(415);

@@ -14,8 +14,9 @@ import type { PreprocessSpec } from "../shared/manifest.ts";
 import { checkBearer } from "./auth.ts";
 import type { GatewayEnv } from "./env.ts";
 import { homePage } from "./home-page.ts";
-import { readClassifyInput, resolveExifTranspose, resolveTopK } from "./input.ts";
+import { readClassifyInput, resolveExifTranspose, resolveTopK, withCurlHint } from "./input.ts";
 import { Deadline, limitsFrom } from "./limits.ts";
+import { routeMethods } from "./methods.ts";
 import { activeModel, type ModelView, modelHeaders } from "./model-state.ts";
 import { openApiDocument } from "./openapi.ts";
 import { problemResponse, toAppError } from "./problem.ts";
@@ -70,15 +71,30 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
     if (e.code === "internal-error") console.error("unhandled error", c.req.method, c.req.path, err);
     return problemResponse(e);
   });
-  app.notFound((c) =>
-    problemResponse(
+  // 405 + Allow (OPTIONS: 204 + Allow) for a known path and another method, from the app's routes.
+  const methodsOf = routeMethods(app);
+  app.notFound((c) => {
+    const allow = methodsOf(c.req.path);
+    if (allow.length === 0)
+      return problemResponse(
+        new AppError(
+          "not-found",
+          404,
+          `No route for ${c.req.method} ${c.req.path}. See /openapi.json for the API.`,
+        ),
+      );
+    if (c.req.method === "OPTIONS")
+      return new Response(null, { status: 204, headers: { allow: allow.join(", ") } });
+    return problemResponse(
       new AppError(
-        "not-found",
-        404,
-        `No route for ${c.req.method} ${c.req.path}. See /openapi.json for the API.`,
+        "method-not-allowed",
+        405,
+        `${c.req.method} is not allowed on ${c.req.path}; it answers ${allow.join(", ")}. See /openapi.json for the API.`,
+        { allow },
       ),
-    ),
-  );
+      { allow: allow.join(", ") },
+    );
+  });
 
   app.use("/v1/*", async (c, next) => {
     await checkBearer(c.req.header("authorization") ?? null, c.env.API_KEY);
@@ -163,9 +179,11 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
     const results: Prediction[][] = [];
     for (const image of input.images) {
       const t0 = Date.now();
-      const { pixels } = await deadline.race(
-        options.decode(image, model.manifest.preprocess, { exifTranspose }),
-      );
+      const { pixels } = await deadline
+        .race(options.decode(image, model.manifest.preprocess, { exifTranspose }))
+        .catch((e: unknown) => {
+          throw withCurlHint(e, image);
+        });
       decodeMs += Date.now() - t0;
       const reports = await warm;
       // Loads this request caused (or waited on), with where each stage's shard came from.

@@ -86,8 +86,28 @@ export async function readClassifyInput(req: Request, opts: InputOptions): Promi
   throw new AppError(
     "unsupported-media-type",
     415,
-    `Content-Type ${type} is not accepted. Send image bytes (image/* or application/octet-stream), multipart/form-data with a file field, or application/json.`,
+    `Content-Type ${type} is not accepted. Send image bytes (image/* or application/octet-stream), multipart/form-data with a file field, or application/json.${type === "application/x-www-form-urlencoded" ? ` ${CURL_DATA_HINT}` : ""}`,
   );
+}
+
+/** What to say when a body looks like `curl -d @file` sent it. */
+export const CURL_DATA_HINT =
+  "This looks like `curl -d`/`--data`, which sends a file as a form and strips its newline bytes: send files with `curl --data-binary @photo.jpg -H 'content-type: image/jpeg'`.";
+
+/**
+ * True when `bytes` look like a binary file with its CR and LF bytes stripped, as `curl -d @file`
+ * does: at least 1 KiB without a single 0x0A or 0x0D. A real image of that size lacks both with
+ * probability (254/256)^1024, about 3e-4, and only undecodable bodies are checked.
+ */
+export function looksNewlineStripped(bytes: Uint8Array): boolean {
+  return bytes.byteLength >= 1024 && !bytes.includes(0x0a) && !bytes.includes(0x0d);
+}
+
+/** Adds the `--data-binary` hint to an undecodable-image error for a newline-stripped body. */
+export function withCurlHint(err: unknown, bytes: Uint8Array): unknown {
+  if (!(err instanceof AppError) || err.code !== "undecodable-image" || !looksNewlineStripped(bytes))
+    return err;
+  return new AppError(err.code, err.status, `${err.detail} ${CURL_DATA_HINT}`, err.extra);
 }
 
 async function fromMultipart(
