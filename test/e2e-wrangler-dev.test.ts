@@ -7,26 +7,20 @@
  * test fails if wrangler stops reading it there. Everything is bounded by timeouts and the server
  * is always stopped.
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildShards } from "../model-shards/build.ts";
-import { loadCheckpoint } from "../model-shards/checkpoint/index.ts";
-import { synthesize, writeCheckpoint } from "../model-shards/checkpoint/synth.ts";
-import { publishLocal } from "../scripts/lib/local-r2.ts";
-import { freePort, type RunningService, serveLocal } from "../scripts/lib/serve.ts";
 import { initNodeCodecs } from "../src/image/codecs-node.ts";
 import { imageToPixelValues } from "../src/image/index.ts";
 import { createStageSession, initOrt } from "../src/inference/ort.ts";
 import { topK } from "../src/inference/pipeline.ts";
 import type { Manifest } from "../src/shared/manifest.ts";
 import { testPng } from "./helpers/png.ts";
+import { startTinyService, type TinyService } from "./helpers/tiny-service.ts";
 
-const root = resolve(import.meta.dirname, "..");
 let dir: string;
 let manifest: Manifest;
-let svc: RunningService | null = null;
+let svc: TinyService | null = null;
 const png = testPng(64, 48, 5);
 const API_KEY = "e2e-secret-key";
 const bearer = { authorization: `Bearer ${API_KEY}` };
@@ -51,29 +45,13 @@ async function expectedTop(k: number): Promise<{ label: string; score: number }[
 }
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), "beit-edge-e2e-"));
-  await writeCheckpoint(join(dir, "ck"), synthesize({ size: "tiny", seed: 11 }), "safetensors");
-  manifest = await buildShards(await loadCheckpoint(join(dir, "ck")), {
-    outDir: join(dir, "shards"),
-    precision: "int8",
-    stageBudgetBytes: 32_000_000,
-  });
-  await publishLocal(join(dir, "shards"), join(dir, "state"));
-  svc = await serveLocal({
-    root,
-    stages: manifest.stages.length,
-    persistTo: join(dir, "state"),
-    port: await freePort(),
-    configDir: join(dir, "configs"),
-    prebundle: true,
-    secrets: { API_KEY },
-    readyTimeoutMs: 150_000,
-  });
+  svc = await startTinyService({ seed: 11, secrets: { API_KEY } });
+  dir = svc.dir;
+  manifest = svc.manifest;
 }, 240_000);
 
 afterAll(async () => {
   await svc?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
 }, 30_000);
 
 describe("wrangler dev end to end", () => {

@@ -238,8 +238,31 @@ describe("errors are problem+json with stable types", () => {
     await expectProblem(res, 504, "deadline-exceeded");
   });
 
-  it("404 for unknown routes", async () => {
+  it("404 for unknown routes, 405 with Allow for a known route and another method", async () => {
     await expectProblem(await SELF.fetch(`${URL_BASE}/v2/nothing`), 404, "not-found");
+    const res = await SELF.fetch(`${URL_BASE}/v1/classify`);
+    expect(res.headers.get("allow")).toBe("POST, OPTIONS");
+    await expectProblem(res, 405, "method-not-allowed");
+  });
+
+  it("hints at --data-binary when the body is an image with its newline bytes stripped (curl -d)", async () => {
+    const strip = (b: Uint8Array) => b.filter((x) => x !== 0x0a && x !== 0x0d);
+    const jpeg = strip(fromBase64(fx.images.exifRotated));
+    const a = await expectProblem(
+      await classify(jpeg, { headers: { "content-type": "image/jpeg" } }),
+      400,
+      "undecodable-image",
+    );
+    expect(a.detail).toContain("--data-binary");
+    const b = await expectProblem(
+      await classify(strip(fromBase64(fx.images.square))),
+      415,
+      "unsupported-format",
+    );
+    expect(b.detail).toContain("--data-binary");
+    // An intact image that fails to decode gets no such hint.
+    const truncated = await classify(fromBase64(fx.images.square).slice(0, 2000));
+    expect(((await truncated.json()) as { detail: string }).detail).not.toContain("--data-binary");
   });
 });
 

@@ -5,7 +5,8 @@
  * top-k labels. It never holds model weights. Every error leaves as application/problem+json.
  *
  * Routes: POST /v1/classify, GET /v1/labels, GET /v1/model, GET /v1/status, GET /healthz,
- * GET /openapi.json, GET / (a drop-an-image page).
+ * GET /openapi.json, GET / (a drop-an-image page), GET /favicon.ico. A known path asked with
+ * another method answers 405 with `Allow` (src/worker/methods.ts, derived from the routes).
  */
 import { type Context, Hono } from "hono";
 import { topK } from "../inference/pipeline.ts";
@@ -13,7 +14,7 @@ import { AppError } from "../shared/errors.ts";
 import type { PreprocessSpec } from "../shared/manifest.ts";
 import { checkBearer } from "./auth.ts";
 import type { GatewayEnv } from "./env.ts";
-import { homePage } from "./home-page.ts";
+import { FAVICON_SVG, homePage } from "./home-page.ts";
 import { readClassifyInput, resolveExifTranspose, resolveTopK, withCurlHint } from "./input.ts";
 import { Deadline, limitsFrom } from "./limits.ts";
 import { routeMethods } from "./methods.ts";
@@ -40,6 +41,8 @@ export interface Prediction {
 }
 
 type AppEnv = { Bindings: GatewayEnv };
+
+const FAVICON_HEADERS = { "content-type": "image/svg+xml", "cache-control": "public, max-age=86400" };
 
 /** The request's waitUntil, or a no-op where there is no execution context (app.request in tests). */
 function keepAliveOf(c: Context<AppEnv>): (p: Promise<unknown>) => void {
@@ -102,7 +105,9 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   });
 
   app.get("/", (c) => c.html(homePage(Boolean(c.env.API_KEY))));
-  app.get("/openapi.json", (c) => c.json(openApiDocument(new URL(c.req.url).origin)));
+  app.get("/favicon.ico", () => new Response(FAVICON_SVG, { headers: FAVICON_HEADERS }));
+  // Relative `servers` ("/"): the Host header is never reflected into the document.
+  app.get("/openapi.json", (c) => c.json(openApiDocument()));
 
   app.get("/healthz", async (c) => {
     const model = await activeModel(c.env, keepAliveOf(c));

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { AppError } from "../shared/errors.ts";
-import { decodeBase64, readClassifyInput, resolveTopK } from "./input.ts";
+import { decodeBase64, readClassifyInput, resolveTopK, withCurlHint } from "./input.ts";
 import { Deadline, readBounded } from "./limits.ts";
 import { fetchImage } from "./url-fetch.ts";
 
@@ -152,5 +152,29 @@ describe("fetchImage", () => {
       413,
     ]);
     expect(await code(fetchImage("gopher://a.test/x", { maxBytes: 100 }))).toEqual(["invalid-url", 422]);
+  });
+});
+
+describe("curl -d hints", () => {
+  it("names --data-binary for a form-encoded body (curl -d's default type)", async () => {
+    const req = new Request("http://x/v1/classify", {
+      method: "POST",
+      body: "abc",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+    });
+    const err = await readClassifyInput(req, opts).catch((e: AppError) => e);
+    expect(err).toMatchObject({ code: "unsupported-media-type", status: 415 });
+    expect((err as AppError).detail).toContain("--data-binary");
+  });
+  it("adds the hint only to decode errors of newline-free bodies of 1 KiB or more", () => {
+    const bad = new AppError("undecodable-image", 400, "bad header.");
+    const flat = new Uint8Array(1024).fill(7);
+    expect((withCurlHint(bad, flat) as AppError).detail).toContain("--data-binary");
+    expect(withCurlHint(bad, flat.slice(0, 1023))).toBe(bad);
+    const withLf = flat.slice();
+    withLf[500] = 0x0a;
+    expect(withCurlHint(bad, withLf)).toBe(bad);
+    const other = new AppError("image-too-large", 413, "too big");
+    expect(withCurlHint(other, flat)).toBe(other);
   });
 });

@@ -103,10 +103,14 @@ export function looksNewlineStripped(bytes: Uint8Array): boolean {
   return bytes.byteLength >= 1024 && !bytes.includes(0x0a) && !bytes.includes(0x0d);
 }
 
-/** Adds the `--data-binary` hint to an undecodable-image error for a newline-stripped body. */
+/**
+ * Adds the `--data-binary` hint to an undecodable-image or unsupported-format error (a PNG loses
+ * its signature's CR LF, so it is no longer recognised) for a newline-stripped body.
+ */
 export function withCurlHint(err: unknown, bytes: Uint8Array): unknown {
-  if (!(err instanceof AppError) || err.code !== "undecodable-image" || !looksNewlineStripped(bytes))
+  if (!(err instanceof AppError) || !["undecodable-image", "unsupported-format"].includes(err.code))
     return err;
+  if (!looksNewlineStripped(bytes)) return err;
   return new AppError(err.code, err.status, `${err.detail} ${CURL_DATA_HINT}`, err.extra);
 }
 

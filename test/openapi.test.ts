@@ -1,0 +1,90 @@
+/**
+ * The served OpenAPI document (GET /openapi.json through the gateway app itself) is valid
+ * OpenAPI 3.1 in two independent validators, and agrees with the app: every route the app
+ * registers is documented and every documented route is registered. The route list comes from
+ * the Hono app (src/worker/methods.ts), so routes other modules add are checked too.
+ */
+import SwaggerParser from "@apidevtools/swagger-parser";
+import { compileErrors, validate as readmeValidate } from "@readme/openapi-parser";
+import { describe, expect, it } from "vitest";
+import { createApp } from "../src/worker/app.ts";
+import { listRoutes } from "../src/worker/methods.ts";
+
+type Doc = {
+  openapi: string;
+  servers: { url: string }[];
+  paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;
+  components: { schemas: Record<string, unknown>; responses: Record<string, { headers?: object }> };
+};
+
+const app = createApp({
+  decode: () => Promise.reject(new Error("no decoding in this test")),
+});
+
+async function served(host = "beit-edge.example"): Promise<Doc> {
+  const res = await app.request(`http://${host}/openapi.json`, { headers: { host } }, {});
+  expect(res.status).toBe(200);
+  return (await res.json()) as Doc;
+}
+
+/** Hono's `/v1/jobs/:id` is OpenAPI's `/v1/jobs/{id}`. */
+const toOpenApiPath = (p: string) => p.replace(/:(\w+)(\{[^}]*\})?/g, "{$1}");
+
+describe("GET /openapi.json", () => {
+  it("is valid OpenAPI 3.1 for @apidevtools/swagger-parser and @readme/openapi-parser", async () => {
+    const doc = await served();
+    expect(doc.openapi).toBe("3.1.0");
+    await expect(SwaggerParser.validate(structuredClone(doc) as never)).resolves.toBeTruthy();
+    const result = await readmeValidate(structuredClone(doc) as never);
+    expect(result.valid, result.valid ? "" : compileErrors(result)).toBe(true);
+  });
+
+  it("documents exactly the routes the app serves, with the shared error responses", async () => {
+    const doc = await served();
+    const documented = Object.entries(doc.paths)
+      .flatMap(([p, item]) => Object.keys(item).map((m) => `${m.toUpperCase()} ${p}`))
+      .sort();
+    const served_ = listRoutes(app)
+      .map((r) => `${r.method} ${toOpenApiPath(r.path)}`)
+      .sort();
+    expect(documented).toEqual(served_);
+    for (const [p, item] of Object.entries(doc.paths))
+      for (const [m, op] of Object.entries(item)) {
+        expect(op.responses, `${m} ${p}`).toHaveProperty("405");
+        expect(op.responses, `${m} ${p}`).toHaveProperty("500");
+        if (p.startsWith("/v1/")) expect(op.responses, `${m} ${p}`).toHaveProperty("401");
+      }
+    expect(doc.components.schemas).toHaveProperty("Problem");
+    expect(doc.components.responses.Unavailable.headers).toHaveProperty("retry-after");
+    expect(doc.components.responses.MethodNotAllowed.headers).toHaveProperty("allow");
+  });
+
+  it("never reflects the Host header into servers", async () => {
+    const doc = await served("evil.example");
+    expect(JSON.stringify(doc)).not.toContain("evil.example");
+    expect(doc.servers).toEqual([expect.objectContaining({ url: "/" })]);
+  });
+});
+
+describe("methods", () => {
+  it("answers 405 with Allow for a known path and another method, OPTIONS with 204, else 404", async () => {
+    const get = await app.request("/v1/classify", { method: "GET" }, {});
+    expect(get.status).toBe(405);
+    expect(get.headers.get("allow")).toBe("POST, OPTIONS");
+    expect(get.headers.get("content-type")).toBe("application/problem+json");
+    expect(await get.json()).toMatchObject({ code: "method-not-allowed", allow: ["POST", "OPTIONS"] });
+    const del = await app.request("/openapi.json", { method: "DELETE" }, {});
+    expect(del.status).toBe(405);
+    expect(del.headers.get("allow")).toBe("GET, HEAD, OPTIONS");
+    const opt = await app.request("/v1/model", { method: "OPTIONS" }, {});
+    expect(opt.status).toBe(204);
+    expect(opt.headers.get("allow")).toBe("GET, HEAD, OPTIONS");
+    expect((await app.request("/v1/nope", { method: "GET" }, {})).status).toBe(404);
+    // A route added later is covered without any list to update.
+    const later = createApp({ decode: () => Promise.reject(new Error("unused")) });
+    later.delete("/v1/things/:id", (c) => c.body(null, 204));
+    const put = await later.request("/v1/things/42", { method: "PUT" }, {});
+    expect(put.status).toBe(405);
+    expect(put.headers.get("allow")).toBe("DELETE, OPTIONS");
+  });
+});
