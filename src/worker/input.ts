@@ -92,25 +92,37 @@ export async function readClassifyInput(req: Request, opts: InputOptions): Promi
 
 /** What to say when a body looks like `curl -d @file` sent it. */
 export const CURL_DATA_HINT =
-  "This looks like `curl -d`/`--data`, which sends a file as a form and strips its newline bytes: send files with `curl --data-binary @photo.jpg -H 'content-type: image/jpeg'`.";
+  "This looks like `curl -d`/`--data`, which sends a file as form text, dropping its newline and NUL bytes: send files with `curl --data-binary @photo.jpg -H 'content-type: image/jpeg'`.";
+
+/** How image files start (JPEG, PNG, GIF, RIFF/WebP); curl -d keeps these first bytes. */
+const IMAGE_PREFIXES = [
+  [0xff, 0xd8, 0xff],
+  [0x89, 0x50, 0x4e, 0x47],
+  [0x47, 0x49, 0x46, 0x38],
+  [0x52, 0x49, 0x46, 0x46],
+];
 
 /**
- * True when `bytes` look like a binary file with its CR and LF bytes stripped, as `curl -d @file`
- * does: at least 1 KiB without a single 0x0A or 0x0D. A real image of that size lacks both with
- * probability (254/256)^1024, about 3e-4, and only undecodable bodies are checked.
+ * True when `bytes` look like a file sent with `curl -d @file`. curl reads such a file line by
+ * line as C strings: it drops every CR and LF and everything from a NUL byte to the end of that
+ * line (measured with curl 7.88: a 1098-byte JPEG arrives as 417 bytes). So the body has no 0x00,
+ * 0x0A or 0x0D byte at all, which real image files always have, and it starts with an image
+ * signature or is at least 1 KiB (a binary file without any of the three is improbable). Only
+ * bodies that failed to decode are checked, so a short text body gets no hint.
  */
-export function looksNewlineStripped(bytes: Uint8Array): boolean {
-  return bytes.byteLength >= 1024 && !bytes.includes(0x0a) && !bytes.includes(0x0d);
+export function looksCurlDataMangled(bytes: Uint8Array): boolean {
+  if (bytes.includes(0x00) || bytes.includes(0x0a) || bytes.includes(0x0d)) return false;
+  return bytes.byteLength >= 1024 || IMAGE_PREFIXES.some((p) => p.every((b, i) => bytes[i] === b));
 }
 
 /**
  * Adds the `--data-binary` hint to an undecodable-image or unsupported-format error (a PNG loses
- * its signature's CR LF, so it is no longer recognised) for a newline-stripped body.
+ * its signature's CR LF, so it is no longer recognised) for a body {@link looksCurlDataMangled}.
  */
 export function withCurlHint(err: unknown, bytes: Uint8Array): unknown {
   if (!(err instanceof AppError) || !["undecodable-image", "unsupported-format"].includes(err.code))
     return err;
-  if (!looksNewlineStripped(bytes)) return err;
+  if (!looksCurlDataMangled(bytes)) return err;
   return new AppError(err.code, err.status, `${err.detail} ${CURL_DATA_HINT}`, err.extra);
 }
 
