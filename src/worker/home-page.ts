@@ -27,7 +27,7 @@ body{font:16px system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1
 button{font:inherit;padding:.5rem 1rem;border-radius:6px;border:1px solid #335;background:#335;color:#fff;cursor:pointer}
 button:focus-visible,input:focus-visible{outline:3px solid #f90;outline-offset:2px}
 img{max-width:100%;max-height:16rem;margin-top:1rem}
-table{border-collapse:collapse;width:100%;margin-top:1rem}td{padding:.25rem .5rem;border-bottom:1px solid #ddd;overflow-wrap:anywhere}
+table{border-collapse:collapse;width:100%;margin-top:1rem}td{padding:.25rem .5rem;border-bottom:1px solid #ddd;overflow-wrap:anywhere}td:last-child{white-space:nowrap;text-align:right}
 .bar{background:#2a6;height:.6rem;border-radius:3px}#model,#timing{color:#444;font-size:.9rem}.err{color:#a00}
 .sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
 </style></head><body>
