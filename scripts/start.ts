@@ -27,7 +27,7 @@ import { AppError } from "../src/shared/errors.ts";
 import type { Manifest } from "../src/shared/manifest.ts";
 import { resolveDevSecrets } from "./lib/dev-secrets.ts";
 import { publishLocal } from "./lib/local-r2.ts";
-import { serveLocal } from "./lib/serve.ts";
+import { localLoopbackFetch, serveLocal } from "./lib/serve.ts";
 
 export const HUB_ID = "microsoft/beit-base-patch16-224-pt22k-ft22k";
 /** Stage budget of the tiny development model: one layer per stage, like the tests' model. */
@@ -174,7 +174,8 @@ async function main(): Promise<void> {
     return;
   }
   const secrets = await resolveDevSecrets(root);
-  const loopback = process.env.ALLOW_LOOPBACK_FETCH === "false" ? "false" : "true";
+  const loopback = localLoopbackFetch(process.env); // what serveLocal sets
+
   progress(
     `starting wrangler dev: gateway + ${manifest.stages.length} stage Worker(s) (${args.verbose ? "full output" : "start-up notices hidden; --verbose shows them"}) ...`,
   );
@@ -184,7 +185,6 @@ async function main(): Promise<void> {
     persistTo: args.persist,
     port: args.port,
     stdio: args.verbose ? "inherit" : "quiet",
-    vars: { ALLOW_LOOPBACK_FETCH: loopback },
     secrets: secrets.values,
     readyTimeoutMs: 300_000,
   });

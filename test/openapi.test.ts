@@ -2,13 +2,13 @@
  * The served OpenAPI document (GET /openapi.json through the gateway app itself) is valid
  * OpenAPI 3.1 in two independent validators, and agrees with the app: every route the app
  * registers is documented and every documented route is registered. The route list comes from
- * the Hono app (src/worker/methods.ts), so routes other modules add are checked too.
+ * the Hono app (src/edge/methods.ts), so routes other modules add are checked too.
  */
 import SwaggerParser from "@apidevtools/swagger-parser";
 import { compileErrors, validate as readmeValidate } from "@readme/openapi-parser";
 import { describe, expect, it } from "vitest";
-import { createApp } from "../src/worker/app.ts";
-import { listRoutes } from "../src/worker/methods.ts";
+import { listRoutes } from "../src/edge/methods.ts";
+import { createApp } from "../src/workers/gateway/app.ts";
 
 type Doc = {
   openapi: string;

@@ -19,7 +19,10 @@ export interface ServeOptions {
   port?: number;
   /** Where the generated configs go (default <root>/.wrangler/generated). */
   configDir?: string;
-  /** Extra gateway vars. */
+  /**
+   * Extra gateway vars. ALLOW_LOOPBACK_FETCH defaults to "true" here (local development: URL inputs
+   * may name http://localhost:...) unless the caller's environment says ALLOW_LOOPBACK_FETCH=false.
+   */
   vars?: Record<string, string>;
   /**
    * Secrets for the local Workers (from scripts/lib/dev-secrets.ts), written as `.dev.vars` beside
@@ -110,6 +113,15 @@ function pipeLines(from: NodeJS.ReadableStream, to: NodeJS.WritableStream, keep:
   });
 }
 
+/**
+ * ALLOW_LOOPBACK_FETCH for a local serve: "true" unless `env.ALLOW_LOOPBACK_FETCH` is "false"
+ * (or anything but "true"/unset, which is taken as a wish to refuse).
+ */
+export function localLoopbackFetch(env: Record<string, string | undefined>): "true" | "false" {
+  const v = env.ALLOW_LOOPBACK_FETCH?.trim().toLowerCase();
+  return v === undefined || v === "" || v === "true" || v === "1" ? "true" : "false";
+}
+
 /** A free TCP port on 127.0.0.1. */
 export async function freePort(): Promise<number> {
   return new Promise((res, rej) => {
@@ -125,7 +137,7 @@ export async function freePort(): Promise<number> {
 }
 
 /**
- * Bundles the gateway and the stage code once and points every config at the bundle
+ * Bundles each Worker kind's code once and points every config at its bundle
  * (`no_bundle`, wasm modules found next to it).
  */
 async function usePrebuiltBundles(root: string, configDir: string, configs: GeneratedConfigs): Promise<void> {
@@ -144,14 +156,17 @@ async function usePrebuiltBundles(root: string, configDir: string, configs: Gene
     if (!js) throw new Error(`wrangler produced no bundle for ${config}`);
     return join(out, js);
   };
-  const [gatewayMain, stageMain] = await Promise.all([
-    build(configs.gateway, join(configDir, "bundle-gateway")),
-    build(configs.stages[0], join(configDir, "bundle-stage")),
-  ]);
-  for (const [path, main] of [
-    [configs.gateway, gatewayMain],
-    ...configs.stages.map((c) => [c, stageMain] as const),
-  ] as const) {
+  // One bundle per Worker kind (the per-stage Workers share theirs).
+  const firstOfKind = new Map<string, string>();
+  for (const w of configs.workers) if (!firstOfKind.has(w.kind)) firstOfKind.set(w.kind, w.path);
+  const mains = new Map(
+    await Promise.all(
+      [...firstOfKind].map(
+        async ([kind, path]) => [kind, await build(path, join(configDir, `bundle-${kind}`))] as const,
+      ),
+    ),
+  );
+  for (const [path, main] of configs.workers.map((w) => [w.path, mains.get(w.kind)!] as const)) {
     const cfg = JSON.parse(await readFile(path, "utf8")) as Record<string, unknown>;
     Object.assign(cfg, { main, no_bundle: true, find_additional_modules: true, base_dir: dirname(main) });
     await writeFile(path, `${JSON.stringify(cfg, null, 2)}\n`);
@@ -167,7 +182,7 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
     root,
     outDir: configDir,
     stages: opts.stages,
-    vars: opts.vars,
+    vars: { ALLOW_LOOPBACK_FETCH: localLoopbackFetch(process.env), ...opts.vars },
   });
   await writeDevVars(configDir, opts.secrets ?? {});
   if (opts.prebundle) await usePrebuiltBundles(root, configDir, configs);
@@ -176,7 +191,7 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
     "dev",
     "-c",
     configs.gateway,
-    ...configs.stages.flatMap((c) => ["-c", c]),
+    ...configs.workers.filter((w) => w.path !== configs.gateway).flatMap((w) => ["-c", w.path]),
     "--port",
     String(port),
     "--ip",

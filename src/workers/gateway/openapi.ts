@@ -9,7 +9,7 @@
  * {@link errorResponses}; test/openapi.test.ts validates the served document with two validators
  * and fails when a route of the app is missing from it or a documented route does not exist.
  */
-import { PROBLEM_BASE } from "./problem.ts";
+import { PROBLEM_BASE } from "../../edge/problem.ts";
 
 type Json = Record<string, unknown>;
 const ref = (kind: "schemas" | "responses" | "headers", name: string) => ({
@@ -58,7 +58,7 @@ const ERRORS: Record<string, { name: string; description: string; codes: string[
   "422": {
     name: "UnprocessableContent",
     description: "A parameter, batch size or URL is not acceptable",
-    codes: ["invalid-parameter", "too-many-images", "invalid-url", "image-too-small"],
+    codes: ["invalid-parameter", "too-many-images", "invalid-url", "url-not-allowed", "image-too-small"],
   },
   "500": {
     name: "InternalError",
