@@ -12,7 +12,8 @@
 import { PROBLEM_BASE } from "../../edge/problem.ts";
 
 type Json = Record<string, unknown>;
-const ref = (kind: "schemas" | "responses" | "headers", name: string) => ({
+/** A `$ref` to a shared component (e.g. `ref("schemas", "Problem")`). */
+export const ref = (kind: "schemas" | "responses" | "headers", name: string) => ({
   $ref: `#/components/${kind}/${name}`,
 });
 
@@ -89,7 +90,7 @@ export function errorResponses(...statuses: (keyof typeof ERRORS)[]): Json {
 /** Responses of every model-backed /v1 route: auth, model availability, deadline. */
 const v1Errors = (...more: (keyof typeof ERRORS)[]) => errorResponses("401", "503", "504", ...more);
 /** Every /v1 operation may require the bearer key (only when API_KEY is set: hence the `{}`). */
-const v1Security = [{ bearer: [] }, {}];
+export const v1Security = [{ bearer: [] }, {}];
 
 function components(): Json {
   const responses: Json = {};
@@ -355,7 +356,8 @@ function get(operationId: string, summary: string, ok: Json, errors: Json, secur
     get: { operationId, summary, ...(security && { security }), responses: { "200": ok, ...errors } },
   };
 }
-const json = (schema: Json, description: string, headers?: Json) => ({
+/** A JSON response object. */
+export const json = (schema: Json, description: string, headers?: Json) => ({
   description,
   ...(headers && { headers }),
   content: { "application/json": { schema } },
