@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { parseDevVars, quoteDevVar, resolveDevSecrets, writeDevVars } from "./dev-secrets.ts";
+import { parseDevVars, quoteDevVar, resolveDevSecrets, SECRET_NAMES, writeDevVars } from "./dev-secrets.ts";
 import { wranglerNoiseFilter } from "./serve.ts";
 
 let dir: string;
@@ -25,6 +25,7 @@ describe("local secrets for npm start", () => {
     expect(env.values).toEqual({ API_KEY: "from-env", OTHER: "x" });
     expect(env.sources.API_KEY).toBe("environment");
     expect((await resolveDevSecrets(dir, { API_KEY: "" })).values).toEqual({ OTHER: "x" });
+    expect(SECRET_NAMES).toContain("API_KEY"); // from src/topology.ts
     // The list of names is the mechanism: a second secret works the same way.
     expect((await resolveDevSecrets(dir, { HOOK: "h" }, ["API_KEY", "HOOK"])).values.HOOK).toBe("h");
   });

@@ -3,7 +3,7 @@
  * Secrets for local runs (`npm start`, the e2e test): the one place that decides which secrets the
  * local Workers get and where they come from.
  *
- * - {@link SECRET_NAMES} lists the secrets the Workers read. Each may come from the environment
+ * - {@link SECRET_NAMES} lists the secrets the Workers read (from src/topology.ts). Each may come from the environment
  *   (`API_KEY=... npm start`) or from `.dev.vars` at the project root; the environment wins, and an
  *   empty value counts as unset (so `API_KEY= npm start` turns auth off despite `.dev.vars`).
  *   Every other `KEY=VALUE` line of the root `.dev.vars` is passed through too, as wrangler would.
@@ -12,13 +12,17 @@
  *   never from the project root, which is why a root `.dev.vars` alone did nothing. A run without
  *   secrets removes the file, so a secret from an earlier run never lingers.
  *
- * Adding a secret (e.g. WEBHOOK_SECRET) = one more name in {@link SECRET_NAMES}.
+ * Adding a secret (e.g. WEBHOOK_SECRET) = one more name in a Worker's `secrets` in src/topology.ts.
  */
 import { chmod, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { WORKERS } from "../../src/topology.ts";
 
-/** Secrets the Workers read; each can be set in the environment or in the root `.dev.vars`. */
-export const SECRET_NAMES: readonly string[] = ["API_KEY"];
+/**
+ * Secrets the Workers read (every `secrets` entry of src/topology.ts, e.g. API_KEY); each can be
+ * set in the environment or in the root `.dev.vars`.
+ */
+export const SECRET_NAMES: readonly string[] = [...new Set(WORKERS.flatMap((w) => w.secrets ?? []))];
 
 export interface DevSecrets {
   /** Name -> value of every secret to give the local Workers (non-empty values only). */
