@@ -48,10 +48,6 @@ export default defineConfig({
           exclude: ["**/*.workerd.test.ts", "**/node_modules/**"],
           testTimeout: 120_000,
           hookTimeout: 300_000,
-          // After the workerd project, not beside it: the Node project's end-to-end tests (wrangler
-          // dev, real deploys, chromium) would otherwise take the CPU the workerd tests' decode and
-          // deadline limits are timed against (a 224x224 PNG hit the 10 s decode limit that way).
-          sequence: { groupOrder: 1 },
         },
       },
       {
@@ -109,7 +105,6 @@ export default defineConfig({
           include: ["{src,test}/**/*.workerd.test.ts"],
           globalSetup: ["test/workerd/global-setup.ts"],
           fileParallelism: false,
-          sequence: { groupOrder: 0 },
           testTimeout: 120_000,
           hookTimeout: 300_000,
         },
