@@ -22,7 +22,7 @@ import type { GatewayEnv } from "../../edge/env.ts";
 import { Deadline } from "../../edge/limits.ts";
 import { routeMethods } from "../../edge/methods.ts";
 import { problemResponse, toAppError } from "../../edge/problem.ts";
-import { AppError, RETRY_AFTER_S } from "../../shared/errors.ts";
+import { AppError } from "../../shared/errors.ts";
 import { ISOLATE_LIMIT_BYTES } from "../../topology.ts";
 import { FAVICON_SVG, homePage } from "./home-page.ts";
 import { readClassifyInput, resolveExifTranspose, resolveTopK, withCurlHint } from "./input.ts";
@@ -107,18 +107,13 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   // Relative `servers` ("/"): the Host header is never reflected into the document.
   app.get("/openapi.json", (c) => c.json(openApiDocument()));
 
+  // 200 only when a classification can succeed now: the pointer and manifest load, every stage is
+  // reachable and holds the active version (a cold or evicted stage is warmed here, as the next
+  // classify would; a shard that cannot be loaded makes it a 503 with Retry-After).
   app.get("/healthz", async (c) => {
     const classifier = classifierOf(c, options);
     const model = await classifier.model();
-    const stages = await classifier.status(model);
-    const down = stages.filter((s) => !s.reachable);
-    if (down.length > 0)
-      throw new AppError(
-        "model-unavailable",
-        503,
-        `Stage(s) ${down.map((s) => s.index).join(", ")} are not reachable.`,
-        { retryAfter: RETRY_AFTER_S, stages },
-      );
+    const stages = await classifier.ready(model, new Deadline(configOf(c.env).limits.deadlineMs));
     return c.json(
       {
         status: "ok",

@@ -59,7 +59,15 @@ const ERRORS: Record<string, { name: string; description: string; codes: string[
   "422": {
     name: "UnprocessableContent",
     description: "A parameter, batch size or URL is not acceptable",
-    codes: ["invalid-parameter", "too-many-images", "invalid-url", "url-not-allowed", "image-too-small"],
+    codes: [
+      "invalid-parameter",
+      "too-many-images",
+      "invalid-url",
+      "url-not-allowed",
+      "too-many-parts",
+      "image-too-complex",
+      "image-too-small",
+    ],
   },
   "500": {
     name: "InternalError",
