@@ -4,9 +4,12 @@ import { defineConfig } from "vitest/config";
 import { testPng } from "./test/helpers/png.ts";
 
 /** Outbound fetches of the gateway under test (URL inputs): a fake image host, no network. */
+// It also answers as 127.0.0.1 (for the gateway that allows loopback); every other host is a 502,
+// which a gateway refusing a private URL never gets to see (it answers 422 url-not-allowed).
 async function fakeImageHost(req: Request): Promise<Response> {
   const url = new URL(req.url);
-  if (url.hostname !== "images.test") return new Response("no network in tests", { status: 502 });
+  if (url.hostname !== "images.test" && url.hostname !== "127.0.0.1")
+    return new Response("no network in tests", { status: 502 });
   switch (url.pathname) {
     case "/gradient.png":
       return new Response(testPng(40, 30, 1), { headers: { "content-type": "image/png" } });
@@ -14,6 +17,15 @@ async function fakeImageHost(req: Request): Promise<Response> {
       return new Response(null, { status: 302, headers: { location: "/gradient.png" } });
     case "/loop":
       return new Response(null, { status: 302, headers: { location: "/loop" } });
+    case "/to-metadata":
+      return new Response(null, {
+        status: 302,
+        headers: { location: "http://169.254.169.254/latest/meta-data/" },
+      });
+    case "/to-loopback":
+      return new Response(null, { status: 302, headers: { location: "http://0x7f000001/gradient.png" } });
+    case "/bad-location":
+      return new Response(null, { status: 302, headers: { location: "http://[" } });
     case "/page.html":
       return new Response("<html></html>", { headers: { "content-type": "text/html" } });
     case "/huge.png":
@@ -78,8 +90,10 @@ export default defineConfig({
                     name: "beit-edge-keyed",
                     ...shared,
                     ...modules(bundles.gateway),
-                    bindings: { ...gatewayVars, API_KEY: "s3cret-key" },
+                    // Also the gateway of local development: URL inputs may reach loopback.
+                    bindings: { ...gatewayVars, API_KEY: "s3cret-key", ALLOW_LOOPBACK_FETCH: "true" },
                     serviceBindings: stageBindings,
+                    outboundService: fakeImageHost,
                   },
                   ...Array.from({ length: stages }, (_, i) => ({
                     name: `beit-edge-stage-${i}`,

@@ -19,7 +19,6 @@ import { execFile } from "node:child_process";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import * as ortNode from "onnxruntime-node";
 import { loadCheckpoint } from "../model-shards/checkpoint/index.ts";
 import { argmax, maxAbsDiff, median, relL2, topKOverlap } from "../model-shards/metrics.ts";
 import { MiB } from "../model-shards/plan.ts";
@@ -27,6 +26,7 @@ import { referenceForward } from "../model-shards/reference.ts";
 import { loadLocalModel } from "../model-shards/runner.ts";
 import { randomPixels } from "../model-shards/testing/random-beit.ts";
 import type { Manifest } from "../src/shared/manifest.ts";
+import { loadOrtNode, type OrtSession } from "./lib/ort-node.ts";
 
 const run = promisify(execFile);
 const work = process.argv[2] ?? "/tmp/beit-bench";
@@ -107,8 +107,9 @@ const inputs = Array.from({ length: N }, (_, i) => randomPixels(config, 5000 + i
 
 // onnxruntime-node on the same files.
 async function nativePipeline(dir: string) {
+  const ortNode = await loadOrtNode();
   const m = JSON.parse(await readFile(join(dir, "manifest.json"), "utf8")) as Manifest;
-  const sessions: { s: Manifest["stages"][number]; session: ortNode.InferenceSession }[] = [];
+  const sessions: { s: Manifest["stages"][number]; session: OrtSession }[] = [];
   for (const s of m.stages)
     sessions.push({
       s,

@@ -17,12 +17,12 @@
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import * as ortNode from "onnxruntime-node";
 import { publishLocal, readManifest } from "../scripts/lib/local-r2.ts";
 import { freePort, serveLocal } from "../scripts/lib/serve.ts";
 import { initNodeCodecs } from "../src/image/codecs-node.ts";
 import { imageToPixelValues } from "../src/image/index.ts";
 import { imageBenchInputs } from "./image-inputs.ts";
+import { loadOrtNode, type OrtSession } from "./lib/ort-node.ts";
 
 const root = resolve(import.meta.dirname, "..");
 const MB128 = 128 * 1024 * 1024;
@@ -161,9 +161,10 @@ async function main(): Promise<void> {
     }
 
     // 3. Native reference: the same stage graphs in onnxruntime-node, 1 thread, same pixels.
+    const ortNode = await loadOrtNode();
     await initNodeCodecs();
     const pixels = (await imageToPixelValues(small.bytes, manifest.preprocess)).pixels;
-    const sessions: ortNode.InferenceSession[] = [];
+    const sessions: OrtSession[] = [];
     for (const s of manifest.stages)
       sessions.push(
         await ortNode.InferenceSession.create(join(dir, s.graph.file), {

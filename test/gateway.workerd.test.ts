@@ -218,6 +218,11 @@ describe("errors are problem+json with stable types", () => {
     await expectProblem(
       await classify(JSON.stringify({ url: "ftp://images.test/x.png" }), { headers: j }),
       422,
+      "url-not-allowed",
+    );
+    await expectProblem(
+      await classify(JSON.stringify({ url: "not a url" }), { headers: j }),
+      422,
       "invalid-url",
     );
     await expectProblem(await classify(JSON.stringify({ foo: 1 }), { headers: j }), 422, "invalid-parameter");
@@ -240,6 +245,71 @@ describe("errors are problem+json with stable types", () => {
 
   it("404 for unknown routes", async () => {
     await expectProblem(await SELF.fetch(`${URL_BASE}/v2/nothing`), 404, "not-found");
+  });
+});
+
+describe("URL inputs: outbound policy (SSRF)", () => {
+  const j = { "content-type": "application/json" };
+  const viaKeyed = {
+    "content-type": "application/json",
+    "x-test-gateway": "keyed",
+    authorization: "Bearer s3cret-key",
+  };
+
+  it("refuses loopback and private URLs, in any notation and behind a redirect, with one uniform 422", async () => {
+    const details = new Set<unknown>();
+    for (const url of [
+      "http://127.0.0.1/gradient.png",
+      "http://2130706433/gradient.png",
+      "http://0x7f000001/gradient.png",
+      "http://127.1/gradient.png",
+      "http://0.0.0.0/gradient.png",
+      "http://localhost/gradient.png",
+      "http://[::1]/gradient.png",
+      "http://[::ffff:127.0.0.1]/gradient.png",
+      "http://169.254.169.254/latest/meta-data/",
+      "http://10.1.2.3/x.png",
+      "http://images.test/to-metadata",
+      "http://images.test/to-loopback",
+    ]) {
+      const body = await expectProblem(
+        await classify(JSON.stringify({ url }), { headers: j }),
+        422,
+        "url-not-allowed",
+      );
+      details.add(body.detail);
+    }
+    expect(details.size).toBe(1);
+  });
+
+  it("ALLOW_LOOPBACK_FETCH=true lets loopback through (local development), but not other private hosts", async () => {
+    const ok = await classify(JSON.stringify({ url: "http://127.0.0.1/gradient.png" }), {
+      headers: viaKeyed,
+    });
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toEqual(expectedA.gradient.top);
+    const redirected = await classify(JSON.stringify({ url: "http://images.test/to-loopback" }), {
+      headers: viaKeyed,
+    });
+    expect(redirected.status).toBe(200);
+    await expectProblem(
+      await classify(JSON.stringify({ url: "http://images.test/to-metadata" }), { headers: viaKeyed }),
+      422,
+      "url-not-allowed",
+    );
+  });
+
+  it("a malformed redirect Location is a 400, and a long URL is not echoed whole", async () => {
+    await expectProblem(
+      await classify(JSON.stringify({ url: "http://images.test/bad-location" }), { headers: j }),
+      400,
+      "url-unreachable",
+    );
+    const long = `http://images.test/${"a".repeat(200_000)}`;
+    const res = await classify(JSON.stringify({ url: long }), { headers: j });
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    expect(res.status).toBeLessThan(500);
+    expect((await res.text()).length).toBeLessThan(1000);
   });
 });
 

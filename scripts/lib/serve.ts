@@ -18,7 +18,10 @@ export interface ServeOptions {
   port?: number;
   /** Where the generated configs go (default <root>/.wrangler/generated). */
   configDir?: string;
-  /** Extra gateway vars. */
+  /**
+   * Extra gateway vars. ALLOW_LOOPBACK_FETCH defaults to "true" here (local development: URL inputs
+   * may name http://localhost:...) unless the caller's environment says ALLOW_LOOPBACK_FETCH=false.
+   */
   vars?: Record<string, string>;
   /** "inherit" shows wrangler's output; "pipe" keeps it for error messages. */
   stdio?: "inherit" | "pipe";
@@ -39,6 +42,15 @@ export interface RunningService {
   /** Output so far (only with stdio "pipe"). */
   output(): string;
   stop(): Promise<void>;
+}
+
+/**
+ * ALLOW_LOOPBACK_FETCH for a local serve: "true" unless `env.ALLOW_LOOPBACK_FETCH` is "false"
+ * (or anything but "true"/unset, which is taken as a wish to refuse).
+ */
+export function localLoopbackFetch(env: Record<string, string | undefined>): "true" | "false" {
+  const v = env.ALLOW_LOOPBACK_FETCH?.trim().toLowerCase();
+  return v === undefined || v === "" || v === "true" || v === "1" ? "true" : "false";
 }
 
 /** A free TCP port on 127.0.0.1. */
@@ -98,7 +110,7 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
     root,
     outDir: configDir,
     stages: opts.stages,
-    vars: opts.vars,
+    vars: { ALLOW_LOOPBACK_FETCH: localLoopbackFetch(process.env), ...opts.vars },
   });
   if (opts.prebundle) await usePrebuiltBundles(root, configDir, configs);
   const args = [

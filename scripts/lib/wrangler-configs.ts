@@ -54,6 +54,7 @@ export async function writeWranglerConfigs(opts: ConfigOptions): Promise<Generat
       MAX_BODY_BYTES: "33554432",
       MAX_BATCH: "8",
       POINTER_TTL_S: "5",
+      ALLOW_LOOPBACK_FETCH: "false",
       ...opts.vars,
     },
     r2_buckets: r2,

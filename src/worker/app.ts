@@ -142,7 +142,11 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
     const deadline = Deadline.forRequest(c.req.raw, limits);
     const queryTopK = c.req.query("top_k");
     const input = await deadline.race(
-      readClassifyInput(c.req.raw, { maxBodyBytes: limits.maxBodyBytes, maxBatch: limits.maxBatch }),
+      readClassifyInput(c.req.raw, {
+        maxBodyBytes: limits.maxBodyBytes,
+        maxBatch: limits.maxBatch,
+        urlFetch: { policy: { allowLoopback: limits.allowLoopbackFetch } },
+      }),
     );
     // One version for the whole request: every stage call below carries it.
     const keepAlive = keepAliveOf(c);

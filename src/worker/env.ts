@@ -28,6 +28,11 @@ export interface GatewayEnv {
   MAX_BATCH?: string;
   /** Seconds the active pointer is reused before R2 is asked again (default 5). */
   POINTER_TTL_S?: string;
+  /**
+   * "true" lets URL inputs reach loopback (127/8, ::1, localhost): local development and tests.
+   * Anything else (default) refuses them like every private destination.
+   */
+  ALLOW_LOOPBACK_FETCH?: string;
 }
 
 export interface StageEnv {

@@ -92,9 +92,66 @@ describe("readBounded", () => {
   });
 });
 
+describe("URL batches", () => {
+  const json = (body: unknown) =>
+    new Request("https://x/v1/classify", {
+      method: "POST",
+      body: JSON.stringify(body),
+      headers: { "content-type": "application/json" },
+    });
+  // Every URL answers `size` bytes of image/png, counting what it streamed.
+  function host(size: number) {
+    const state = { served: 0 };
+    const f = (async () => {
+      let left = size;
+      const body = new ReadableStream<Uint8Array>({
+        pull(c) {
+          if (left <= 0) return c.close();
+          const n = Math.min(left, 1 << 16);
+          left -= n;
+          state.served += n;
+          c.enqueue(new Uint8Array(n));
+        },
+      });
+      return new Response(body, { headers: { "content-type": "image/png" } });
+    }) as typeof fetch;
+    return { f, state };
+  }
+  const urls = (n: number) => Array.from({ length: n }, (_, i) => `https://a.test/${i}.png`);
+
+  it("caps each URL at the image limit, below the body limit", async () => {
+    const { f, state } = host(600);
+    const o = { maxBodyBytes: 10_000, maxBatch: 8, maxUrlBytes: 500, urlFetch: { fetch: f } };
+    expect(await code(readClassifyInput(json({ url: urls(1)[0] }), o))).toEqual(["payload-too-large", 413]);
+    expect(state.served).toBeLessThanOrEqual(600);
+    const err = await readClassifyInput(json({ url: urls(1) }), o).catch((e) => e);
+    expect(err.extra.maxBytes).toBe(500);
+  });
+
+  it("caps what all URLs of one request add up to, and stops fetching once over", async () => {
+    const { f, state } = host(300_000);
+    const o = { maxBodyBytes: 1_000_000, maxBatch: 8, maxUrlBytes: 400_000, urlFetch: { fetch: f } };
+    const err = await readClassifyInput(json({ url: urls(8) }), o).catch((e) => e);
+    expect([err.code, err.status, err.extra.maxBytes]).toEqual(["payload-too-large", 413, 1_000_000]);
+    expect(err.detail).toContain("add up to");
+    // Three URLs fit (900,000 bytes); the fourth is refused once it passes the request's total
+    // (give or take the chunks a stream pulls ahead), not after all eight (2.4 MB) were fetched.
+    expect(state.served).toBeLessThan(1_300_000);
+    const ok = await readClassifyInput(json({ url: urls(3) }), o);
+    expect(ok.images.map((b) => b.byteLength)).toEqual([300_000, 300_000, 300_000]);
+  });
+
+  it("defaults the per-URL cap to the image path's 20 MiB", async () => {
+    const { f } = host(20 * 1024 * 1024 + 1);
+    const o = { maxBodyBytes: 32 * 1024 * 1024, maxBatch: 8, urlFetch: { fetch: f } };
+    const err = await readClassifyInput(json({ url: urls(1)[0] }), o).catch((e) => e);
+    expect([err.code, err.extra.maxBytes]).toEqual(["payload-too-large", 20 * 1024 * 1024]);
+  });
+});
+
 describe("Deadline", () => {
   it("uses the shorter of the service deadline and x-deadline-ms", () => {
-    const limits = { deadlineMs: 60_000, maxBodyBytes: 1, maxBatch: 1 };
+    const limits = { deadlineMs: 60_000, maxBodyBytes: 1, maxBatch: 1, allowLoopbackFetch: false };
     const d = Deadline.forRequest(new Request("https://x", { headers: { "x-deadline-ms": "250" } }), limits);
     expect(d.ms).toBe(250);
     expect(
@@ -123,9 +180,65 @@ describe("fetchImage", () => {
         new Response(null, { status: 302, headers: { location: "file:///etc/passwd" } }),
     });
     expect(await code(fetchImage("https://a.test/1", { maxBytes: 100, fetch: toFile }))).toEqual([
-      "invalid-url",
+      "url-not-allowed",
       422,
     ]);
+  });
+
+  it("checks every redirect target against the policy before connecting to it", async () => {
+    const asked: string[] = [];
+    const f = (async (url: string | URL | Request) => {
+      asked.push(String(url));
+      const u = new URL(String(url));
+      if (u.hostname === "a.test")
+        return new Response(null, { status: 302, headers: { location: u.searchParams.get("to")! } });
+      return new Response(png, { headers: { "content-type": "image/png" } });
+    }) as typeof fetch;
+    for (const to of [
+      "http://169.254.169.254/latest/meta-data/",
+      "http://2130706433:8787/v1/model",
+      "http://[::ffff:10.0.0.1]/",
+      "http://localhost/",
+      "//0x7f.1/",
+    ]) {
+      asked.length = 0;
+      const start = `https://a.test/r?to=${encodeURIComponent(to)}`;
+      expect(await code(fetchImage(start, { maxBytes: 100, fetch: f }))).toEqual(["url-not-allowed", 422]);
+      expect(asked).toEqual([start]);
+    }
+    // The same loopback redirect is followed where loopback is allowed (local development).
+    const local = `https://a.test/r?to=${encodeURIComponent("http://127.1:9/x.png")}`;
+    expect(await fetchImage(local, { maxBytes: 100, fetch: f, policy: { allowLoopback: true } })).toEqual(
+      png,
+    );
+  });
+
+  it("refuses a private first URL without connecting, and a malformed Location is a 400, not a 500", async () => {
+    let calls = 0;
+    const counting = (async () => {
+      calls++;
+      return new Response(png, { headers: { "content-type": "image/png" } });
+    }) as typeof fetch;
+    for (const u of ["http://127.0.0.1/", "http://0x7f000001/", "http://[::1]/", "http://0.0.0.0/"])
+      expect(await code(fetchImage(u, { maxBytes: 100, fetch: counting }))).toEqual(["url-not-allowed", 422]);
+    expect(calls).toBe(0);
+    const bad = fake({
+      "https://a.test/bad": () => new Response(null, { status: 302, headers: { location: "http://[" } }),
+    });
+    expect(await code(fetchImage("https://a.test/bad", { maxBytes: 100, fetch: bad }))).toEqual([
+      "url-unreachable",
+      400,
+    ]);
+  });
+
+  it("echoes at most 100 characters of a long URL", async () => {
+    const long = `https://a.test/${"x".repeat(100_000)}`;
+    const err = await fetchImage(long.slice(0, 8000), { maxBytes: 100, fetch: fake({}) }).catch((e) => e);
+    expect(err.code).toBe("url-unreachable");
+    expect(err.detail.length).toBeLessThan(250);
+    const err2 = await fetchImage(long, { maxBytes: 100, fetch: fake({}) }).catch((e) => e);
+    expect(err2.code).toBe("invalid-url");
+    expect(err2.detail.length).toBeLessThan(250);
   });
 
   it("refuses loops, non-images, oversize bodies and non-http schemes", async () => {
@@ -151,6 +264,6 @@ describe("fetchImage", () => {
       "payload-too-large",
       413,
     ]);
-    expect(await code(fetchImage("gopher://a.test/x", { maxBytes: 100 }))).toEqual(["invalid-url", 422]);
+    expect(await code(fetchImage("gopher://a.test/x", { maxBytes: 100 }))).toEqual(["url-not-allowed", 422]);
   });
 });

@@ -11,6 +11,7 @@
  *
  * The answer is a batch (array of arrays) exactly when the client used a batch form.
  */
+import { DEFAULT_LIMITS } from "../image/limits.ts";
 import { AppError } from "../shared/errors.ts";
 import { readBounded } from "./limits.ts";
 import { fetchImage, type UrlFetchOptions } from "./url-fetch.ts";
@@ -26,8 +27,11 @@ export interface ClassifyInput {
 }
 
 export interface InputOptions {
+  /** Largest body; also the most bytes the URL images of one request may add up to. */
   maxBodyBytes: number;
   maxBatch: number;
+  /** Largest image fetched from one URL (default: the image path's encoded-image limit, 20 MiB). */
+  maxUrlBytes?: number;
   urlFetch?: Partial<UrlFetchOptions>;
 }
 
@@ -159,9 +163,27 @@ async function fromJson(body: Uint8Array, opts: InputOptions): Promise<ClassifyI
     if (p.exif_transpose !== undefined) exifTranspose = p.exif_transpose;
   }
   const images: Uint8Array[] = [];
+  const perUrl = Math.min(opts.maxUrlBytes ?? DEFAULT_LIMITS.maxBytes, opts.maxBodyBytes);
+  let urlBytes = 0;
   for (const item of items as string[]) {
-    if (key === "url") images.push(await fetchImage(item, { maxBytes: opts.maxBodyBytes, ...opts.urlFetch }));
-    else {
+    if (key === "url") {
+      const left = opts.maxBodyBytes - urlBytes;
+      const bytes = await fetchImage(item, {
+        ...opts.urlFetch,
+        maxBytes: Math.min(perUrl, left),
+      }).catch((e) => {
+        if (e instanceof AppError && e.code === "payload-too-large" && left < perUrl)
+          throw new AppError(
+            "payload-too-large",
+            413,
+            `The images at the URLs of this request add up to more than the ${opts.maxBodyBytes}-byte request limit. Send fewer or smaller images per request.`,
+            { maxBytes: opts.maxBodyBytes },
+          );
+        throw e;
+      });
+      urlBytes += bytes.byteLength;
+      images.push(bytes);
+    } else {
       const bytes = decodeBase64(item);
       if (bytes.byteLength === 0) throw badRequest("empty-body", `"${key}" holds an empty image.`);
       if (bytes.byteLength > opts.maxBodyBytes)

@@ -14,8 +14,11 @@ export const DEADLINE_HEADER = "x-deadline-ms";
 
 export interface Limits {
   deadlineMs: number;
+  /** Largest request body; also the most bytes all URL images of one request may add up to. */
   maxBodyBytes: number;
   maxBatch: number;
+  /** ALLOW_LOOPBACK_FETCH=true: URL inputs may name loopback hosts. */
+  allowLoopbackFetch: boolean;
 }
 
 function positiveInt(v: string | undefined, fallback: number): number {
@@ -29,6 +32,7 @@ export function limitsFrom(env: GatewayEnv): Limits {
     deadlineMs: positiveInt(env.REQUEST_DEADLINE_MS, DEFAULT_DEADLINE_MS),
     maxBodyBytes: positiveInt(env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES),
     maxBatch: positiveInt(env.MAX_BATCH, DEFAULT_MAX_BATCH),
+    allowLoopbackFetch: env.ALLOW_LOOPBACK_FETCH === "true",
   };
 }
 
