@@ -1,7 +1,8 @@
-import { join } from "node:path";
 import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
+import { GATEWAY, resolveTopology, stageBindingName } from "./src/topology.ts";
 import { testPng } from "./test/helpers/png.ts";
+import { miniflareWorker, miniflareWorkers, sharedOptions } from "./test/workerd/miniflare-workers.ts";
 
 /** Outbound fetches of the gateway under test (URL inputs): a fake image host, no network. */
 // It also answers as 127.0.0.1 (for the gateway that allows loopback); every other host is a 502,
@@ -57,50 +58,44 @@ export default defineConfig({
         plugins: [
           cloudflareTest(({ inject }) => {
             const bundles = inject("workerBundles");
-            // One stage Worker per stage of the test models (all three have the same plan).
+            // Every Worker of src/topology.ts for the test models' stage count (all three share
+            // one plan), plus a second gateway configured with an API_KEY.
             const stages = inject("workerdFixtures").modelA.stages;
-            const shared = { compatibilityDate: "2026-04-20", r2Buckets: { MODELS: "beit-edge-models" } };
-            const modules = (b: { dir: string; js: string; wasm: string[] }) => ({
-              modules: [
-                { type: "ESModule" as const, path: join(b.dir, b.js) },
-                ...b.wasm.map((w) => ({ type: "CompiledWasm" as const, path: join(b.dir, w) })),
-              ],
-              modulesRoot: b.dir,
-            });
-            const stageBindings = Object.fromEntries(
-              Array.from({ length: stages }, (_, i) => [`STAGE_${i}`, `beit-edge-stage-${i}`]),
+            const overrides = {
+              vars: { gateway: { POINTER_TTL_S: "0", MAX_BODY_BYTES: String(1024 * 1024), MAX_BATCH: "4" } },
+              outbound: { gateway: fakeImageHost },
+            };
+            const workers = miniflareWorkers(stages, bundles, overrides);
+            const gateway = resolveTopology(stages).find((w) => w.spec === GATEWAY)!;
+            // Also the gateway of local development: URL inputs may reach loopback.
+            const keyed = miniflareWorker(
+              gateway,
+              bundles,
+              {
+                vars: {
+                  gateway: { ...overrides.vars.gateway, API_KEY: "s3cret-key", ALLOW_LOOPBACK_FETCH: "true" },
+                },
+                outbound: overrides.outbound,
+              },
+              "beit-edge-keyed",
             );
-            const gatewayVars = { POINTER_TTL_S: "0", MAX_BODY_BYTES: String(1024 * 1024), MAX_BATCH: "4" };
+            const stageBindings = Object.fromEntries(
+              Array.from({ length: stages }, (_, i) => [
+                stageBindingName(i),
+                gateway.services[stageBindingName(i)],
+              ]),
+            );
             return {
               main: "./test/workerd/proxy-main.ts",
               miniflare: {
-                ...shared,
+                ...sharedOptions,
                 compatibilityFlags: ["nodejs_compat"],
-                serviceBindings: { GATEWAY: "beit-edge", GATEWAY_KEYED: "beit-edge-keyed", ...stageBindings },
-                workers: [
-                  {
-                    name: "beit-edge",
-                    ...shared,
-                    ...modules(bundles.gateway),
-                    bindings: gatewayVars,
-                    serviceBindings: stageBindings,
-                    outboundService: fakeImageHost,
-                  },
-                  {
-                    name: "beit-edge-keyed",
-                    ...shared,
-                    ...modules(bundles.gateway),
-                    // Also the gateway of local development: URL inputs may reach loopback.
-                    bindings: { ...gatewayVars, API_KEY: "s3cret-key", ALLOW_LOOPBACK_FETCH: "true" },
-                    serviceBindings: stageBindings,
-                    outboundService: fakeImageHost,
-                  },
-                  ...Array.from({ length: stages }, (_, i) => ({
-                    name: `beit-edge-stage-${i}`,
-                    ...shared,
-                    ...modules(bundles.stage),
-                  })),
-                ],
+                serviceBindings: {
+                  GATEWAY: GATEWAY.name,
+                  GATEWAY_KEYED: "beit-edge-keyed",
+                  ...stageBindings,
+                },
+                workers: [...workers, keyed],
               },
             };
           }),

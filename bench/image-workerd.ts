@@ -15,6 +15,7 @@ import { parseArgs } from "node:util";
 import { Miniflare } from "miniflare";
 import { initNodeCodecs } from "../src/image/codecs-node.ts";
 import { BEIT_BASE_PREPROCESS, imageToPixelValues } from "../src/image/index.ts";
+import { COMPATIBILITY_DATE } from "../src/topology.ts";
 import { imageBenchInputs } from "./image-inputs.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -27,7 +28,7 @@ await mkdir(out, { recursive: true });
 const config = join(out, "wrangler.toml");
 await writeFile(
   config,
-  `name = "image-bench"\nmain = "${join(here, "image-worker.ts")}"\ncompatibility_date = "2026-04-20"\n`,
+  `name = "image-bench"\nmain = "${join(here, "image-worker.ts")}"\ncompatibility_date = "${COMPATIBILITY_DATE}"\n`,
 );
 execFileSync("npx", ["wrangler", "deploy", "--dry-run", "--outdir", join(out, "dist"), "-c", config], {
   stdio: "pipe",
@@ -48,7 +49,7 @@ for (const f of await readdir(dist)) {
 const mf = new Miniflare({
   modules,
   modulesRoot: dist,
-  compatibilityDate: "2026-04-20",
+  compatibilityDate: COMPATIBILITY_DATE,
 } as unknown as ConstructorParameters<typeof Miniflare>[0]);
 await initNodeCodecs();
 const rows = [

@@ -21,11 +21,12 @@ import { publishLocal, readManifest } from "../scripts/lib/local-r2.ts";
 import { freePort, serveLocal } from "../scripts/lib/serve.ts";
 import { initNodeCodecs } from "../src/image/codecs-node.ts";
 import { imageToPixelValues } from "../src/image/index.ts";
+import { ISOLATE_LIMIT_BYTES } from "../src/topology.ts";
 import { imageBenchInputs } from "./image-inputs.ts";
 import { loadOrtNode, type OrtSession } from "./lib/ort-node.ts";
 
 const root = resolve(import.meta.dirname, "..");
-const MB128 = 128 * 1024 * 1024;
+const MB128 = ISOLATE_LIMIT_BYTES;
 
 function flag(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);

@@ -25,7 +25,7 @@ import { ACTIVE_KEY } from "../src/shards/layout.ts";
 import { type PublishTarget, publishModel } from "../src/shards/publish.ts";
 import { AppError } from "../src/shared/errors.ts";
 import { manifestFiles } from "../src/shared/manifest.ts";
-import { BUCKET_NAME, GATEWAY_NAME, stageName, writeWranglerConfigs } from "./lib/wrangler-configs.ts";
+import { BUCKET_NAME, type GeneratedConfigs, writeWranglerConfigs } from "./lib/wrangler-configs.ts";
 
 /** Workers' script size limit (uncompressed), on every plan since 2026. */
 export const SCRIPT_LIMIT_BYTES = 64 * 1024 * 1024;
@@ -100,14 +100,13 @@ export interface BundleReport {
 }
 
 /** Bundles every Worker with `wrangler deploy --dry-run --outdir`; returns their sizes. */
-export async function dryRunBundles(
-  configs: { gateway: string; stages: string[] },
-  outdir: string,
-): Promise<BundleReport[]> {
-  const jobs = [
-    { worker: GATEWAY_NAME, config: configs.gateway },
-    ...configs.stages.map((c, i) => ({ worker: stageName(i), config: c })),
-  ];
+export async function dryRunBundles(configs: GeneratedConfigs, outdir: string): Promise<BundleReport[]> {
+  // Every Worker of the topology (src/topology.ts), gateway first.
+  const gateway = configs.workers.filter((w) => w.path === configs.gateway);
+  const jobs = [...gateway, ...configs.workers.filter((w) => w.path !== configs.gateway)].map((w) => ({
+    worker: w.name,
+    config: w.path,
+  }));
   // Stage bundles are identical code; build them one after another to stay gentle on 2 cores.
   const out: BundleReport[] = [];
   for (const j of jobs) {
@@ -185,7 +184,10 @@ async function main(): Promise<void> {
       `would upload to r2://${args.bucket}/shards/: ${files.length} file(s), ${mib(files.reduce((a, f) => a + f.bytes, 0))} (existing keys skipped)`,
     );
     log(
-      `would deploy ${reports.length - 1} stage Worker(s), then ${GATEWAY_NAME}, then swap ${ACTIVE_KEY} to ${manifest.version}`,
+      `would deploy ${configs.stages.length} stage Worker(s), then ${configs.workers
+        .filter((w) => w.kind !== "stage")
+        .map((w) => w.name)
+        .join(", ")}, then swap ${ACTIVE_KEY} to ${manifest.version}`,
     );
     log(`bundles in ${outdir}`);
     process.stdout.write(
@@ -217,12 +219,11 @@ async function main(): Promise<void> {
       { activate: false, onFile: (f, action, bytes) => log(`  ${action} ${f} (${mib(bytes)})`) },
     );
     log(`uploaded ${pub.uploaded.length}, skipped ${pub.skipped.length}`);
-    for (const [i, c] of configs.stages.entries()) {
-      log(`deploying ${stageName(i)} ...`);
-      await wrangler(["deploy", "-c", c]);
+    // In topology order: callees (the stage Workers) before the Workers that bind them.
+    for (const w of configs.workers) {
+      log(`deploying ${w.name} ...`);
+      await wrangler(["deploy", "-c", w.path]);
     }
-    log(`deploying ${GATEWAY_NAME} ...`);
-    await wrangler(["deploy", "-c", configs.gateway]);
     const pointer = JSON.stringify({ version: manifest.version, publishedAt: new Date().toISOString() });
     await remoteTarget(args.bucket, work).put(
       ACTIVE_KEY,

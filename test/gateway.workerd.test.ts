@@ -6,8 +6,8 @@
  */
 import { env, SELF } from "cloudflare:test";
 import { beforeAll, describe, expect, inject, it } from "vitest";
-import type { GatewayEnv } from "../src/worker/env.ts";
-import { PROBLEM_BASE } from "../src/worker/problem.ts";
+import type { GatewayEnv } from "../src/edge/env.ts";
+import { PROBLEM_BASE } from "../src/edge/problem.ts";
 import { fromBase64 } from "./workerd/fixtures.ts";
 import { seedModel } from "./workerd/seed.ts";
 

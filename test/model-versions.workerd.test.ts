@@ -6,9 +6,9 @@
  */
 import { env, SELF } from "cloudflare:test";
 import { describe, expect, inject, it } from "vitest";
+import type { GatewayEnv } from "../src/edge/env.ts";
+import { PROBLEM_BASE } from "../src/edge/problem.ts";
 import { shardKey } from "../src/shards/layout.ts";
-import type { GatewayEnv } from "../src/worker/env.ts";
-import { PROBLEM_BASE } from "../src/worker/problem.ts";
 import { fromBase64 } from "./workerd/fixtures.ts";
 import { activate, fileOf, seedModel } from "./workerd/seed.ts";
 

@@ -68,7 +68,7 @@ export async function freePort(): Promise<number> {
 }
 
 /**
- * Bundles the gateway and the stage code once and points every config at the bundle
+ * Bundles each Worker kind's code once and points every config at its bundle
  * (`no_bundle`, wasm modules found next to it).
  */
 async function usePrebuiltBundles(root: string, configDir: string, configs: GeneratedConfigs): Promise<void> {
@@ -87,14 +87,17 @@ async function usePrebuiltBundles(root: string, configDir: string, configs: Gene
     if (!js) throw new Error(`wrangler produced no bundle for ${config}`);
     return join(out, js);
   };
-  const [gatewayMain, stageMain] = await Promise.all([
-    build(configs.gateway, join(configDir, "bundle-gateway")),
-    build(configs.stages[0], join(configDir, "bundle-stage")),
-  ]);
-  for (const [path, main] of [
-    [configs.gateway, gatewayMain],
-    ...configs.stages.map((c) => [c, stageMain] as const),
-  ] as const) {
+  // One bundle per Worker kind (the per-stage Workers share theirs).
+  const firstOfKind = new Map<string, string>();
+  for (const w of configs.workers) if (!firstOfKind.has(w.kind)) firstOfKind.set(w.kind, w.path);
+  const mains = new Map(
+    await Promise.all(
+      [...firstOfKind].map(
+        async ([kind, path]) => [kind, await build(path, join(configDir, `bundle-${kind}`))] as const,
+      ),
+    ),
+  );
+  for (const [path, main] of configs.workers.map((w) => [w.path, mains.get(w.kind)!] as const)) {
     const cfg = JSON.parse(await readFile(path, "utf8")) as Record<string, unknown>;
     Object.assign(cfg, { main, no_bundle: true, find_additional_modules: true, base_dir: dirname(main) });
     await writeFile(path, `${JSON.stringify(cfg, null, 2)}\n`);
@@ -118,7 +121,7 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
     "dev",
     "-c",
     configs.gateway,
-    ...configs.stages.flatMap((c) => ["-c", c]),
+    ...configs.workers.filter((w) => w.path !== configs.gateway).flatMap((w) => ["-c", w.path]),
     "--port",
     String(port),
     "--ip",

@@ -1,23 +1,30 @@
 /**
  * @module
- * Generates the wrangler configs for a model with N stages: one gateway config binding exactly
- * STAGE_0..STAGE_{N-1}, and one config per stage Worker (same code, names beit-edge-stage-<i>).
- * `npm start`, `npm run deploy`, the e2e test and the benchmarks all use these, so the number of
- * Workers always follows the manifest.
+ * Generates the wrangler configs of a deployment from src/topology.ts (the one topology source):
+ * for a model with N stages, one config per Worker of the topology, the gateway binding exactly
+ * STAGE_0..STAGE_{N-1} and one stage Worker per stage (same code, names beit-edge-stage-<i>).
+ * `npm start`, `npm run deploy`, the e2e test, the workerd test bundles and the benchmarks all use
+ * these, so the number of Workers always follows the manifest.
  */
 import { mkdir, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import {
+  BUCKETS,
+  COMPATIBILITY_DATE,
+  GATEWAY_NAME,
+  MAX_STAGES,
+  type ResolvedWorker,
+  resolveTopology,
+  stageWorkerName,
+  varDefaults,
+  WORKERS,
+  type WorkerSpec,
+} from "../../src/topology.ts";
 
-export const GATEWAY_NAME = "beit-edge";
-export const BUCKET_NAME = "beit-edge-models";
-export const COMPATIBILITY_DATE = "2026-04-20";
-/** Most stages the gateway binds (mirrors src/worker/env.ts MAX_STAGES). */
-export const MAX_STAGES = 8;
-
+export { COMPATIBILITY_DATE, GATEWAY_NAME, MAX_STAGES };
+export const BUCKET_NAME = BUCKETS.MODELS;
 /** Worker name of stage `i`. */
-export function stageName(i: number): string {
-  return `${GATEWAY_NAME}-stage-${i}`;
-}
+export const stageName = stageWorkerName;
 
 export interface ConfigOptions {
   /** Repository root (where src/ lives). */
@@ -25,59 +32,107 @@ export interface ConfigOptions {
   /** Directory the JSON configs are written to. */
   outDir: string;
   stages: number;
+  /** Name of the model bucket (default beit-edge-models). */
   bucketName?: string;
-  /** Extra gateway vars (strings). */
+  /** Extra vars (strings) of the gateway. */
   vars?: Record<string, string>;
+  /** Extra vars by Worker kind ("jobs", ...); `vars` above is the same as { gateway: vars }. */
+  varsByKind?: Record<string, Record<string, string>>;
+  /** Real resource ids (D1 database_id, KV id) by binding name, for deploys; local runs need none. */
+  resourceIds?: Record<string, string>;
+  /** The topology (default: src/topology.ts WORKERS). */
+  workers?: WorkerSpec[];
+}
+
+export interface GeneratedConfig {
+  kind: string;
+  name: string;
+  stage?: number;
+  path: string;
 }
 
 export interface GeneratedConfigs {
   gateway: string;
   stages: string[];
+  /** Every config, in deploy order (callees before callers). */
+  workers: GeneratedConfig[];
 }
 
 const wasmRules = [{ type: "CompiledWasm", globs: ["**/*.wasm"], fallthrough: false }];
 
-/** Writes gateway.json and stage-<i>.json under `outDir`; returns their paths (gateway first). */
-export async function writeWranglerConfigs(opts: ConfigOptions): Promise<GeneratedConfigs> {
-  if (opts.stages < 1 || opts.stages > MAX_STAGES)
-    throw new Error(`a model must have 1..${MAX_STAGES} stages to be served, this one has ${opts.stages}`);
+/** The wrangler config (JSON form) of one resolved Worker. */
+export function wranglerConfig(
+  w: ResolvedWorker,
+  opts: Pick<ConfigOptions, "root" | "bucketName" | "vars" | "varsByKind" | "resourceIds">,
+): Record<string, unknown> {
   const root = resolve(opts.root);
-  const bucket = opts.bucketName ?? BUCKET_NAME;
-  await mkdir(opts.outDir, { recursive: true });
-  const r2 = [{ binding: "MODELS", bucket_name: bucket }];
-  const gateway = {
-    name: GATEWAY_NAME,
-    main: join(root, "src/worker/gateway.ts"),
+  const s = w.spec;
+  const extraVars = { ...(s.kind === "gateway" ? opts.vars : {}), ...opts.varsByKind?.[s.kind] };
+  const vars = { ...varDefaults(s), ...extraVars };
+  const cfg: Record<string, unknown> = {
+    name: w.name,
+    main: join(root, s.entry),
     compatibility_date: COMPATIBILITY_DATE,
-    vars: {
-      REQUEST_DEADLINE_MS: "60000",
-      MAX_BODY_BYTES: "33554432",
-      MAX_BATCH: "8",
-      POINTER_TTL_S: "5",
-      ALLOW_LOOPBACK_FETCH: "false",
-      ...opts.vars,
-    },
-    r2_buckets: r2,
-    services: Array.from({ length: opts.stages }, (_, i) => ({
-      binding: `STAGE_${i}`,
-      service: stageName(i),
-    })),
-    rules: wasmRules,
   };
-  const gatewayPath = join(opts.outDir, "gateway.json");
-  await writeFile(gatewayPath, `${JSON.stringify(gateway, null, 2)}\n`);
-  const stages: string[] = [];
-  for (let i = 0; i < opts.stages; i++) {
-    const cfg = {
-      name: stageName(i),
-      main: join(root, "src/worker/stage.ts"),
-      compatibility_date: COMPATIBILITY_DATE,
-      r2_buckets: r2,
-      rules: wasmRules,
+  if (s.compatibilityFlags?.length) cfg.compatibility_flags = s.compatibilityFlags;
+  if (Object.keys(vars).length) cfg.vars = vars;
+  if (s.r2Buckets)
+    cfg.r2_buckets = Object.entries(s.r2Buckets).map(([binding, bucket]) => ({
+      binding,
+      bucket_name: binding === "MODELS" && opts.bucketName ? opts.bucketName : bucket,
+    }));
+  if (Object.keys(w.services).length)
+    cfg.services = Object.entries(w.services).map(([binding, service]) => ({ binding, service }));
+  const producers = Object.entries(s.queueProducers ?? {}).map(([binding, queue]) => ({ binding, queue }));
+  const consumers = (s.queueConsumers ?? []).map((c) => ({
+    queue: c.queue,
+    ...(c.maxBatchSize !== undefined && { max_batch_size: c.maxBatchSize }),
+    ...(c.maxBatchTimeoutS !== undefined && { max_batch_timeout: c.maxBatchTimeoutS }),
+    ...(c.maxRetries !== undefined && { max_retries: c.maxRetries }),
+    ...(c.deadLetterQueue !== undefined && { dead_letter_queue: c.deadLetterQueue }),
+  }));
+  if (producers.length || consumers.length)
+    cfg.queues = {
+      ...(producers.length && { producers }),
+      ...(consumers.length && { consumers }),
     };
-    const p = join(opts.outDir, `stage-${i}.json`);
-    await writeFile(p, `${JSON.stringify(cfg, null, 2)}\n`);
-    stages.push(p);
+  if (s.d1Databases?.length)
+    cfg.d1_databases = s.d1Databases.map((d) => ({
+      binding: d.binding,
+      database_name: d.databaseName,
+      database_id: opts.resourceIds?.[d.binding] ?? d.databaseName,
+      ...(d.migrationsDir && { migrations_dir: join(root, d.migrationsDir) }),
+    }));
+  if (s.kvNamespaces)
+    cfg.kv_namespaces = Object.entries(s.kvNamespaces).map(([binding, title]) => ({
+      binding,
+      id: opts.resourceIds?.[binding] ?? title,
+    }));
+  if (s.crons?.length) cfg.triggers = { crons: s.crons };
+  cfg.rules = wasmRules;
+  return cfg;
+}
+
+/** Config file name of a resolved Worker: gateway.json, stage-<i>.json, <kind>.json. */
+function fileName(w: ResolvedWorker): string {
+  return w.stage !== undefined ? `${w.spec.kind}-${w.stage}.json` : `${w.spec.kind}.json`;
+}
+
+/** Writes one config per Worker under `outDir`; returns their paths. */
+export async function writeWranglerConfigs(opts: ConfigOptions): Promise<GeneratedConfigs> {
+  const resolved = resolveTopology(opts.stages, opts.workers ?? WORKERS);
+  await mkdir(opts.outDir, { recursive: true });
+  const workers: GeneratedConfig[] = [];
+  for (const w of resolved) {
+    const path = join(opts.outDir, fileName(w));
+    await writeFile(path, `${JSON.stringify(wranglerConfig(w, opts), null, 2)}\n`);
+    workers.push({ kind: w.spec.kind, name: w.name, stage: w.stage, path });
   }
-  return { gateway: gatewayPath, stages };
+  const gateway = workers.find((w) => w.kind === "gateway");
+  if (!gateway) throw new Error("the topology has no gateway Worker");
+  return {
+    gateway: gateway.path,
+    stages: workers.filter((w) => w.kind === "stage").map((w) => w.path),
+    workers,
+  };
 }

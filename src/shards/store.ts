@@ -10,13 +10,13 @@
  * an {@link AppError} `model-unavailable` (503, with `retryAfter`), and the next request reads R2
  * again. A corrupted Cache API entry is deleted and R2 is read instead.
  */
-import { AppError } from "../shared/errors.ts";
+import { AppError, RETRY_AFTER_S } from "../shared/errors.ts";
 import { sha256Hex } from "../shared/hash.ts";
 import { type FileRef, type Manifest, parseManifest } from "../shared/manifest.ts";
 import { ACTIVE_KEY, type ActivePointer, manifestKey, parseActivePointer, shardKey } from "./layout.ts";
 
-/** Seconds a client should wait before retrying after `model-unavailable`. */
-export const RETRY_AFTER_SECONDS = 5;
+/** Seconds a client should wait before retrying after `model-unavailable` (one value, src/shared/errors.ts). */
+export const RETRY_AFTER_SECONDS = RETRY_AFTER_S;
 
 /** Origin of the synthetic URLs that key shard bytes in the Cache API. */
 const CACHE_ORIGIN = "https://shards.beit-edge.internal";

@@ -6,6 +6,11 @@
  * `error[<code>]: <detail>` and exit non-zero.
  */
 
+/** Retry-After (s) of a transient 503: a stage or the model store is briefly unreachable or loading. */
+export const RETRY_AFTER_S = 5;
+/** Retry-After (s) of a 503 that needs a redeploy (the deployment binds too few stages). */
+export const RETRY_AFTER_REDEPLOY_S = 30;
+
 export class AppError extends Error {
   constructor(
     /** Stable machine-readable code, kebab-case: "unsupported-format", "image-too-large", ... */

@@ -1,7 +1,7 @@
 /**
  * @module
  * The shard manifest: the one contract between the converter (model-shards/) and the Worker
- * (src/worker, src/shards, src/inference). The converter writes it with {@link serializeManifest};
+ * (src/classify, src/workers, src/shards, src/inference). The converter writes it with {@link serializeManifest};
  * the Worker and `npm run model -- verify` read it with {@link parseManifest}, which checks every
  * field and throws a {@link ManifestError} naming the first bad path.
  *

@@ -38,10 +38,13 @@ export interface WorkerBundle {
   wasm: string[];
 }
 
+/** One bundle per Worker kind of src/topology.ts ("gateway", "stage", ...). */
+export type WorkerBundles = Record<string, WorkerBundle> & { gateway: WorkerBundle; stage: WorkerBundle };
+
 declare module "vitest" {
   export interface ProvidedContext {
     workerdFixtures: WorkerdFixtures;
-    workerBundles: { gateway: WorkerBundle; stage: WorkerBundle };
+    workerBundles: WorkerBundles;
   }
 }
 

@@ -1,8 +1,9 @@
 /**
  * @module
  * Node-side setup of the workerd test project: builds three tiny synthetic int8 models (3 stages
- * each, under a proportionally small 32 MB stage budget), bundles the stage Worker the way
- * `wrangler deploy` does (the auxiliary stage Workers run that bundle), makes test images, and
+ * each, under a proportionally small 32 MB stage budget), bundles every Worker kind of
+ * src/topology.ts the way `wrangler deploy` does, from the configs scripts/lib/wrangler-configs.ts
+ * generates (the auxiliary Workers of vitest.config.ts run those bundles), makes test images, and
  * computes the expected classifications with onnxruntime-web in Node.
  */
 import { execFile } from "node:child_process";
@@ -14,13 +15,21 @@ import type { TestProject } from "vitest/node";
 import { buildShards } from "../../model-shards/build.ts";
 import { loadCheckpoint } from "../../model-shards/checkpoint/index.ts";
 import { synthesize, writeCheckpoint } from "../../model-shards/checkpoint/synth.ts";
+import { writeWranglerConfigs } from "../../scripts/lib/wrangler-configs.ts";
 import { initNodeCodecs } from "../../src/image/codecs-node.ts";
 import { imageToPixelValues } from "../../src/image/index.ts";
 import { createStageSession, initOrt } from "../../src/inference/ort.ts";
 import { topK } from "../../src/inference/pipeline.ts";
 import type { Manifest } from "../../src/shared/manifest.ts";
+import { MAX_STAGES } from "../../src/topology.ts";
 import { testPng } from "../helpers/png.ts";
-import type { ExpectedResult, ModelFixture, WorkerBundle, WorkerdFixtures } from "./fixtures.ts";
+import type {
+  ExpectedResult,
+  ModelFixture,
+  WorkerBundle,
+  WorkerBundles,
+  WorkerdFixtures,
+} from "./fixtures.ts";
 
 const root = resolve(import.meta.dirname, "../..");
 /** Tiny-model stage budget: splits the 4-layer tiny model into several stages (3-4 with today's planner). */
@@ -103,15 +112,26 @@ async function bundle(config: string, outDir: string): Promise<WorkerBundle> {
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const t0 = Date.now();
   const dir = await mkdtemp(join(tmpdir(), "beit-edge-workerd-"));
-  const [gateway, stage] = await Promise.all([
-    bundle(join(root, "wrangler.toml"), join(dir, "gateway-bundle")),
-    bundle(join(root, "wrangler.stage.toml"), join(dir, "stage-bundle")),
-  ]);
-  project.provide("workerBundles", { gateway, stage });
+  // Bundles depend only on the code, not on the stage count: one per Worker kind.
+  const configs = await writeWranglerConfigs({ root, outDir: join(dir, "configs"), stages: 1 });
+  const bundles = Object.fromEntries(
+    await Promise.all(
+      configs.workers.map(
+        async (w) => [w.kind, await bundle(w.path, join(dir, `${w.kind}-bundle`))] as const,
+      ),
+    ),
+  ) as Record<string, WorkerBundle>;
+  if (!bundles.gateway || !bundles.stage)
+    throw new Error("the topology must have a gateway and a stage Worker");
+  project.provide("workerBundles", bundles as WorkerBundles);
   console.log(`workerd global setup: bundled in ${Date.now() - t0} ms`);
 
   const [a, b, c] = await Promise.all([buildTiny(dir, 1), buildTiny(dir, 2), buildTiny(dir, 3)]);
-  if (a.fixture.stages !== b.fixture.stages || a.fixture.stages !== c.fixture.stages || a.fixture.stages > 8)
+  if (
+    a.fixture.stages !== b.fixture.stages ||
+    a.fixture.stages !== c.fixture.stages ||
+    a.fixture.stages > MAX_STAGES
+  )
     throw new Error("the three tiny test models must share one plan of at most 8 stages");
   // Two JPEGs with the same stored pixels, one tagged EXIF orientation 6 (rotate 90 degrees).
   const fixture = (name: string) =>

@@ -1,41 +1,35 @@
 /**
  * @module
- * The gateway's HTTP API (Hono). It validates input, decodes and preprocesses images through an
- * injected {@link PixelDecoder}, runs the stage pipeline over service bindings, and answers with
- * top-k labels. It never holds model weights. Every error leaves as application/problem+json.
+ * The gateway's HTTP API (Hono). Each route is parsing + one call into the classification core
+ * (src/classify, with the injected {@link PixelDecoder}) + response shaping. It never holds model
+ * weights. Every error leaves as application/problem+json.
  *
  * Routes: POST /v1/classify, GET /v1/labels, GET /v1/model, GET /v1/status, GET /healthz,
  * GET /openapi.json, GET / (a drop-an-image page).
  */
 import { type Context, Hono } from "hono";
-import { topK } from "../inference/pipeline.ts";
-import { AppError } from "../shared/errors.ts";
-import type { PreprocessSpec } from "../shared/manifest.ts";
-import { checkBearer } from "./auth.ts";
-import type { GatewayEnv } from "./env.ts";
+import {
+  type Classifier,
+  createClassifier,
+  type ModelView,
+  modelHeaders,
+  type PixelDecoder,
+} from "../../classify/index.ts";
+import { checkBearer } from "../../edge/auth.ts";
+import { configOf } from "../../edge/config.ts";
+import type { GatewayEnv } from "../../edge/env.ts";
+import { Deadline } from "../../edge/limits.ts";
+import { problemResponse, toAppError } from "../../edge/problem.ts";
+import { AppError, RETRY_AFTER_S } from "../../shared/errors.ts";
+import { ISOLATE_LIMIT_BYTES } from "../../topology.ts";
 import { homePage } from "./home-page.ts";
 import { readClassifyInput, resolveExifTranspose, resolveTopK } from "./input.ts";
-import { Deadline, limitsFrom } from "./limits.ts";
-import { activeModel, type ModelView, modelHeaders } from "./model-state.ts";
 import { openApiDocument } from "./openapi.ts";
-import { problemResponse, toAppError } from "./problem.ts";
-import { runPipeline, type StageTiming, stageStatuses, warmAll } from "./stage-client.ts";
 
-/** Decodes image bytes into NCHW float32 pixel_values for the model's preprocessing. */
-export type PixelDecoder = (
-  bytes: Uint8Array,
-  spec: PreprocessSpec,
-  opts: { exifTranspose: boolean },
-) => Promise<{ pixels: Float32Array; width: number; height: number; format: string }>;
+export type { PixelDecoder, Prediction } from "../../classify/index.ts";
 
 export interface AppOptions {
   decode: PixelDecoder;
-}
-
-/** One label and its softmax score, the shape of the Hugging Face Inference API. */
-export interface Prediction {
-  label: string;
-  score: number;
 }
 
 type AppEnv = { Bindings: GatewayEnv };
@@ -49,6 +43,10 @@ function keepAliveOf(c: Context<AppEnv>): (p: Promise<unknown>) => void {
       // no execution context
     }
   };
+}
+
+function classifierOf(c: Context<AppEnv>, options: AppOptions): Classifier {
+  return createClassifier(c.env, { decode: options.decode, keepAlive: keepAliveOf(c) });
 }
 
 function serverTiming(parts: [string, number][]): string {
@@ -81,23 +79,24 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   );
 
   app.use("/v1/*", async (c, next) => {
-    await checkBearer(c.req.header("authorization") ?? null, c.env.API_KEY);
+    await checkBearer(c.req.header("authorization") ?? null, configOf(c.env).apiKey ?? undefined);
     await next();
   });
 
-  app.get("/", (c) => c.html(homePage(Boolean(c.env.API_KEY))));
+  app.get("/", (c) => c.html(homePage(configOf(c.env).apiKey !== null)));
   app.get("/openapi.json", (c) => c.json(openApiDocument(new URL(c.req.url).origin)));
 
   app.get("/healthz", async (c) => {
-    const model = await activeModel(c.env, keepAliveOf(c));
-    const stages = await stageStatuses(c.env, model.manifest);
+    const classifier = classifierOf(c, options);
+    const model = await classifier.model();
+    const stages = await classifier.status(model);
     const down = stages.filter((s) => !s.reachable);
     if (down.length > 0)
       throw new AppError(
         "model-unavailable",
         503,
         `Stage(s) ${down.map((s) => s.index).join(", ")} are not reachable.`,
-        { retryAfter: 5, stages },
+        { retryAfter: RETRY_AFTER_S, stages },
       );
     return c.json(
       {
@@ -111,23 +110,24 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   });
 
   app.get("/v1/labels", async (c) => {
-    const model = await activeModel(c.env, keepAliveOf(c));
+    const model = await classifierOf(c, options).model();
     return c.json(model.labels, 200, modelHeaders(model));
   });
 
   app.get("/v1/model", async (c) => {
-    const model = await activeModel(c.env, keepAliveOf(c));
+    const model = await classifierOf(c, options).model();
     return c.json(modelSummary(model), 200, modelHeaders(model));
   });
 
   app.get("/v1/status", async (c) => {
-    const model = await activeModel(c.env, keepAliveOf(c));
-    const stages = await stageStatuses(c.env, model.manifest);
+    const classifier = classifierOf(c, options);
+    const model = await classifier.model();
+    const stages = await classifier.status(model);
     return c.json(
       {
         version: model.version,
         stageBudgetBytes: model.manifest.budget.stageBudgetBytes,
-        isolateLimitBytes: 128 * 1024 * 1024,
+        isolateLimitBytes: ISOLATE_LIMIT_BYTES,
         stages,
         gateway: { jsHeapBytes: null, note: "workerd does not expose JS heap size to scripts" },
       },
@@ -138,7 +138,7 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
 
   app.post("/v1/classify", async (c) => {
     const started = Date.now();
-    const limits = limitsFrom(c.env);
+    const limits = configOf(c.env).limits;
     const deadline = Deadline.forRequest(c.req.raw, limits);
     const queryTopK = c.req.query("top_k");
     const input = await deadline.race(
@@ -148,53 +148,27 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
         urlFetch: { policy: { allowLoopback: limits.allowLoopbackFetch } },
       }),
     );
-    // One version for the whole request: every stage call below carries it.
-    const keepAlive = keepAliveOf(c);
-    const model = await deadline.race(activeModel(c.env, keepAlive));
-    const k = resolveTopK(queryTopK, input.topK, model.labels.length);
+    const classifier = classifierOf(c, options);
+    // One version for the whole request: top_k is checked against its labels, and it is pinned below.
+    const model = await deadline.race(classifier.model());
+    const topK = resolveTopK(queryTopK, input.topK, model.labels.length);
     const exifTranspose = resolveExifTranspose(c.req.query("exif_transpose"), input.exifTranspose);
-    // Cold isolates: warm every stage at once while the first image decodes.
-    const warmStart = Date.now();
-    let warmMs = 0;
-    const warm = warmAll(c.env, model.manifest, deadline, keepAlive).then((reports) => {
-      warmMs = Date.now() - warmStart;
-      return reports;
+    const out = await classifier.classify(input.images, { topK, exifTranspose, deadline, model });
+    const t = out.timings;
+    const timing: [string, number][] = [["decode", t.decodeMs]];
+    t.stageMs.forEach((ms, i) => {
+      timing.push([`stage-${i}`, ms]);
     });
-    warm.catch(() => undefined);
-    let decodeMs = 0;
-    const stageMs = new Map<number, number>();
-    const timingExtra: string[] = [];
-    const results: Prediction[][] = [];
-    for (const image of input.images) {
-      const t0 = Date.now();
-      const { pixels } = await deadline.race(
-        options.decode(image, model.manifest.preprocess, { exifTranspose }),
-      );
-      decodeMs += Date.now() - t0;
-      const reports = await warm;
-      // Loads this request caused (or waited on), with where each stage's shard came from.
-      if (reports?.some((r) => r.origin !== "memory") && !timingExtra.length)
-        timingExtra.push(
-          `warm;dur=${warmMs.toFixed(1)};desc="${reports.map((r) => `${r.stage}:${r.origin}:${r.loadMs}ms`).join(" ")}"`,
-        );
-      const { logits, timings } = await runPipeline(c.env, model.manifest, pixels, deadline);
-      addTimings(stageMs, timings);
-      results.push(topK(logits, model.labels, k).map((p) => ({ label: p.label, score: p.score })));
-    }
-    const timing: [string, number][] = [["decode", decodeMs]];
-    for (const [i, ms] of [...stageMs.entries()].sort((a, b) => a[0] - b[0])) timing.push([`stage-${i}`, ms]);
     timing.push(["total", Date.now() - started]);
-    return c.json(input.batch ? results : results[0], 200, {
-      ...modelHeaders(model),
-      "server-timing": [serverTiming(timing), ...timingExtra].join(", "),
+    const parts = [serverTiming(timing)];
+    if (t.warm !== undefined) parts.push(`warm;dur=${(t.warmMs ?? 0).toFixed(1)};desc="${t.warm}"`);
+    return c.json(input.batch ? out.predictions : out.predictions[0], 200, {
+      ...modelHeaders(out.model),
+      "server-timing": parts.join(", "),
     });
   });
 
   return app;
-}
-
-function addTimings(acc: Map<number, number>, timings: StageTiming[]): void {
-  for (const t of timings) acc.set(t.stage, (acc.get(t.stage) ?? 0) + t.ms);
 }
 
 /** GET /v1/model: the manifest without file names. */

@@ -11,10 +11,10 @@
  *
  * The answer is a batch (array of arrays) exactly when the client used a batch form.
  */
-import { DEFAULT_LIMITS } from "../image/limits.ts";
-import { AppError } from "../shared/errors.ts";
-import { readBounded } from "./limits.ts";
-import { fetchImage, type UrlFetchOptions } from "./url-fetch.ts";
+import { readBounded } from "../../edge/limits.ts";
+import { fetchImage, type UrlFetchOptions } from "../../edge/url-fetch.ts";
+import { DEFAULT_LIMITS } from "../../image/limits.ts";
+import { AppError } from "../../shared/errors.ts";
 
 export interface ClassifyInput {
   images: Uint8Array[];

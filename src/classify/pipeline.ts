@@ -1,16 +1,14 @@
 /**
  * @module
- * The gateway's side of the stage pipeline: warming every stage at once when a version is new to
- * this isolate, then running the stages in order over their service bindings, all pinned to one
- * model version.
+ * The caller's side of the stage pipeline (gateway, or any Worker that binds STAGE_i): warming
+ * every stage at once when a version is new to this isolate, then running the stages in order over
+ * their service bindings, all pinned to one model version. {@link StagePipeline} is built once per
+ * classification for one manifest.
  */
 
-import type { KeepAlive } from "../shards/store.ts";
-import { AppError } from "../shared/errors.ts";
-import type { Manifest } from "../shared/manifest.ts";
-import { type GatewayEnv, MAX_STAGES, stageBinding } from "./env.ts";
-import type { Deadline } from "./limits.ts";
-import { problemFromResponse } from "./problem.ts";
+import { MAX_STAGES, type StageBindings, stageBinding } from "../edge/env.ts";
+import type { Deadline } from "../edge/limits.ts";
+import { problemFromResponse } from "../edge/problem.ts";
 import {
   HEADER_LOAD_MS,
   HEADER_STAGE,
@@ -19,7 +17,10 @@ import {
   STAGE_ORIGIN,
   type StageStatus,
   type WarmReport,
-} from "./stage-protocol.ts";
+} from "../edge/stage-protocol.ts";
+import type { KeepAlive } from "../shards/store.ts";
+import { AppError, RETRY_AFTER_REDEPLOY_S, RETRY_AFTER_S } from "../shared/errors.ts";
+import type { Manifest } from "../shared/manifest.ts";
 
 /** Per-stage timings of one pipeline run (ms, measured at the gateway, and as the stage reported). */
 export interface StageTiming {
@@ -32,13 +33,13 @@ export interface StageTiming {
   loadMs: number;
 }
 
-function bindings(env: GatewayEnv, manifest: Manifest): Fetcher[] {
+function bindings(env: StageBindings, manifest: Manifest): Fetcher[] {
   if (manifest.stages.length > MAX_STAGES)
     throw new AppError(
       "model-unavailable",
       503,
       `The active model has ${manifest.stages.length} stages; the gateway binds at most ${MAX_STAGES}.`,
-      { retryAfter: 30 },
+      { retryAfter: RETRY_AFTER_REDEPLOY_S },
     );
   return manifest.stages.map((s) => {
     const b = stageBinding(env, s.index);
@@ -47,7 +48,7 @@ function bindings(env: GatewayEnv, manifest: Manifest): Fetcher[] {
         "model-unavailable",
         503,
         `The active model needs ${manifest.stages.length} stage Workers but STAGE_${s.index} is not bound. Redeploy with \`npm run deploy\` (or restart \`npm start\`).`,
-        { retryAfter: 30 },
+        { retryAfter: RETRY_AFTER_REDEPLOY_S },
       );
     return b;
   });
@@ -74,9 +75,7 @@ async function call(binding: Fetcher, req: Request, stage: number): Promise<Resp
       "model-unavailable",
       503,
       `Stage ${stage} is unreachable (${String(e)}). Retry shortly.`,
-      {
-        retryAfter: 5,
-      },
+      { retryAfter: RETRY_AFTER_S },
     );
   }
   if (!res.ok) throw await problemFromResponse(res, `Stage ${stage} failed with HTTP ${res.status}.`);
@@ -93,8 +92,8 @@ const warmed = new Map<string, { promise: Promise<WarmReport[]>; done: boolean }
  *
  * @returns each stage's report, or null when this isolate had already warmed the version.
  */
-export function warmAll(
-  env: GatewayEnv,
+function warmAll(
+  env: StageBindings,
   manifest: Manifest,
   deadline?: Deadline,
   keepAlive?: KeepAlive,
@@ -128,8 +127,8 @@ export function warmAll(
 }
 
 /** Runs `pixels` through every stage in order; returns the logits and per-stage timings. */
-export async function runPipeline(
-  env: GatewayEnv,
+async function runStages(
+  env: StageBindings,
   manifest: Manifest,
   pixels: Float32Array,
   deadline: Deadline,
@@ -155,9 +154,7 @@ export async function runPipeline(
       "model-unavailable",
       503,
       `The last stage returned ${x.byteLength} bytes, expected ${expected * 4}.`,
-      {
-        retryAfter: 5,
-      },
+      { retryAfter: RETRY_AFTER_S },
     );
   return { logits: new Float32Array(x.buffer, x.byteOffset, expected), timings };
 }
@@ -172,7 +169,7 @@ export interface StageReport extends Partial<StageStatus> {
 }
 
 /** GET /status of every stage of `manifest` (never throws; unreachable stages are reported). */
-export async function stageStatuses(env: GatewayEnv, manifest: Manifest): Promise<StageReport[]> {
+async function stageStatuses(env: StageBindings, manifest: Manifest): Promise<StageReport[]> {
   return Promise.all(
     manifest.stages.map(async (s) => {
       const base = {
@@ -193,4 +190,35 @@ export async function stageStatuses(env: GatewayEnv, manifest: Manifest): Promis
       }
     }),
   );
+}
+
+/**
+ * The stage pipeline of one manifest, over one env's STAGE_i bindings. Build one per
+ * classification (it is cheap; the warm state lives per isolate): every call it makes carries the
+ * manifest's version, so a pointer swap never mixes two versions inside one classification.
+ */
+export class StagePipeline {
+  constructor(
+    readonly env: StageBindings,
+    readonly manifest: Manifest,
+    readonly keepAlive?: KeepAlive,
+  ) {}
+
+  /**
+   * Warms every stage at once (once per version per isolate; see {@link warmAll}).
+   * @returns each stage's report, or null when this isolate had already warmed the version.
+   */
+  warm(deadline?: Deadline): Promise<WarmReport[] | null> {
+    return warmAll(this.env, this.manifest, deadline, this.keepAlive);
+  }
+
+  /** Runs NCHW pixel_values through every stage in order; the logits and per-stage timings. */
+  run(pixels: Float32Array, deadline: Deadline): Promise<{ logits: Float32Array; timings: StageTiming[] }> {
+    return runStages(this.env, this.manifest, pixels, deadline);
+  }
+
+  /** GET /status of every stage (never throws; unreachable stages are reported). */
+  status(): Promise<StageReport[]> {
+    return stageStatuses(this.env, this.manifest);
+  }
 }

@@ -2,7 +2,7 @@
  * @module
  * The OpenAPI 3.1 document served at /openapi.json.
  */
-import { PROBLEM_BASE } from "./problem.ts";
+import { PROBLEM_BASE } from "../../edge/problem.ts";
 
 const predictions = {
   type: "array",

@@ -4,7 +4,7 @@
  * `type` URI built from {@link AppError.code}. Unknown errors become a logged 500 `internal-error`
  * as the last resort.
  */
-import { AppError } from "../shared/errors.ts";
+import { AppError, RETRY_AFTER_S } from "../shared/errors.ts";
 
 /** Base of the `type` URIs; `<base><code>` names each problem. */
 export const PROBLEM_BASE = "https://beit-edge.dev/problems/";
@@ -83,5 +83,5 @@ export async function problemFromResponse(res: Response, fallbackDetail: string)
   } catch {
     // fall through
   }
-  return new AppError("model-unavailable", 503, fallbackDetail, { retryAfter: 5 });
+  return new AppError("model-unavailable", 503, fallbackDetail, { retryAfter: RETRY_AFTER_S });
 }

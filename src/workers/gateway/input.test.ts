@@ -3,10 +3,10 @@
  * streaming, and the URL fetcher's redirect, content-type and size rules (with an injected fetch).
  */
 import { describe, expect, it } from "vitest";
-import { AppError } from "../shared/errors.ts";
+import { Deadline, readBounded } from "../../edge/limits.ts";
+import { fetchImage } from "../../edge/url-fetch.ts";
+import { AppError } from "../../shared/errors.ts";
 import { decodeBase64, readClassifyInput, resolveTopK } from "./input.ts";
-import { Deadline, readBounded } from "./limits.ts";
-import { fetchImage } from "./url-fetch.ts";
 
 const opts = { maxBodyBytes: 1000, maxBatch: 3 };
 

@@ -1,25 +1,21 @@
 /**
  * @module
- * The stage Worker: one codebase deployed once per pipeline stage (beit-edge-stage-0, -1, ...).
+ * Entry of the stage Worker: one codebase deployed once per pipeline stage (beit-edge-stage-0, -1,
+ * ..., see src/topology.ts).
  * Each isolate holds at most one InferenceSession, for the (version, stage) the gateway asks for;
  * the shard bytes come from {@link ShardStore} (verified, Cache API, R2) and are dropped once the
  * session owns them.
  *
  * Loading = shard bytes (verified) -> session -> one priming run on zeros.
  *
- * Lifecycle: a request for another version (or stage) waits until runs on the resident session
- * have finished, releases it, then loads the requested one. Wasm memory never shrinks, so two
- * sessions are never resident at once: the isolate's peak stays one stage's peak.
+ * Lifecycle (resident.ts): a request for another version (or stage) waits until runs on the
+ * resident session have finished, releases it, then loads the requested one. Wasm memory never
+ * shrinks, so two sessions are never resident at once: the isolate's peak stays one stage's peak.
  */
 
 import ortWasm from "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm";
-import { createStageSession, initOrt, type StageSession, wasmHeapBytes } from "../inference/ort.ts";
-import { isVersion } from "../shards/layout.ts";
-import { type KeepAlive, ShardStore } from "../shards/store.ts";
-import { AppError } from "../shared/errors.ts";
-import type { Manifest, StageSpec } from "../shared/manifest.ts";
-import type { StageEnv } from "./env.ts";
-import { problemResponse, toAppError } from "./problem.ts";
+import type { StageEnv } from "../../edge/env.ts";
+import { problemResponse, toAppError } from "../../edge/problem.ts";
 import {
   HEADER_LOAD_MS,
   HEADER_ORIGIN,
@@ -28,31 +24,24 @@ import {
   HEADER_VERSION,
   type StageStatus,
   type WarmReport,
-} from "./stage-protocol.ts";
+} from "../../edge/stage-protocol.ts";
+import { createStageSession, initOrt, type StageSession, wasmHeapBytes } from "../../inference/ort.ts";
+import { isVersion } from "../../shards/layout.ts";
+import { type KeepAlive, ShardStore } from "../../shards/store.ts";
+import { AppError, RETRY_AFTER_S } from "../../shared/errors.ts";
+import type { Manifest, StageSpec } from "../../shared/manifest.ts";
+import { ResidentSession } from "./resident.ts";
 
 interface Loaded {
   session: StageSession;
   spec: StageSpec;
   origin: "cache" | "r2";
   loadMs: number;
-  /** Set once a request has reported this load's time; later requests report 0 / "memory". */
-  reported: boolean;
-}
-
-interface Resident {
-  key: string;
-  version: string;
-  stage: number;
-  promise: Promise<Loaded>;
-  loaded: boolean;
-  failed: boolean;
-  busy: number;
-  /** Resolvers of callers waiting for `busy` to reach 0 (each wait gets a fresh promise). */
-  waiters: (() => void)[];
+  release(): Promise<void>;
 }
 
 let store: ShardStore | null = null;
-let resident: Resident | null = null;
+const sessions = new ResidentSession<Loaded>();
 let peakHeap = 0;
 let ortReady: Promise<void> | null = null;
 
@@ -100,7 +89,7 @@ async function load(env: StageEnv, version: string, stage: number): Promise<Load
       "model-unavailable",
       503,
       `Stage ${stage} of model version ${version.slice(0, 12)} could not be loaded: ${String(e)}`,
-      { retryAfter: 5 },
+      { retryAfter: RETRY_AFTER_S },
     );
   }
   // Prime the session with one run on zeros: ORT's first run allocates its buffers and is several
@@ -114,76 +103,12 @@ async function load(env: StageEnv, version: string, stage: number): Promise<Load
     throw e instanceof AppError
       ? e
       : new AppError("model-unavailable", 503, `Stage ${stage} failed its first run: ${String(e)}`, {
-          retryAfter: 5,
+          retryAfter: RETRY_AFTER_S,
         });
   }
   heap();
   const origin = graph.origin === "r2" || weights?.origin === "r2" ? "r2" : "cache";
-  return { session, spec, origin, loadMs: Date.now() - t0, reported: false };
-}
-
-/**
- * Pins the session of (version, stage) for the duration of `fn`, loading it if needed. A load is
- * shared by every request that wants it, so it is tied to the starting request with `keepAlive`
- * (waitUntil): were that request cancelled mid-load, its I/O would never settle in workerd and
- * every later request would hang on it.
- */
-async function withSession<T>(
-  env: StageEnv,
-  version: string,
-  stage: number,
-  keepAlive: KeepAlive,
-  fn: (l: Loaded, freshLoad: boolean) => Promise<T>,
-): Promise<T> {
-  const key = `${version}/${stage}`;
-  for (;;) {
-    const r = resident;
-    if (r && r.key === key) {
-      r.busy++;
-      try {
-        const loaded = await r.promise;
-        const fresh = !loaded.reported;
-        loaded.reported = true;
-        return await fn(loaded, fresh);
-      } catch (e) {
-        // A failed load is forgotten so that the next request tries again (no poisoned state).
-        if (resident === r && r.failed) resident = null;
-        throw e;
-      } finally {
-        r.busy--;
-        if (r.busy === 0) for (const wake of r.waiters.splice(0)) wake();
-      }
-    }
-    if (r && r.busy > 0) {
-      await new Promise<void>((wake) => r.waiters.push(wake));
-      continue;
-    }
-    if (r) {
-      resident = null;
-      const old = await r.promise.catch(() => null);
-      await old?.session.release().catch(() => undefined);
-    }
-    const next: Resident = {
-      key,
-      version,
-      stage,
-      promise: load(env, version, stage),
-      loaded: false,
-      failed: false,
-      busy: 0,
-      waiters: [],
-    };
-    next.promise.then(
-      () => {
-        next.loaded = true;
-      },
-      () => {
-        next.failed = true;
-      },
-    );
-    keepAlive(next.promise.catch(() => undefined));
-    resident = next;
-  }
+  return { session, spec, origin, loadMs: Date.now() - t0, release: () => session.release() };
 }
 
 function target(req: Request): { version: string; stage: number } {
@@ -205,12 +130,11 @@ export async function handleStage(req: Request, env: StageEnv, ctx?: ExecutionCo
   try {
     const url = new URL(req.url);
     if (url.pathname === "/status" && req.method === "GET") {
-      const r = resident;
-      const warm = r?.loaded ?? false;
+      const r = sessions.view();
       const status: StageStatus = {
-        stage: r?.stage ?? null,
-        version: r?.version ?? null,
-        warm,
+        stage: r.stage,
+        version: r.version,
+        warm: r.loaded,
         wasmHeapBytes: heap(),
         jsHeapBytes: null,
         peakWasmHeapBytes: peakHeap,
@@ -219,44 +143,56 @@ export async function handleStage(req: Request, env: StageEnv, ctx?: ExecutionCo
     }
     if (url.pathname === "/warm" && req.method === "POST") {
       const { version, stage } = target(req);
-      const report = await withSession(env, version, stage, keepAlive, async (l, fresh) => {
-        const r: WarmReport = {
-          stage,
-          version,
-          loadMs: fresh ? l.loadMs : 0,
-          origin: fresh ? l.origin : "memory",
-          wasmHeapBytes: heap(),
-        };
-        return r;
-      });
+      const report = await sessions.with(
+        version,
+        stage,
+        () => load(env, version, stage),
+        keepAlive,
+        async (l, fresh) => {
+          const r: WarmReport = {
+            stage,
+            version,
+            loadMs: fresh ? l.loadMs : 0,
+            origin: fresh ? l.origin : "memory",
+            wasmHeapBytes: heap(),
+          };
+          return r;
+        },
+      );
       return Response.json(report);
     }
     if (url.pathname === "/run" && req.method === "POST") {
       const { version, stage } = target(req);
       const body = await req.arrayBuffer();
-      return await withSession(env, version, stage, keepAlive, async (l, fresh) => {
-        const spec = l.spec.inputs[0];
-        const want = spec.shape.reduce((a, b) => a * b, 1);
-        if (body.byteLength !== want * 4)
-          throw new AppError(
-            "bad-stage-request",
-            400,
-            `Stage ${stage} expects ${want} float32 values (${spec.shape.join("x")}), got ${body.byteLength} bytes.`,
-          );
-        const t0 = Date.now();
-        const out = await l.session.run(new Float32Array(body), spec, l.spec.outputs[0]);
-        const ms = Date.now() - t0;
-        heap();
-        const bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
-        return new Response(bytes.slice(), {
-          headers: {
-            "content-type": "application/octet-stream",
-            [HEADER_STAGE_MS]: String(ms),
-            [HEADER_LOAD_MS]: String(fresh ? l.loadMs : 0),
-            [HEADER_ORIGIN]: fresh ? l.origin : "memory",
-          },
-        });
-      });
+      return await sessions.with(
+        version,
+        stage,
+        () => load(env, version, stage),
+        keepAlive,
+        async (l, fresh) => {
+          const spec = l.spec.inputs[0];
+          const want = spec.shape.reduce((a, b) => a * b, 1);
+          if (body.byteLength !== want * 4)
+            throw new AppError(
+              "bad-stage-request",
+              400,
+              `Stage ${stage} expects ${want} float32 values (${spec.shape.join("x")}), got ${body.byteLength} bytes.`,
+            );
+          const t0 = Date.now();
+          const out = await l.session.run(new Float32Array(body), spec, l.spec.outputs[0]);
+          const ms = Date.now() - t0;
+          heap();
+          const bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+          return new Response(bytes.slice(), {
+            headers: {
+              "content-type": "application/octet-stream",
+              [HEADER_STAGE_MS]: String(ms),
+              [HEADER_LOAD_MS]: String(fresh ? l.loadMs : 0),
+              [HEADER_ORIGIN]: fresh ? l.origin : "memory",
+            },
+          });
+        },
+      );
     }
     throw new AppError("not-found", 404, `A stage Worker serves POST /run, POST /warm and GET /status.`);
   } catch (e) {

@@ -5,10 +5,20 @@
  * resolves the version once and uses that manifest for every stage call, so a pointer swap never
  * mixes two versions inside one request.
  */
+
+import { configOf } from "../edge/config.ts";
+import type { ClassifierEnv } from "../edge/env.ts";
 import { type KeepAlive, ShardStore } from "../shards/store.ts";
-import { AppError } from "../shared/errors.ts";
+import { AppError, RETRY_AFTER_S } from "../shared/errors.ts";
 import type { Manifest } from "../shared/manifest.ts";
-import type { GatewayEnv } from "./env.ts";
+
+/** Which model answered: on every classification outcome and in the x-model-* headers. */
+export interface ModelIdentity {
+  id: string;
+  version: string;
+  synthetic: boolean;
+  precision: string;
+}
 
 export interface ModelView {
   version: string;
@@ -22,12 +32,9 @@ let storeBucket: R2Bucket | null = null;
 const labelCache = new Map<string, Promise<string[]>>();
 
 /** The isolate's ShardStore for this bucket (recreated if the binding object changes). */
-export function gatewayStore(env: GatewayEnv): ShardStore {
+export function gatewayStore(env: ClassifierEnv): ShardStore {
   if (!store || storeBucket !== env.MODELS) {
-    const ttl = Number(env.POINTER_TTL_S);
-    store = new ShardStore(env.MODELS, {
-      pointerTtlMs: Number.isFinite(ttl) && ttl >= 0 ? ttl * 1000 : 5_000,
-    });
+    store = new ShardStore(env.MODELS, { pointerTtlMs: configOf(env).pointerTtlMs });
     storeBucket = env.MODELS;
   }
   return store;
@@ -50,9 +57,7 @@ async function loadLabels(s: ShardStore, manifest: Manifest): Promise<string[]> 
       "model-unavailable",
       503,
       "The label file is not a JSON array of the manifest's label count.",
-      {
-        retryAfter: 5,
-      },
+      { retryAfter: RETRY_AFTER_S },
     );
   return labels as string[];
 }
@@ -61,7 +66,7 @@ async function loadLabels(s: ShardStore, manifest: Manifest): Promise<string[]> 
  * The active model (pointer -> manifest -> labels), each verified. Pass the request's
  * `waitUntil` as `keepAlive` so that loads shared with later requests always settle.
  */
-export async function activeModel(env: GatewayEnv, keepAlive?: KeepAlive): Promise<ModelView> {
+export async function activeModel(env: ClassifierEnv, keepAlive?: KeepAlive): Promise<ModelView> {
   const s = gatewayStore(env);
   const pointer = await s.active();
   const manifest = await s.manifest(pointer.version, keepAlive);
@@ -75,12 +80,23 @@ export async function activeModel(env: GatewayEnv, keepAlive?: KeepAlive): Promi
   return { version: pointer.version, publishedAt: pointer.publishedAt, manifest, labels: await labels };
 }
 
-/** Headers naming the model on every model-related response. */
-export function modelHeaders(m: ModelView): Record<string, string> {
+/** The identity of a model view. */
+export function identityOf(m: ModelView): ModelIdentity {
   return {
-    "x-model-id": m.manifest.model.id,
-    "x-model-version": m.version,
-    "x-model-synthetic": String(m.manifest.model.synthetic),
-    "x-model-precision": m.manifest.precision,
+    id: m.manifest.model.id,
+    version: m.version,
+    synthetic: m.manifest.model.synthetic,
+    precision: m.manifest.precision,
+  };
+}
+
+/** Headers naming the model on every model-related response. */
+export function modelHeaders(m: ModelView | ModelIdentity): Record<string, string> {
+  const id = "manifest" in m ? identityOf(m) : m;
+  return {
+    "x-model-id": id.id,
+    "x-model-version": id.version,
+    "x-model-synthetic": String(id.synthetic),
+    "x-model-precision": id.precision,
   };
 }

@@ -1,14 +1,10 @@
 /**
  * @module
- * Request limits and the request deadline, read from the gateway's environment with documented
- * defaults, plus a body reader that enforces the byte limit while it reads.
+ * Request limits and the request deadline (values from the typed config, src/edge/config.ts, with
+ * defaults in src/topology.ts), plus a body reader that enforces the byte limit while it reads.
  */
 import { AppError } from "../shared/errors.ts";
-import type { GatewayEnv } from "./env.ts";
 
-export const DEFAULT_DEADLINE_MS = 60_000;
-export const DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024;
-export const DEFAULT_MAX_BATCH = 8;
 /** Header a client may send to ask for a shorter deadline than the service's. */
 export const DEADLINE_HEADER = "x-deadline-ms";
 
@@ -19,21 +15,6 @@ export interface Limits {
   maxBatch: number;
   /** ALLOW_LOOPBACK_FETCH=true: URL inputs may name loopback hosts. */
   allowLoopbackFetch: boolean;
-}
-
-function positiveInt(v: string | undefined, fallback: number): number {
-  const n = Number(v);
-  return v !== undefined && Number.isInteger(n) && n > 0 ? n : fallback;
-}
-
-/** Limits from the environment (unset or invalid values fall back to the defaults). */
-export function limitsFrom(env: GatewayEnv): Limits {
-  return {
-    deadlineMs: positiveInt(env.REQUEST_DEADLINE_MS, DEFAULT_DEADLINE_MS),
-    maxBodyBytes: positiveInt(env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES),
-    maxBatch: positiveInt(env.MAX_BATCH, DEFAULT_MAX_BATCH),
-    allowLoopbackFetch: env.ALLOW_LOOPBACK_FETCH === "true",
-  };
 }
 
 /** A point in time by which the response must be sent. */

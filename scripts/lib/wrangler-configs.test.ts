@@ -1,0 +1,96 @@
+/**
+ * The wrangler configs generated from src/topology.ts: the gateway binds exactly the manifest's
+ * stages, every entry file exists, var defaults come from the topology, and a Worker added to the
+ * topology with queues, D1, KV and a cron gets those bindings in its config.
+ */
+import { access, mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CLASSIFIER_VARS, GATEWAY, WORKERS, type WorkerSpec } from "../../src/topology.ts";
+import { writeWranglerConfigs } from "./wrangler-configs.ts";
+
+const root = resolve(import.meta.dirname, "../..");
+let out: string;
+beforeAll(async () => {
+  out = await mkdtemp(join(tmpdir(), "beit-configs-"));
+});
+afterAll(() => rm(out, { recursive: true, force: true }));
+
+interface WranglerJson {
+  main: string;
+  vars: Record<string, string>;
+  services: unknown[];
+  r2_buckets: unknown;
+  queues: unknown;
+  d1_databases: { migrations_dir?: string }[];
+  kv_namespaces: unknown;
+  triggers: unknown;
+}
+const read = async (p: string) => JSON.parse(await readFile(p, "utf8")) as WranglerJson;
+
+describe("writeWranglerConfigs", () => {
+  it("writes the stage Workers and a gateway bound to exactly those stages, with the topology's vars", async () => {
+    const c = await writeWranglerConfigs({
+      root,
+      outDir: join(out, "a"),
+      stages: 3,
+      vars: { MAX_BATCH: "2" },
+    });
+    expect(c.stages).toHaveLength(3);
+    expect(c.workers.map((w) => w.name)).toEqual([
+      "beit-edge-stage-0",
+      "beit-edge-stage-1",
+      "beit-edge-stage-2",
+      "beit-edge",
+    ]);
+    const g = await read(c.gateway);
+    expect(g.services).toEqual(
+      [0, 1, 2].map((i) => ({ binding: `STAGE_${i}`, service: `beit-edge-stage-${i}` })),
+    );
+    expect(g.vars.MAX_BATCH).toBe("2");
+    expect(g.vars.REQUEST_DEADLINE_MS).toBe(CLASSIFIER_VARS.REQUEST_DEADLINE_MS.default);
+    expect(g.r2_buckets).toEqual([{ binding: "MODELS", bucket_name: "beit-edge-models" }]);
+    for (const w of c.workers) await access((await read(w.path)).main);
+    await expect(writeWranglerConfigs({ root, outDir: join(out, "b"), stages: 9 })).rejects.toThrow(/1\.\.8/);
+  });
+
+  it("gives a Worker added to the topology its queues, D1, KV and cron bindings", async () => {
+    const jobs: WorkerSpec = {
+      kind: "jobs",
+      name: "beit-edge-jobs",
+      entry: GATEWAY.entry,
+      bindsStages: true,
+      queueProducers: { DELIVERIES: "beit-edge-deliveries" },
+      queueConsumers: [
+        { queue: "beit-edge-jobs", maxBatchSize: 4, maxRetries: 3, deadLetterQueue: "beit-edge-jobs-dlq" },
+      ],
+      d1Databases: [{ binding: "DB", databaseName: "beit-edge", migrationsDir: "migrations" }],
+      kvNamespaces: { TAGS: "beit-edge-tags" },
+      crons: ["*/5 * * * *"],
+    };
+    const c = await writeWranglerConfigs({
+      root,
+      outDir: join(out, "c"),
+      stages: 2,
+      workers: [...WORKERS, jobs],
+    });
+    const j = await read(c.workers.find((w) => w.kind === "jobs")!.path);
+    expect(j.services).toHaveLength(2);
+    expect(j.queues).toEqual({
+      producers: [{ binding: "DELIVERIES", queue: "beit-edge-deliveries" }],
+      consumers: [
+        {
+          queue: "beit-edge-jobs",
+          max_batch_size: 4,
+          max_retries: 3,
+          dead_letter_queue: "beit-edge-jobs-dlq",
+        },
+      ],
+    });
+    expect(j.d1_databases[0]).toMatchObject({ binding: "DB", database_name: "beit-edge" });
+    expect(j.d1_databases[0].migrations_dir).toBe(join(root, "migrations"));
+    expect(j.kv_namespaces).toEqual([{ binding: "TAGS", id: "beit-edge-tags" }]);
+    expect(j.triggers).toEqual({ crons: ["*/5 * * * *"] });
+  });
+});

@@ -1,0 +1,54 @@
+/**
+ * @module
+ * Binding types of the Workers described in src/topology.ts. Plain interfaces so that tests and
+ * scripts can build them. Raw var strings are read only by src/edge/config.ts; everything else
+ * takes the typed {@link Config} it returns.
+ */
+import { MAX_STAGES, stageBindingName } from "../topology.ts";
+
+export { MAX_STAGES };
+
+/** STAGE_0 .. STAGE_7: service bindings to the stage Workers (as many as the manifest has stages). */
+export interface StageBindings {
+  STAGE_0?: Fetcher;
+  STAGE_1?: Fetcher;
+  STAGE_2?: Fetcher;
+  STAGE_3?: Fetcher;
+  STAGE_4?: Fetcher;
+  STAGE_5?: Fetcher;
+  STAGE_6?: Fetcher;
+  STAGE_7?: Fetcher;
+}
+
+/** Vars of every Worker that classifies (defaults and meaning in src/topology.ts CLASSIFIER_VARS). */
+export interface ClassifierVars {
+  REQUEST_DEADLINE_MS?: string;
+  MAX_BODY_BYTES?: string;
+  MAX_BATCH?: string;
+  POINTER_TTL_S?: string;
+  /**
+   * "true" lets URL inputs reach loopback (127/8, ::1, localhost): local development and tests.
+   * Anything else (default) refuses them like every private destination.
+   */
+  ALLOW_LOOPBACK_FETCH?: string;
+}
+
+/** What the classification core needs: the model bucket, the stage bindings and the vars. */
+export interface ClassifierEnv extends StageBindings, ClassifierVars {
+  /** The model bucket: shards/, manifests/, active.json. */
+  MODELS: R2Bucket;
+}
+
+export interface GatewayEnv extends ClassifierEnv {
+  /** Secret; when set, /v1/* requires `Authorization: Bearer <API_KEY>`. */
+  API_KEY?: string;
+}
+
+export interface StageEnv {
+  MODELS: R2Bucket;
+}
+
+/** The STAGE_i binding, or undefined when the deployment has fewer stages. */
+export function stageBinding(env: StageBindings, index: number): Fetcher | undefined {
+  return (env as unknown as Record<string, Fetcher | undefined>)[stageBindingName(index)];
+}

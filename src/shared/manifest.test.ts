@@ -1,0 +1,67 @@
+/**
+ * The manifest validator: a manifest the converter wrote parses (and survives a serialize round
+ * trip); each kind of damage is refused with a ManifestError naming the first bad path, because
+ * the gateway and the stages trust nothing else about the files they load.
+ */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildTinyModel, type TinyModel } from "../../test/helpers/fake-classifier.ts";
+import { ManifestError, parseManifest, serializeManifest } from "./manifest.ts";
+
+let tiny: TinyModel;
+let raw: Record<string, unknown>;
+beforeAll(async () => {
+  tiny = await buildTinyModel(13);
+  raw = JSON.parse(await readFile(join(tiny.dir, "out", "manifest.json"), "utf8"));
+}, 120_000);
+afterAll(() => tiny.cleanup());
+
+// biome-ignore lint/suspicious/noExplicitAny: the cases edit arbitrary JSON paths
+type Json = Record<string, any>;
+function damaged(edit: (m: Json) => void): unknown {
+  const m = structuredClone(raw) as Json;
+  edit(m);
+  return m;
+}
+function pathOf(value: unknown): string {
+  try {
+    parseManifest(value);
+  } catch (e) {
+    if (e instanceof ManifestError) return e.path;
+    throw e;
+  }
+  return "(accepted)";
+}
+
+describe("parseManifest", () => {
+  it("accepts what the converter writes, and its serialization parses to the same manifest", () => {
+    const m = parseManifest(raw);
+    expect(m.version).toBe(tiny.manifest.version);
+    expect(m.stages.length).toBeGreaterThan(1);
+    expect(parseManifest(JSON.parse(serializeManifest(m)))).toEqual(m);
+  });
+
+  it("names the first bad path of a damaged manifest", () => {
+    const last = tiny.manifest.stages.length - 1;
+    const cases: [string, (m: Json) => void][] = [
+      ["$.schema", (m) => (m.schema = 2)],
+      ["$.version", (m) => (m.version = "ABC")],
+      ["$.model.architecture", (m) => (m.model.architecture = "ViT")],
+      ["$.precision", (m) => (m.precision = "int4")],
+      ["$.labels.count", (m) => (m.labels.count += 1)],
+      ["$.labels.file", (m) => (m.labels.file = "../labels.json")],
+      ["$.labels.sha256", (m) => (m.labels.sha256 = "x".repeat(64))],
+      ["$.stages", (m) => (m.stages = [])],
+      [
+        "$.stages[1].layers",
+        (m) => (m.stages[1].layers = [m.stages[1].layers[0] + 1, m.stages[1].layers[1]]),
+      ],
+      ["$.stages[0].embeddings", (m) => (m.stages[0].embeddings = false)],
+      [`$.stages[${last}].head`, (m) => (m.stages[last].head = false)],
+      ["$.preprocess.image_std", (m) => (m.preprocess.image_std = [0, 0.5, 0.5])],
+    ];
+    for (const [path, edit] of cases) expect(pathOf(damaged(edit)), path).toBe(path);
+    expect(pathOf(null)).toBe("$");
+  });
+});
