@@ -9,6 +9,7 @@ import { readdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { applyLocalMigrations } from "./d1-migrations.ts";
 import { type GeneratedConfigs, writeWranglerConfigs } from "./wrangler-configs.ts";
 
 export interface ServeOptions {
@@ -23,6 +24,8 @@ export interface ServeOptions {
    * may name http://localhost:...) unless the caller's environment says ALLOW_LOOPBACK_FETCH=false.
    */
   vars?: Record<string, string>;
+  /** Extra vars (or local secrets) by Worker kind: { jobs: { WEBHOOK_RETRY_SCHEDULE: "1s" } }. */
+  varsByKind?: Record<string, Record<string, string>>;
   /** "inherit" shows wrangler's output; "pipe" keeps it for error messages. */
   stdio?: "inherit" | "pipe";
   /** How long to wait for readiness (ms, default 120000). */
@@ -109,13 +112,25 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
   const root = resolve(opts.root);
   const port = opts.port ?? 8787;
   const configDir = opts.configDir ?? join(root, ".wrangler/generated");
+  const loopback = localLoopbackFetch(process.env);
   const configs = await writeWranglerConfigs({
     root,
     outDir: configDir,
     stages: opts.stages,
-    vars: { ALLOW_LOOPBACK_FETCH: localLoopbackFetch(process.env), ...opts.vars },
+    vars: { ALLOW_LOOPBACK_FETCH: loopback, ...opts.vars },
+    // The jobs Worker posts webhooks through the same outbound policy as the gateway's URL inputs.
+    varsByKind: {
+      ...opts.varsByKind,
+      jobs: { ALLOW_LOOPBACK_FETCH: loopback, ...opts.varsByKind?.jobs },
+    },
   });
   if (opts.prebundle) await usePrebuiltBundles(root, configDir, configs);
+  // D1 schema (migrations/) into the same local state wrangler dev serves; only new files apply.
+  await applyLocalMigrations(
+    root,
+    configs.workers.map((w) => w.path),
+    resolve(opts.persistTo),
+  );
   const args = [
     join(root, "node_modules/wrangler/bin/wrangler.js"),
     "dev",

@@ -1,24 +1,17 @@
 /**
  * @module
- * The jobs settings, parsed once from a Worker's vars/secrets with documented defaults. A value
- * that does not parse is a configuration error (thrown at first use with the variable's name), not a
- * silent fallback, except where noted.
+ * The webhook-jobs settings, parsed once per env object (like src/edge/config.ts) from the vars and
+ * secrets of the gateway and the jobs Worker. Defaults and meanings live in src/topology.ts
+ * (JOBS_VARS); an unset value takes its default, and so does an invalid one, with a warning naming
+ * the variable (the convention of src/edge/config.ts).
  *
- * | var | default | what |
- * |---|---|---|
- * | `WEBHOOK_SECRET` | (none) | `whsec_<base64>`; required to deliver webhooks |
- * | `WEBHOOK_SECRET_PREVIOUS` | (none) | the old secret while rotating: both signatures are sent |
- * | `WEBHOOK_RETRY_SCHEDULE` | `5s,5m,30m,2h,5h,10h,14h,20h,24h` | delays after each failed attempt |
- * | `WEBHOOK_TIMEOUT_MS` | 15000 | one delivery attempt, headers and body |
- * | `JOB_RETENTION_S` | 604800 (7 days) | results stay retrievable this long after the job ends |
- * | `JOB_MAX_ATTEMPTS` | 5 | classification attempts for retryable errors (503/504) before the job fails |
- * | `JOB_LEASE_S` | 300 | a running job not finished within this is taken over |
- * | `JOB_STUCK_AFTER_S` | 600 | a queued job untouched this long is re-enqueued by the sweeper |
- * | `DELIVERY_STUCK_AFTER_S` | 60 | a delivery due this long ago and not in flight is re-enqueued |
- * | `MAX_METADATA_BYTES` | 4096 | the `metadata` JSON object, UTF-8 bytes |
- * | `MAX_JOB_TOP_K` | 100 | top_k of a job (results live in D1 rows and webhook bodies) |
+ * Secrets: `WEBHOOK_SECRET` (`whsec_<base64>`, required to deliver) and, while rotating,
+ * `WEBHOOK_SECRET_PREVIOUS`: every delivery then carries both signatures. The outbound policy's
+ * `ALLOW_LOOPBACK_FETCH` (src/edge/config.ts, on only in local development) also admits http
+ * callbacks to loopback addresses, on any port.
  */
-import { DEFAULT_RETRY_SCHEDULE_S, parseRetrySchedule } from "./retry.ts";
+import { JOBS_VARS } from "../topology.ts";
+import { parseRetrySchedule } from "./retry.ts";
 import { webhookSecrets } from "./webhook-signature.ts";
 
 export interface JobsVars {
@@ -33,9 +26,11 @@ export interface JobsVars {
   DELIVERY_STUCK_AFTER_S?: string;
   MAX_METADATA_BYTES?: string;
   MAX_JOB_TOP_K?: string;
+  CALLBACK_ALLOWED_PORTS?: string;
 }
 
 export interface JobsConfig {
+  /** Signing secrets, current first. */
   secrets: string[];
   retryScheduleS: number[];
   webhookTimeoutMs: number;
@@ -46,42 +41,84 @@ export interface JobsConfig {
   deliveryStuckAfterMs: number;
   maxMetadataBytes: number;
   maxTopK: number;
+  callbackPorts: number[];
 }
 
-export const JOBS_DEFAULTS = {
-  WEBHOOK_TIMEOUT_MS: 15_000,
-  JOB_RETENTION_S: 7 * 86_400,
-  JOB_MAX_ATTEMPTS: 5,
-  JOB_LEASE_S: 300,
-  JOB_STUCK_AFTER_S: 600,
-  DELIVERY_STUCK_AFTER_S: 60,
-  MAX_METADATA_BYTES: 4096,
-  MAX_JOB_TOP_K: 100,
-} as const;
+type NumberVar = Exclude<
+  keyof JobsVars,
+  "WEBHOOK_SECRET" | "WEBHOOK_SECRET_PREVIOUS" | "WEBHOOK_RETRY_SCHEDULE" | "CALLBACK_ALLOWED_PORTS"
+>;
 
-function num(env: JobsVars, name: keyof typeof JOBS_DEFAULTS): number {
+function warn(name: string, raw: string, fallback: string): void {
+  console.warn(`${name}=${JSON.stringify(raw)} is not valid; using the default ${fallback}`);
+}
+
+function num(env: JobsVars, name: NumberVar, integer = false): number {
+  const fallback = JOBS_VARS[name].default;
   const raw = env[name];
-  if (raw === undefined || raw === "") return JOBS_DEFAULTS[name];
+  if (raw === undefined || raw === "") return Number(fallback);
   const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0)
-    throw new Error(`${name} must be a positive number, got ${JSON.stringify(raw)}`);
+  if (!Number.isFinite(n) || n <= 0 || (integer && !Number.isInteger(n))) {
+    warn(name, raw, fallback);
+    return Number(fallback);
+  }
   return n;
 }
 
-/** Parses the jobs settings; throws an Error naming the variable when one is malformed. */
+function schedule(env: JobsVars): number[] {
+  const fallback = JOBS_VARS.WEBHOOK_RETRY_SCHEDULE.default;
+  const raw = env.WEBHOOK_RETRY_SCHEDULE;
+  if (raw !== undefined && raw !== "") {
+    try {
+      return parseRetrySchedule(raw);
+    } catch {
+      warn("WEBHOOK_RETRY_SCHEDULE", raw, fallback);
+    }
+  }
+  return parseRetrySchedule(fallback);
+}
+
+function ports(env: JobsVars): number[] {
+  const fallback = JOBS_VARS.CALLBACK_ALLOWED_PORTS.default;
+  const parse = (t: string) =>
+    t
+      .split(/[\s,]+/)
+      .filter(Boolean)
+      .map(Number);
+  const raw = env.CALLBACK_ALLOWED_PORTS;
+  if (raw !== undefined && raw !== "") {
+    const p = parse(raw);
+    if (p.length > 0 && p.every((n) => Number.isInteger(n) && n > 0 && n < 65536)) return p;
+    warn("CALLBACK_ALLOWED_PORTS", raw, fallback);
+  }
+  return parse(fallback);
+}
+
+/** Parses `env` (no caching; see {@link jobsConfigOf}). */
 export function jobsConfigFrom(env: JobsVars): JobsConfig {
   return {
     secrets: webhookSecrets(env.WEBHOOK_SECRET, env.WEBHOOK_SECRET_PREVIOUS),
-    retryScheduleS: env.WEBHOOK_RETRY_SCHEDULE
-      ? parseRetrySchedule(env.WEBHOOK_RETRY_SCHEDULE)
-      : [...DEFAULT_RETRY_SCHEDULE_S],
+    retryScheduleS: schedule(env),
     webhookTimeoutMs: num(env, "WEBHOOK_TIMEOUT_MS"),
     retentionMs: num(env, "JOB_RETENTION_S") * 1000,
-    maxAttempts: Math.floor(num(env, "JOB_MAX_ATTEMPTS")),
+    maxAttempts: num(env, "JOB_MAX_ATTEMPTS", true),
     leaseMs: num(env, "JOB_LEASE_S") * 1000,
     stuckAfterMs: num(env, "JOB_STUCK_AFTER_S") * 1000,
     deliveryStuckAfterMs: num(env, "DELIVERY_STUCK_AFTER_S") * 1000,
-    maxMetadataBytes: Math.floor(num(env, "MAX_METADATA_BYTES")),
-    maxTopK: Math.floor(num(env, "MAX_JOB_TOP_K")),
+    maxMetadataBytes: num(env, "MAX_METADATA_BYTES", true),
+    maxTopK: num(env, "MAX_JOB_TOP_K", true),
+    callbackPorts: ports(env),
   };
+}
+
+const cache = new WeakMap<object, JobsConfig>();
+
+/** The jobs config of `env`, parsed on first use and reused for the isolate's life. */
+export function jobsConfigOf(env: JobsVars): JobsConfig {
+  let c = cache.get(env);
+  if (!c) {
+    c = jobsConfigFrom(env);
+    cache.set(env, c);
+  }
+  return c;
 }

@@ -15,11 +15,16 @@
  * Messages that are duplicates, stale (an older generation or attempt) or early are dropped or
  * re-delayed; a delivery retry never re-runs the model.
  *
+ * Dead letters (queue beit-edge-jobs-dlq): a job message that exhausted the queue's retries fails
+ * its job (500 `job-processing-failed`, delivered as classification.failed); a delivery message
+ * marks its delivery failed (it stays redeliverable).
+ *
  * Sweep (cron): re-enqueue stuck jobs and deliveries, delete uploads of final jobs, delete jobs past
  * their retention.
  */
+
+import { problemBody, toAppError } from "../edge/problem.ts";
 import { AppError } from "../shared/errors.ts";
-import { problemBody, toAppError } from "../worker/problem.ts";
 import type { JobsConfig } from "./config.ts";
 import { postWebhook } from "./deliver.ts";
 import type { JobRow } from "./model.ts";
@@ -240,6 +245,38 @@ export async function runDelivery(deps: ConsumerDeps, msg: DeliveryMessage): Pro
       { jobId: d.job_id, generation: d.generation, attempt: d.attempts },
       Math.min(Math.ceil(delay), MAX_QUEUE_DELAY_S),
     );
+  return ACK;
+}
+
+/** Handles one dead-lettered message of either queue. */
+export async function runDeadLetter(
+  deps: ConsumerDeps,
+  body: JobMessage | DeliveryMessage,
+): Promise<MessageAction> {
+  const now = deps.now ?? Date.now;
+  if ("generation" in body) {
+    await deps.store.failDelivery(
+      body.jobId,
+      body.generation,
+      now(),
+      "the delivery message exhausted its queue retries (dead-lettered)",
+    );
+    return ACK;
+  }
+  const job = await deps.store.claim(body.jobId, now(), deps.config.leaseMs);
+  if (!job) return ACK; // final already, or held by a live attempt (the sweeper watches its lease)
+  const error = new AppError(
+    "job-processing-failed",
+    500,
+    "The job could not be processed: its queue message failed every retry. Submit it again; if it persists, report the job id.",
+  );
+  const done = await deps.store.finish(
+    job,
+    { status: "failed", error: problemBody(error) },
+    now(),
+    deps.config.retentionMs,
+  );
+  if (done) await afterFinish(deps, done.job, done.delivery !== null);
   return ACK;
 }
 

@@ -9,8 +9,8 @@
  *   delivery}` with times in ISO 8601, `results` exactly what `/v1/classify` answers for the same
  * request (one array of `{label, score}`, or one per image for a batch), `error` problem details
  * when failed, `model` `{id, version, synthetic, precision}`, `delivery` `{state, webhook_id,
- * attempts, last_status, last_error, last_attempt_at, next_attempt_at, delivered_at}` or null
- * without a callback_url.
+ * attempts, last_status, last_error, last_attempt_at, next_attempt_at, delivered_at}` (pending
+ * with no attempts until the job is final), or null without a callback_url.
  *
  * Event (webhook body): `{type: "classification.succeeded" | "classification.failed", timestamp,
  * data: <job object without delivery>}`, fixed once when the job becomes final, so every retry and
@@ -152,7 +152,26 @@ export function jobView(job: JobRow, delivery?: DeliveryRow | null): JobView {
     error: job.status === "failed" ? json(job.error) : null,
     attempts: job.attempts,
   };
-  if (delivery !== undefined) view.delivery = delivery === null ? null : deliveryView(delivery);
+  if (delivery !== undefined)
+    view.delivery =
+      delivery !== null
+        ? deliveryView(delivery)
+        : job.callback_url
+          ? // The event is created when the job becomes final; until then the delivery waits.
+            {
+              state: "pending",
+              webhook_id: webhookIdFor(job.id),
+              url: job.callback_url,
+              attempts: 0,
+              total_attempts: 0,
+              redeliveries: 0,
+              last_status: null,
+              last_error: null,
+              last_attempt_at: null,
+              next_attempt_at: null,
+              delivered_at: null,
+            }
+          : null;
   return view;
 }
 

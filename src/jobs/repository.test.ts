@@ -40,7 +40,9 @@ describe("JobStore (Miniflare D1, migrations/ applied)", () => {
     expect(await store.get("key:a", job.id)).toMatchObject({ id: job.id });
     expect(await store.get("key:b", job.id)).toBeNull();
     const view = jobView(job, null);
-    expect(view).toMatchObject({ status: "queued", metadata: { order: 42 }, delivery: null, results: null });
+    expect(view).toMatchObject({ status: "queued", metadata: { order: 42 }, results: null });
+    expect(view.delivery).toMatchObject({ state: "pending", attempts: 0, next_attempt_at: null });
+    expect(jobView({ ...job, callback_url: null }, null).delivery).toBeNull();
     expect(view.created_at).toBe(new Date(1_000_000).toISOString());
   });
 

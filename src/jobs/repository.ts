@@ -363,6 +363,18 @@ export class JobStore {
     return res.meta.changes === 1;
   }
 
+  /** Marks a pending delivery of `generation` failed (its messages were dead-lettered); false if it was not pending. */
+  async failDelivery(jobId: string, generation: number, now: number, error: string): Promise<boolean> {
+    const r = await this.db
+      .prepare(
+        `UPDATE deliveries SET state = 'failed', last_error = ?, next_attempt_at = NULL, lease_until = NULL, updated_at = ?
+         WHERE job_id = ? AND generation = ? AND state = 'pending'`,
+      )
+      .bind(error, now, jobId, generation)
+      .run();
+    return r.meta.changes === 1;
+  }
+
   /**
    * Starts one more delivery of the final event (same webhook-id, same payload) when the last one
    * is over (delivered or failed). Returns the new row, or the reason it cannot.

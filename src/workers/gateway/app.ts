@@ -5,7 +5,8 @@
  * weights. Every error leaves as application/problem+json.
  *
  * Routes: POST /v1/classify, GET /v1/labels, GET /v1/model, GET /v1/status, GET /healthz,
- * GET /openapi.json, GET / (a drop-an-image page).
+ * GET /openapi.json, GET / (a drop-an-image page), and the webhook jobs of ./jobs.ts
+ * (POST /v1/jobs, GET /v1/jobs, GET /v1/jobs/{id}, POST /v1/jobs/{id}/redeliver).
  */
 import { type Context, Hono } from "hono";
 import {
@@ -15,15 +16,15 @@ import {
   modelHeaders,
   type PixelDecoder,
 } from "../../classify/index.ts";
-import { checkBearer } from "../../edge/auth.ts";
+import { authenticate } from "../../edge/auth.ts";
 import { configOf } from "../../edge/config.ts";
-import type { GatewayEnv } from "../../edge/env.ts";
 import { Deadline } from "../../edge/limits.ts";
 import { problemResponse, toAppError } from "../../edge/problem.ts";
 import { AppError, RETRY_AFTER_S } from "../../shared/errors.ts";
 import { ISOLATE_LIMIT_BYTES } from "../../topology.ts";
 import { homePage } from "./home-page.ts";
 import { readClassifyInput, resolveExifTranspose, resolveTopK } from "./input.ts";
+import { type JobsAppEnv, registerJobRoutes } from "./jobs.ts";
 import { openApiDocument } from "./openapi.ts";
 
 export type { PixelDecoder, Prediction } from "../../classify/index.ts";
@@ -32,7 +33,7 @@ export interface AppOptions {
   decode: PixelDecoder;
 }
 
-type AppEnv = { Bindings: GatewayEnv };
+type AppEnv = JobsAppEnv;
 
 /** The request's waitUntil, or a no-op where there is no execution context (app.request in tests). */
 function keepAliveOf(c: Context<AppEnv>): (p: Promise<unknown>) => void {
@@ -79,7 +80,7 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   );
 
   app.use("/v1/*", async (c, next) => {
-    await checkBearer(c.req.header("authorization") ?? null, configOf(c.env).apiKey ?? undefined);
+    c.set("caller", await authenticate(c.req.header("authorization") ?? null, configOf(c.env).apiKey));
     await next();
   });
 
@@ -167,6 +168,8 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
       "server-timing": parts.join(", "),
     });
   });
+
+  registerJobRoutes(app, { classifier: (c) => classifierOf(c, options) });
 
   return app;
 }
