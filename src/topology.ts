@@ -184,12 +184,13 @@ export const JOBS: WorkerSpec = {
   queueConsumers: [
     // One job per invocation: up to 8 images at ~1 s each stays far inside a consumer's limits.
     { queue: QUEUES.JOBS, maxBatchSize: 1, maxRetries: 10, deadLetterQueue: QUEUES.JOBS_DLQ },
-    // Deliveries are I/O-bound: a batch is posted concurrently.
+    // Deliveries are I/O-bound: a batch is posted concurrently. Each delivery's message is retried
+    // with the schedule's delays: 9 retries + up to 3 re-delays (Queues cap a delay at 12 h) + margin.
     {
       queue: QUEUES.DELIVERIES,
       maxBatchSize: 10,
       maxBatchTimeoutS: 1,
-      maxRetries: 10,
+      maxRetries: 20,
       deadLetterQueue: QUEUES.JOBS_DLQ,
     },
     { queue: QUEUES.JOBS_DLQ, maxBatchSize: 10, maxRetries: 3 },

@@ -10,10 +10,10 @@
  * /v1/classify would give; a 503/504 (model unavailable, deadline) or an unexpected error puts it
  * back to queued and retries it, up to JOB_MAX_ATTEMPTS, then fails it with that problem.
  *
- * Delivery message `{jobId, generation, attempt}` (queue beit-edge-deliveries): claim that attempt,
- * POST the signed event, record the outcome, and enqueue the next attempt with the retry delay.
- * Messages that are duplicates, stale (an older generation or attempt) or early are dropped or
- * re-delayed; a delivery retry never re-runs the model.
+ * Delivery message `{jobId, generation}` (queue beit-edge-deliveries): claim the next attempt,
+ * POST the signed event, record the outcome, and retry the same message with the retry delay.
+ * Messages that are duplicates (they lose the claim), stale (an older generation, or the delivery
+ * is over) or early are dropped or re-delayed; a delivery retry never re-runs the model.
  *
  * Dead letters (queue beit-edge-jobs-dlq): a job message that exhausted the queue's retries fails
  * its job (500 `job-processing-failed`, delivered as classification.failed); a delivery message
@@ -35,11 +35,14 @@ export interface JobMessage {
   jobId: string;
 }
 
+/**
+ * One live message per delivery generation: it is retried (message.retry with the delay) after each
+ * failed attempt rather than re-sent, so the deliveries consumer never produces to its own queue
+ * (which also makes Miniflare's local queue broker spin, workers-sdk issue 4639).
+ */
 export interface DeliveryMessage {
   jobId: string;
   generation: number;
-  /** Attempts already made in this generation when this message was sent. */
-  attempt: number;
 }
 
 /** Queue message delays are capped at 12 h by Cloudflare Queues; longer waits re-delay on arrival. */
@@ -147,7 +150,7 @@ async function readUploads(deps: ConsumerDeps, job: JobRow): Promise<Uint8Array[
 async function afterFinish(deps: ConsumerDeps, job: JobRow, deliver: boolean): Promise<void> {
   if (deliver) {
     try {
-      await deps.sendDelivery({ jobId: job.id, generation: 0, attempt: 0 });
+      await deps.sendDelivery({ jobId: job.id, generation: 0 });
     } catch (e) {
       // The sweeper re-enqueues deliveries that are due and not in flight.
       (deps.log ?? console.error)(`job ${job.id}: could not enqueue its delivery; the sweeper will`, e);
@@ -172,20 +175,15 @@ export async function runDelivery(deps: ConsumerDeps, msg: DeliveryMessage): Pro
   const now = deps.now ?? Date.now;
   const cfg = deps.config;
   const current = await deps.store.delivery(msg.jobId);
-  if (
-    current?.state !== "pending" ||
-    current.generation !== msg.generation ||
-    current.attempts !== msg.attempt
-  )
-    return ACK;
+  // Delivered, failed, redelivered since (another generation) or expired: this message is done.
+  if (current?.state !== "pending" || current.generation !== msg.generation) return ACK;
   const early = (current.next_attempt_at ?? 0) - now();
-  if (early > 1000) {
+  if (early > 1000)
     // Queues cap delays at 12 h: a 14-24 h retry arrives early and waits again.
-    await deps.sendDelivery(msg, Math.min(Math.ceil(early / 1000), MAX_QUEUE_DELAY_S));
-    return ACK;
-  }
+    return { ack: false, delaySeconds: Math.min(Math.ceil(early / 1000), MAX_QUEUE_DELAY_S) };
   const leaseMs = cfg.webhookTimeoutMs + 30_000;
-  const d = await deps.store.claimDelivery(msg.jobId, msg.generation, msg.attempt, now(), leaseMs);
+  // Only one holder per attempt: a duplicate of this message loses the claim and is dropped.
+  const d = await deps.store.claimDelivery(msg.jobId, msg.generation, current.attempts, now(), leaseMs);
   if (!d) return ACK;
   let status: number | null = null;
   let error: string | null;
@@ -240,12 +238,7 @@ export async function runDelivery(deps: ConsumerDeps, msg: DeliveryMessage): Pro
     nextAttemptAt: nextAt,
     now: at,
   });
-  if (recorded)
-    await deps.sendDelivery(
-      { jobId: d.job_id, generation: d.generation, attempt: d.attempts },
-      Math.min(Math.ceil(delay), MAX_QUEUE_DELAY_S),
-    );
-  return ACK;
+  return recorded ? { ack: false, delaySeconds: Math.min(Math.ceil(delay), MAX_QUEUE_DELAY_S) } : ACK;
 }
 
 /** Handles one dead-lettered message of either queue. */
@@ -294,8 +287,7 @@ export async function sweep(deps: ConsumerDeps, limit = 100): Promise<SweepRepor
   const jobs = await deps.store.stuckJobs(now, cfg.stuckAfterMs, limit);
   for (const jobId of jobs) await deps.sendJob({ jobId });
   const deliveries = await deps.store.stuckDeliveries(now, cfg.deliveryStuckAfterMs, limit);
-  for (const d of deliveries)
-    await deps.sendDelivery({ jobId: d.job_id, generation: d.generation, attempt: d.attempts });
+  for (const d of deliveries) await deps.sendDelivery({ jobId: d.job_id, generation: d.generation });
   const uploads = await deps.store.uploadsToDelete(now, limit);
   await deleteUploads(deps, uploads);
   const expired = await deps.store.expire(now, limit);

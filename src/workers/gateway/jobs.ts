@@ -264,7 +264,7 @@ export function registerJobRoutes(app: Hono<JobsAppEnv>, deps: Deps): void {
         detail,
       );
     }
-    await deliveries.send({ jobId: id, generation: r.delivery.generation, attempt: 0 });
+    await deliveries.send({ jobId: id, generation: r.delivery.generation });
     const job = await store.get(c.get("caller"), id);
     return c.json(jobView(job!, r.delivery), 202, { location: `/v1/jobs/${id}` });
   });
