@@ -22,6 +22,7 @@ import { AppError } from "../src/shared/errors.ts";
 import type { Manifest } from "../src/shared/manifest.ts";
 import { publishLocal } from "./lib/local-r2.ts";
 import { serveLocal } from "./lib/serve.ts";
+import { localWebhookSecret } from "./lib/webhook-secret.ts";
 
 export const HUB_ID = "microsoft/beit-base-patch16-224-pt22k-ft22k";
 /** Stage budget of the tiny development model: 3 stages, like the tests. */
@@ -162,7 +163,12 @@ async function main(): Promise<void> {
     progress(`prepared ${what}`);
     return;
   }
-  progress(`starting wrangler dev: gateway + ${manifest.stages.length} stage Worker(s) ...`);
+  const webhook = await localWebhookSecret(root);
+  if (webhook.source === "generated")
+    progress(`generated a development WEBHOOK_SECRET (kept in .dev.vars): ${webhook.secret}`);
+  progress(
+    `starting wrangler dev: gateway, jobs Worker (queues, D1, cron) + ${manifest.stages.length} stage Worker(s) ...`,
+  );
   const svc = await serveLocal({
     root,
     stages: manifest.stages.length,
@@ -170,11 +176,15 @@ async function main(): Promise<void> {
     port: args.port,
     stdio: "inherit",
     readyTimeoutMs: 300_000,
+    varsByKind: { jobs: webhook.vars },
   });
   banner([
     `beit-edge is serving ${what}`,
     `  ${svc.url.replace("127.0.0.1", "localhost")}/            drop an image`,
     `  curl --data-binary @cat.jpg -H 'content-type: image/jpeg' ${svc.url.replace("127.0.0.1", "localhost")}/v1/classify`,
+    `  webhook jobs: npm run webhook-receiver -- --port 9000, then`,
+    `  curl -F file=@cat.jpg -F callback_url=http://127.0.0.1:9000/ ${svc.url.replace("127.0.0.1", "localhost")}/v1/jobs`,
+    `  (webhooks signed with WEBHOOK_SECRET from ${webhook.source === "environment" ? "the environment" : ".dev.vars"})`,
     "Stop with Ctrl-C.",
   ]);
   const stop = async () => {

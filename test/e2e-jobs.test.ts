@@ -4,11 +4,12 @@
  * loopback (scripts/lib/webhook-receiver.ts). The retry schedule is shortened through
  * configuration (WEBHOOK_RETRY_SCHEDULE), not by another code path. Two API keys are configured,
  * so scoping is checked too. Everything is bounded by timeouts and the servers are always stopped.
+ * (No /v1/classify call here: with a gateway classification and delayed delivery retries in one
+ * wrangler dev, Miniflare's local runtime was seen to spin and stop answering, see README.)
  */
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { Webhook } from "standardwebhooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildShards } from "../model-shards/build.ts";
 import { loadCheckpoint } from "../model-shards/checkpoint/index.ts";
@@ -16,7 +17,13 @@ import { synthesize, writeCheckpoint } from "../model-shards/checkpoint/synth.ts
 import { publishLocal } from "../scripts/lib/local-r2.ts";
 import { freePort, type RunningService, serveLocal } from "../scripts/lib/serve.ts";
 import { type RunningReceiver, startWebhookReceiver } from "../scripts/lib/webhook-receiver.ts";
+import { PROBLEM_BASE } from "../src/edge/problem.ts";
+import { initNodeCodecs } from "../src/image/codecs-node.ts";
+import { imageToPixelValues } from "../src/image/index.ts";
+import { createStageSession, initOrt } from "../src/inference/ort.ts";
+import { topK } from "../src/inference/pipeline.ts";
 import { generateWebhookSecret } from "../src/jobs/webhook-signature.ts";
+import type { Manifest } from "../src/shared/manifest.ts";
 import { testPng } from "./helpers/png.ts";
 
 const root = resolve(import.meta.dirname, "..");
@@ -27,6 +34,27 @@ let dir: string;
 let svc: RunningService | null = null;
 let receiver: RunningReceiver;
 const png = testPng(64, 48, 5);
+let manifest: Manifest;
+
+/** What onnxruntime-web in Node gives for `png` (the same tiny model, the same image path). */
+async function expectedTop(k: number): Promise<{ label: string; score: number }[]> {
+  const shards = join(dir, "shards");
+  await initNodeCodecs();
+  await initOrt();
+  let x = (await imageToPixelValues(png, manifest.preprocess)).pixels;
+  for (const s of manifest.stages) {
+    const session = await createStageSession(
+      new Uint8Array(await readFile(join(shards, s.graph.file))),
+      s.weights && s.externalDataPath
+        ? { path: s.externalDataPath, data: new Uint8Array(await readFile(join(shards, s.weights.file))) }
+        : null,
+    );
+    x = await session.run(x, s.inputs[0], s.outputs[0]);
+    await session.release();
+  }
+  const labels = JSON.parse(await readFile(join(shards, manifest.labels.file), "utf8")) as string[];
+  return topK(x, labels, k).map((p) => ({ label: p.label, score: p.score }));
+}
 
 interface Job {
   id: string;
@@ -79,7 +107,7 @@ function final(id: string, deliveryState?: string): Promise<Job> {
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "beit-edge-e2e-jobs-"));
   await writeCheckpoint(join(dir, "ck"), synthesize({ size: "tiny", seed: 12 }), "safetensors");
-  const manifest = await buildShards(await loadCheckpoint(join(dir, "ck")), {
+  manifest = await buildShards(await loadCheckpoint(join(dir, "ck")), {
     outDir: join(dir, "shards"),
     precision: "int8",
     stageBudgetBytes: 32_000_000,
@@ -114,21 +142,16 @@ afterAll(async () => {
 }, 30_000);
 
 describe("webhook jobs over wrangler dev", () => {
-  it("runs a polled job (no callback) to the same result /v1/classify gives", async () => {
+  it("runs a polled job (no callback) to what onnxruntime-web in Node computes for the image", async () => {
     const res = await submit(null);
     expect(res.status).toBe(202);
     const created = (await res.json()) as Job;
     expect(res.headers.get("location")).toBe(`/v1/jobs/${created.id}`);
     expect(created).toMatchObject({ status: "queued", delivery: null });
     const done = await final(created.id);
-    const direct = await api("/v1/classify?top_k=3", {
-      method: "POST",
-      body: png,
-      headers: { "content-type": "image/png" },
-    });
     expect(done.status).toBe("succeeded");
-    expect(done.results).toEqual(await direct.json());
-    expect(done.model).toMatchObject({ synthetic: true, version: direct.headers.get("x-model-version") });
+    expect(done.results).toEqual(await expectedTop(3));
+    expect(done.model).toMatchObject({ synthetic: true, version: manifest.version });
   });
 
   it("delivers a signed event; a receiver failing twice then succeeding gets one success under one webhook-id", async () => {
@@ -142,8 +165,6 @@ describe("webhook jobs over wrangler dev", () => {
     expect(new Set(mine.map((d) => d.webhookId)).size).toBe(1);
     expect(mine.every((d) => d.verified)).toBe(true);
     expect(new Set(mine.map((d) => d.body)).size).toBe(1);
-    // The published verifier agrees (its default tolerance is also 5 minutes).
-    const headers = { "webhook-id": mine[2].webhookId, "webhook-timestamp": mine[2].timestamp };
     expect(mine[2].event).toMatchObject({
       type: "classification.succeeded",
       data: { id, status: "succeeded", metadata: { order: "A-17" } },
@@ -155,8 +176,7 @@ describe("webhook jobs over wrangler dev", () => {
       last_status: 204,
       webhook_id: mine[0].webhookId,
     });
-    expect(headers["webhook-id"]).toMatch(/^evt_/);
-    void Webhook;
+    expect(mine[0].webhookId).toMatch(/^evt_/);
   }, 90_000);
 
   it("keeps the result when the receiver is down for every attempt, and redeliver then works", async () => {
@@ -184,27 +204,22 @@ describe("webhook jobs over wrangler dev", () => {
     }
   }, 90_000);
 
-  it("fails an undecodable image with /v1/classify's problem details and delivers classification.failed", async () => {
+  it("fails an undecodable image at once with problem details and delivers classification.failed", async () => {
     const bad = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3]);
-    const direct = await api("/v1/classify", {
-      method: "POST",
-      body: bad,
-      headers: { "content-type": "image/png" },
-    });
-    const problem = (await direct.json()) as { code: string; status: number; detail: string };
-    expect(direct.status).toBeGreaterThanOrEqual(400);
-    expect(direct.status).toBeLessThan(500);
     const { id } = (await (await submit(receiver.url, {}, bad)).json()) as Job;
     const failed = await final(id, "delivered");
     expect(failed.status).toBe("failed");
     expect(failed.attempts).toBe(1);
     expect(failed.error).toMatchObject({
-      status: problem.status,
-      code: problem.code,
-      detail: problem.detail,
+      type: `${PROBLEM_BASE}undecodable-image`,
+      status: 400,
+      code: "undecodable-image",
     });
     const event = receiver.deliveries.find((d) => d.event?.data?.id === id)?.event;
-    expect(event).toMatchObject({ type: "classification.failed", data: { error: { code: problem.code } } });
+    expect(event).toMatchObject({
+      type: "classification.failed",
+      data: { error: { code: "undecodable-image" } },
+    });
   }, 90_000);
 
   it("answers the same Idempotency-Key and body with the same job, another body with 422", async () => {
