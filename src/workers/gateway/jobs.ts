@@ -128,7 +128,11 @@ export function registerJobRoutes(app: Hono<JobsAppEnv>, deps: Deps): void {
     const key = idempotencyKeyOf(c);
     const deadline = Deadline.forRequest(c.req.raw, limits);
     const input = await deadline.race(
-      readClassifyInput(c.req.raw, { maxBodyBytes: limits.maxBodyBytes, maxBatch: limits.maxBatch }),
+      readClassifyInput(c.req.raw, {
+        maxBodyBytes: limits.maxBodyBytes,
+        maxBatch: limits.maxBatch,
+        urlFetch: { policy: { allowLoopback: limits.allowLoopbackFetch } },
+      }),
     );
     const rawCallback = c.req.query("callback_url") ?? input.callbackUrl;
     let callbackUrl: string | null = null;
