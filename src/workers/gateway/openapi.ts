@@ -190,6 +190,49 @@ export function openApiDocument(origin: string): Record<string, unknown> {
           responses: { "200": { description: "Stage reports" } },
         },
       },
+      "/v1/jobs": {
+        post: {
+          summary:
+            "Submit a classification job: the inputs of /v1/classify plus callback_url, metadata (JSON object, 4 KB), top_k (<= 100), exif_transpose; results are POSTed to callback_url as a Standard Webhooks event",
+          parameters: [
+            { name: "callback_url", in: "query", schema: { type: "string", format: "uri" } },
+            { name: "top_k", in: "query", schema: { type: "integer", minimum: 1, maximum: 100 } },
+            { name: "Idempotency-Key", in: "header", schema: { type: "string", maxLength: 255 } },
+          ],
+          responses: {
+            "202": { description: "The job object (status queued); Location: /v1/jobs/{id}" },
+            "400": { ...problem, description: "Bad body" },
+            "422": {
+              ...problem,
+              description: "Bad callback_url, metadata, parameter, or Idempotency-Key reused",
+            },
+            "503": { ...problem, description: "Jobs not configured" },
+          },
+        },
+        get: {
+          summary: "The caller's jobs, newest first",
+          parameters: [
+            { name: "status", in: "query", schema: { enum: ["queued", "running", "succeeded", "failed"] } },
+            { name: "limit", in: "query", schema: { type: "integer", minimum: 1, maximum: 100 } },
+            { name: "cursor", in: "query", schema: { type: "string" } },
+          ],
+          responses: { "200": { description: "{jobs, next_cursor}" }, "422": problem },
+        },
+      },
+      "/v1/jobs/{id}": {
+        get: {
+          summary: "A job: status, results (as /v1/classify), error, model, delivery state",
+          parameters: [{ name: "id", in: "path", required: true, schema: { type: "string" } }],
+          responses: { "200": { description: "The job object" }, "404": problem },
+        },
+      },
+      "/v1/jobs/{id}/redeliver": {
+        post: {
+          summary: "Deliver the job's final event once more (same webhook-id and body)",
+          parameters: [{ name: "id", in: "path", required: true, schema: { type: "string" } }],
+          responses: { "202": { description: "The job object" }, "404": problem, "409": problem },
+        },
+      },
       "/healthz": {
         get: {
           summary: "Readiness: model published and every stage reachable",
