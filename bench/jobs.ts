@@ -150,6 +150,9 @@ async function main(): Promise<void> {
     await writeFile(join(root, "bench/results/jobs.md"), `${table}\n`);
     if (delivered !== jobs || duplicates > 0) process.exitCode = 1;
   } finally {
+    // wrangler dev's log (queue batches, consumer errors) next to the results, for a stalled run.
+    if (svc)
+      await writeFile(join(root, "bench/results/jobs-wrangler.log"), svc.output()).catch(() => undefined);
     await svc?.stop();
     await receiver.stop();
     await rm(persist, { recursive: true, force: true });
