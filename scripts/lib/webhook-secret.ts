@@ -4,28 +4,18 @@
  * when set, else the `WEBHOOK_SECRET=` line of the project's git-ignored `.dev.vars`, else a new
  * `whsec_` secret generated once and appended there (so the receiver, `npm run webhook-receiver`,
  * finds the same one). `WEBHOOK_SECRET_PREVIOUS` (rotation) is passed through from the environment.
- * When the first-contact helper's general secrets mechanism lands, WEBHOOK_SECRET is one more name
- * in its list and this module reduces to the generate-once step.
+ * The secret then reaches the Workers like every other secret (scripts/lib/dev-secrets.ts); this
+ * module adds only the generate-once step.
  */
 import { appendFile, chmod, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { generateWebhookSecret } from "../../src/jobs/webhook-signature.ts";
+import { parseDevVars } from "./dev-secrets.ts";
 
 export interface LocalWebhookSecret {
   vars: Record<string, string>;
   source: "environment" | ".dev.vars" | "generated";
   secret: string;
-}
-
-/** Reads `KEY=VALUE` for `name` from a .dev.vars text (quotes optional), or undefined. */
-export function devVarsValue(text: string, name: string): string | undefined {
-  for (const raw of text.split(/\r?\n/)) {
-    const m = /^\s*(?:export\s+)?([\w.-]+)\s*=\s*(.*?)\s*$/.exec(raw);
-    if (!m || m[1] !== name) continue;
-    const v = m[2].replace(/^(["'`])(.*)\1$/, "$2");
-    if (v) return v;
-  }
-  return undefined;
 }
 
 export async function localWebhookSecret(
@@ -43,7 +33,7 @@ export async function localWebhookSecret(
     };
   const path = join(root, ".dev.vars");
   const text = await readFile(path, "utf8").catch(() => "");
-  const existing = devVarsValue(text, "WEBHOOK_SECRET");
+  const existing = parseDevVars(text, path).WEBHOOK_SECRET || undefined;
   if (existing)
     return { secret: existing, source: ".dev.vars", vars: { WEBHOOK_SECRET: existing, ...previous } };
   const secret = generateWebhookSecret();
