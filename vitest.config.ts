@@ -1,6 +1,7 @@
-import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
+import { join } from "node:path";
+import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
-import { GATEWAY, resolveTopology, stageBindingName } from "./src/topology.ts";
+import { DATABASE, GATEWAY, QUEUES, resolveTopology, stageBindingName } from "./src/topology.ts";
 import { testPng } from "./test/helpers/png.ts";
 import { miniflareWorker, miniflareWorkers, sharedOptions } from "./test/workerd/miniflare-workers.ts";
 
@@ -56,7 +57,8 @@ export default defineConfig({
         // Worker is a proxy to the gateway, so SELF.fetch reaches it. (Vite 8 would wrap static
         // .wasm imports in ESM-integration glue if the gateway ran as the test Worker itself.)
         plugins: [
-          cloudflareTest(({ inject }) => {
+          cloudflareTest(async ({ inject }) => {
+            const migrations = await readD1Migrations(join(import.meta.dirname, DATABASE.migrationsDir!));
             const bundles = inject("workerBundles");
             // Every Worker of src/topology.ts for the test models' stage count (all three share
             // one plan), plus a second gateway configured with an API_KEY.
@@ -90,6 +92,10 @@ export default defineConfig({
               miniflare: {
                 ...sharedOptions,
                 compatibilityFlags: ["nodejs_compat"],
+                // The jobs tests apply migrations/ and send job messages through the same D1 and queue.
+                d1Databases: { [DATABASE.binding]: DATABASE.databaseName },
+                queueProducers: { JOBS_QUEUE: QUEUES.JOBS },
+                bindings: { TEST_MIGRATIONS: migrations },
                 serviceBindings: {
                   GATEWAY: GATEWAY.name,
                   GATEWAY_KEYED: "beit-edge-keyed",

@@ -3,10 +3,14 @@
  * `npm run deploy`: ships the model and the Workers to Cloudflare in the order that keeps live
  * traffic safe:
  *
- *   1. create the R2 bucket if needed;
- *   2. upload shards and the manifest, skipping keys already there (names carry the sha256);
- *   3. deploy the stage Workers (beit-edge-stage-0..N-1), then the gateway binding exactly them;
- *   4. swap the `active.json` pointer last.
+ *   1. create what the topology binds if it is missing: R2 buckets, queues and dead-letter queues,
+ *      the D1 database (its id goes into the configs), KV namespaces (scripts/lib/deploy-resources.ts);
+ *   2. apply the D1 migrations (migrations/, only new ones) with `wrangler d1 migrations apply --remote`;
+ *   3. upload shards and the manifest, skipping keys already there (names carry the sha256);
+ *   4. deploy the stage Workers (beit-edge-stage-0..N-1), then the gateway and the jobs Worker
+ *      (its queue consumers and cron trigger come with it) binding exactly them;
+ *   5. swap the `active.json` pointer last. Secrets (API_KEY, WEBHOOK_SECRET) are set by hand:
+ *      the deploy prints the `wrangler secret put` commands.
  *
  *   npm run deploy [-- --model DIR] [--bucket NAME] [--dry-run [--outdir DIR]]
  *
@@ -27,6 +31,8 @@ import { ACTIVE_KEY } from "../src/shards/layout.ts";
 import { type PublishTarget, publishModel } from "../src/shards/publish.ts";
 import { AppError } from "../src/shared/errors.ts";
 import { type Manifest, manifestFiles } from "../src/shared/manifest.ts";
+import { applyMigrations } from "./lib/d1-migrations.ts";
+import { ensureResources, resourcePlan } from "./lib/deploy-resources.ts";
 import { BUCKET_NAME, type GeneratedConfigs, writeWranglerConfigs } from "./lib/wrangler-configs.ts";
 
 /** Workers' script size limit (uncompressed), on every plan since 2026. */
@@ -175,12 +181,15 @@ async function main(): Promise<void> {
 }
 
 async function deploy(args: DeployArgs, dir: string, manifest: Manifest, work: string): Promise<void> {
-  const configs = await writeWranglerConfigs({
-    root,
-    outDir: join(work, "configs"),
-    stages: manifest.stages.length,
-    bucketName: args.bucket,
-  });
+  const writeConfigs = (resourceIds?: Record<string, string>) =>
+    writeWranglerConfigs({
+      root,
+      outDir: join(work, "configs"),
+      stages: manifest.stages.length,
+      bucketName: args.bucket,
+      resourceIds,
+    });
+  let configs = await writeConfigs();
   log(
     `model ${manifest.model.id} ${manifest.version.slice(0, 12)}: ${manifest.stages.length} stages${manifest.model.synthetic ? " (SYNTHETIC random weights)" : ""}`,
   );
@@ -206,6 +215,7 @@ async function deploy(args: DeployArgs, dir: string, manifest: Manifest, work: s
         .map((w) => w.name)
         .join(", ")}, then swap ${ACTIVE_KEY} to ${manifest.version}`,
     );
+    for (const line of await resourcePlan(root)) log(`would ensure ${line}`);
     log(args.outdir ? `bundles in ${work}` : "bundles removed (pass --outdir DIR to keep them)");
     process.stdout.write(
       `${JSON.stringify({ version: manifest.version, stages: manifest.stages.length, bundles: reports })}\n`,
@@ -226,6 +236,11 @@ async function deploy(args: DeployArgs, dir: string, manifest: Manifest, work: s
         `Could not create R2 bucket ${args.bucket}: ${msg.slice(0, 400)}. Run \`npx wrangler login\` or set CLOUDFLARE_API_TOKEN.`,
       );
   }
+  log("ensuring queues, D1 databases, KV namespaces ...");
+  const ids = await ensureResources(async (a) => (await wrangler(a)).stdout, log);
+  configs = await writeConfigs(ids);
+  log("applying D1 migrations (--remote) ...");
+  await applyMigrations({ root, configs: configs.workers.map((w) => w.path) });
   const { readFile } = await import("node:fs/promises");
   const pub = await publishModel(
     manifest,
@@ -246,6 +261,8 @@ async function deploy(args: DeployArgs, dir: string, manifest: Manifest, work: s
     "application/json",
   );
   log(`active model is now ${manifest.version}`);
+  for (const line of (await resourcePlan(root)).filter((l) => l.startsWith("secrets")))
+    log(`remember: ${line}`);
 }
 
 main().catch((e: unknown) => {

@@ -28,6 +28,7 @@ import type { Manifest } from "../src/shared/manifest.ts";
 import { resolveDevSecrets } from "./lib/dev-secrets.ts";
 import { publishLocal } from "./lib/local-r2.ts";
 import { localLoopbackFetch, serveLocal } from "./lib/serve.ts";
+import { localWebhookSecret } from "./lib/webhook-secret.ts";
 
 export const HUB_ID = "microsoft/beit-base-patch16-224-pt22k-ft22k";
 /** Stage budget of the tiny development model: one layer per stage, like the tests' model. */
@@ -174,11 +175,16 @@ async function main(): Promise<void> {
     progress(`prepared ${what}`);
     return;
   }
+  // WEBHOOK_SECRET: from the environment or .dev.vars, else generated once into .dev.vars; it then
+  // reaches the Workers with the other secrets.
+  const webhook = await localWebhookSecret(root);
+  if (webhook.source === "generated")
+    progress(`generated a development WEBHOOK_SECRET (kept in .dev.vars): ${webhook.secret}`);
   const secrets = await resolveDevSecrets(root);
   const loopback = localLoopbackFetch(process.env); // what serveLocal sets
 
   progress(
-    `starting wrangler dev: gateway + ${manifest.stages.length} stage Worker(s) (${args.verbose ? "full output" : "start-up notices hidden; --verbose shows them"}) ...`,
+    `starting wrangler dev: gateway, jobs Worker (queues, D1, cron) + ${manifest.stages.length} stage Worker(s) (${args.verbose ? "full output" : "start-up notices hidden; --verbose shows them"}) ...`,
   );
   const svc = await serveLocal({
     root,
@@ -195,6 +201,8 @@ async function main(): Promise<void> {
     `beit-edge is serving ${what}`,
     `  ${url}/            drop an image`,
     `  curl --data-binary @cat.jpg -H 'content-type: image/jpeg' ${url}/v1/classify`,
+    `  webhook jobs: npm run webhook-receiver -- --port 9000, then`,
+    `  curl -F file=@cat.jpg -F callback_url=http://127.0.0.1:9000/ ${url}/v1/jobs`,
     auth
       ? `Auth is ON (API_KEY from ${secrets.sources.API_KEY === "environment" ? "the environment" : ".dev.vars"}): add -H 'authorization: Bearer <key>' to /v1/* calls.`
       : "Auth is off (no API_KEY in the environment or .dev.vars): the API is open.",

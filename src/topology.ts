@@ -24,7 +24,22 @@ export const ISOLATE_LIMIT_BYTES = 128 * 1024 * 1024;
 /** R2 buckets by binding name. */
 export const BUCKETS = {
   MODELS: "beit-edge-models",
+  /** Image bytes of webhook jobs (uploads/<job id>/<i>), deleted once the job is final (#9). */
+  UPLOADS: "beit-edge-uploads",
 } as const;
+
+/** Queues by role (issue #9: webhook jobs). */
+export const QUEUES = {
+  /** One message per job: classify it. */
+  JOBS: "beit-edge-jobs",
+  /** One message per delivery attempt: POST the signed event. */
+  DELIVERIES: "beit-edge-deliveries",
+  /** What exhausted its retries on either queue; its consumer marks the job or delivery failed. */
+  JOBS_DLQ: "beit-edge-jobs-dlq",
+} as const;
+
+/** The one D1 database (binding DB); migrations/ holds every table's migration (0001 jobs, 0002 images). */
+export const DATABASE: D1Spec = { binding: "DB", databaseName: "beit-edge", migrationsDir: "migrations" };
 
 /** Name of the gateway Worker; stage Workers are `<gateway>-stage-<i>`. */
 export const GATEWAY_NAME = "beit-edge";
@@ -106,14 +121,82 @@ export const CLASSIFIER_VARS = {
   },
 } satisfies Record<string, VarSpec>;
 
+/** Vars of the webhook jobs (read by src/jobs/config.ts; gateway and jobs Worker both read them). */
+export const JOBS_VARS: Record<string, VarSpec> = {
+  WEBHOOK_RETRY_SCHEDULE: {
+    default: "5s,5m,30m,2h,5h,10h,14h,20h,24h",
+    doc: "Delays before each webhook retry after a failed attempt (units ms, s, m, h, d).",
+  },
+  WEBHOOK_TIMEOUT_MS: { default: "15000", doc: "One webhook delivery attempt, headers and body (ms)." },
+  JOB_RETENTION_S: {
+    default: "604800",
+    doc: "Results stay retrievable this long after a job ends (7 days).",
+  },
+  JOB_MAX_ATTEMPTS: {
+    default: "5",
+    doc: "Classification attempts for retryable errors (503/504) before a job fails.",
+  },
+  JOB_LEASE_S: { default: "300", doc: "A running job not finished within this is taken over." },
+  JOB_STUCK_AFTER_S: {
+    default: "600",
+    doc: "A queued job untouched this long is re-enqueued by the sweeper.",
+  },
+  DELIVERY_STUCK_AFTER_S: {
+    default: "60",
+    doc: "A delivery due this long ago and not in flight is re-enqueued by the sweeper.",
+  },
+  MAX_METADATA_BYTES: { default: "4096", doc: "Largest job metadata (a JSON object), UTF-8 bytes." },
+  MAX_JOB_TOP_K: {
+    default: "100",
+    doc: "Largest top_k of a job (results are kept in D1 and sent in webhooks).",
+  },
+  CALLBACK_ALLOWED_PORTS: {
+    default: "443",
+    doc: "Ports a callback_url may use (comma-separated); loopback callbacks (local only) may use any.",
+  },
+};
+
+/** Queue producer bindings of the Workers that submit jobs or deliveries. */
+const JOB_PRODUCERS = { JOBS_QUEUE: QUEUES.JOBS, DELIVERY_QUEUE: QUEUES.DELIVERIES };
+
 export const GATEWAY: WorkerSpec = {
   kind: "gateway",
   name: GATEWAY_NAME,
   entry: "src/workers/gateway/index.ts",
-  vars: CLASSIFIER_VARS,
+  vars: { ...CLASSIFIER_VARS, ...JOBS_VARS },
   secrets: ["API_KEY"],
-  r2Buckets: { MODELS: BUCKETS.MODELS },
+  r2Buckets: { MODELS: BUCKETS.MODELS, UPLOADS: BUCKETS.UPLOADS },
   bindsStages: true,
+  queueProducers: JOB_PRODUCERS,
+  d1Databases: [DATABASE],
+};
+
+/** Webhook jobs (issue #9): the two queue consumers, the dead-letter consumer and the sweeper cron. */
+export const JOBS: WorkerSpec = {
+  kind: "jobs",
+  name: `${GATEWAY_NAME}-jobs`,
+  entry: "src/workers/jobs/index.ts",
+  vars: { ...CLASSIFIER_VARS, ...JOBS_VARS },
+  secrets: ["WEBHOOK_SECRET", "WEBHOOK_SECRET_PREVIOUS"],
+  r2Buckets: { MODELS: BUCKETS.MODELS, UPLOADS: BUCKETS.UPLOADS },
+  bindsStages: true,
+  queueProducers: JOB_PRODUCERS,
+  queueConsumers: [
+    // One job per invocation: up to 8 images at ~1 s each stays far inside a consumer's limits.
+    { queue: QUEUES.JOBS, maxBatchSize: 1, maxRetries: 10, deadLetterQueue: QUEUES.JOBS_DLQ },
+    // Deliveries are I/O-bound: a batch is posted concurrently. Each delivery's message is retried
+    // with the schedule's delays: 9 retries + up to 3 re-delays (Queues cap a delay at 12 h) + margin.
+    {
+      queue: QUEUES.DELIVERIES,
+      maxBatchSize: 10,
+      maxBatchTimeoutS: 1,
+      maxRetries: 20,
+      deadLetterQueue: QUEUES.JOBS_DLQ,
+    },
+    { queue: QUEUES.JOBS_DLQ, maxBatchSize: 10, maxRetries: 3 },
+  ],
+  d1Databases: [DATABASE],
+  crons: ["* * * * *"],
 };
 
 export const STAGE: WorkerSpec = {
@@ -125,7 +208,7 @@ export const STAGE: WorkerSpec = {
 };
 
 /** Every Worker of the deployment. Order: per-stage Workers are deployed before their callers. */
-export const WORKERS: WorkerSpec[] = [STAGE, GATEWAY];
+export const WORKERS: WorkerSpec[] = [STAGE, GATEWAY, JOBS];
 
 /** One concrete Worker of a deployment serving a model with a given number of stages. */
 export interface ResolvedWorker {

@@ -62,12 +62,25 @@ describe("npm run deploy -- --dry-run", () => {
     expect(report.bundles.map((b) => b.worker)).toEqual([
       "beit-edge",
       ...Array.from({ length: stages }, (_, i) => `beit-edge-stage-${i}`),
+      "beit-edge-jobs",
     ]);
     for (const b of report.bundles) {
       expect(b.bytes).toBeGreaterThan(100_000);
       expect(b.bytes).toBeLessThan(LIMIT);
     }
     expect(stderr).toContain(`would deploy ${stages} stage Worker(s), then beit-edge`);
+    // What the webhook jobs need on the account, from src/topology.ts.
+    for (const line of [
+      "would ensure queue beit-edge-jobs: create if missing",
+      "would ensure queue beit-edge-deliveries: create if missing",
+      "would ensure queue beit-edge-jobs-dlq: create if missing",
+      "would ensure R2 bucket beit-edge-uploads: create if missing",
+      "would ensure D1 database beit-edge (binding DB)",
+      "would ensure D1 migrations migrations/ --remote (only new ones apply): 0001_jobs.sql",
+      "would ensure cron * * * * * on beit-edge-jobs",
+      "wrangler secret put WEBHOOK_SECRET --name beit-edge-jobs",
+    ])
+      expect(stderr).toContain(line);
     // ~14 MiB per bundle: none may stay behind in the temporary directory (tsx and wrangler keep
     // their own small caches there).
     expect(stderr).toContain("bundles removed");

@@ -9,6 +9,7 @@ import { readdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { applyLocalMigrations } from "./d1-migrations.ts";
 import { writeDevVars } from "./dev-secrets.ts";
 import { type GeneratedConfigs, writeWranglerConfigs } from "./wrangler-configs.ts";
 
@@ -24,6 +25,8 @@ export interface ServeOptions {
    * may name http://localhost:...) unless the caller's environment says ALLOW_LOOPBACK_FETCH=false.
    */
   vars?: Record<string, string>;
+  /** Extra vars by Worker kind: { jobs: { WEBHOOK_RETRY_SCHEDULE: "1s" } }. */
+  varsByKind?: Record<string, Record<string, string>>;
   /**
    * Secrets for the local Workers (from scripts/lib/dev-secrets.ts), written as `.dev.vars` beside
    * the generated configs, where wrangler dev reads them; none removes that file.
@@ -178,14 +181,26 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
   const root = resolve(opts.root);
   const port = opts.port ?? 8787;
   const configDir = opts.configDir ?? join(root, ".wrangler/generated");
+  const loopback = localLoopbackFetch(process.env);
   const configs = await writeWranglerConfigs({
     root,
     outDir: configDir,
     stages: opts.stages,
-    vars: { ALLOW_LOOPBACK_FETCH: localLoopbackFetch(process.env), ...opts.vars },
+    vars: { ALLOW_LOOPBACK_FETCH: loopback, ...opts.vars },
+    // The jobs Worker posts webhooks through the same outbound policy as the gateway's URL inputs.
+    varsByKind: {
+      ...opts.varsByKind,
+      jobs: { ALLOW_LOOPBACK_FETCH: loopback, ...opts.varsByKind?.jobs },
+    },
   });
   await writeDevVars(configDir, opts.secrets ?? {});
   if (opts.prebundle) await usePrebuiltBundles(root, configDir, configs);
+  // D1 schema (migrations/) into the same local state wrangler dev serves; only new files apply.
+  await applyLocalMigrations(
+    root,
+    configs.workers.map((w) => w.path),
+    resolve(opts.persistTo),
+  );
   const args = [
     join(root, "node_modules/wrangler/bin/wrangler.js"),
     "dev",

@@ -43,6 +43,7 @@ describe("writeWranglerConfigs", () => {
       "beit-edge-stage-1",
       "beit-edge-stage-2",
       "beit-edge",
+      "beit-edge-jobs",
     ]);
     const g = await read(c.gateway);
     expect(g.services).toEqual(
@@ -50,7 +51,10 @@ describe("writeWranglerConfigs", () => {
     );
     expect(g.vars.MAX_BATCH).toBe("2");
     expect(g.vars.REQUEST_DEADLINE_MS).toBe(CLASSIFIER_VARS.REQUEST_DEADLINE_MS.default);
-    expect(g.r2_buckets).toEqual([{ binding: "MODELS", bucket_name: "beit-edge-models" }]);
+    expect(g.r2_buckets).toEqual([
+      { binding: "MODELS", bucket_name: "beit-edge-models" },
+      { binding: "UPLOADS", bucket_name: "beit-edge-uploads" },
+    ]);
     for (const w of c.workers) await access((await read(w.path)).main);
     await expect(writeWranglerConfigs({ root, outDir: join(out, "b"), stages: 9 })).rejects.toThrow(/1\.\.8/);
   });

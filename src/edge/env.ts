@@ -4,6 +4,8 @@
  * scripts can build them. Raw var strings are read only by src/edge/config.ts; everything else
  * takes the typed {@link Config} it returns.
  */
+import type { JobsVars } from "../jobs/config.ts";
+import type { DeliveryMessage, JobMessage } from "../jobs/consumers.ts";
 import { MAX_STAGES, stageBindingName } from "../topology.ts";
 
 export { MAX_STAGES };
@@ -39,10 +41,28 @@ export interface ClassifierEnv extends StageBindings, ClassifierVars {
   MODELS: R2Bucket;
 }
 
-export interface GatewayEnv extends ClassifierEnv {
-  /** Secret; when set, /v1/* requires `Authorization: Bearer <API_KEY>`. */
+/**
+ * Bindings of webhook jobs (issue #9): the gateway submits, reads and redelivers; the jobs Worker
+ * consumes. Optional on the gateway so a deployment without them answers /v1/jobs with a 503.
+ */
+export interface JobsBindings extends JobsVars {
+  /** D1: jobs, deliveries (migrations/). */
+  DB?: D1Database;
+  /** R2: the images of queued jobs (uploads/<job id>/<i>). */
+  UPLOADS?: R2Bucket;
+  /** Producer of beit-edge-jobs. */
+  JOBS_QUEUE?: Queue<JobMessage>;
+  /** Producer of beit-edge-deliveries. */
+  DELIVERY_QUEUE?: Queue<DeliveryMessage>;
+}
+
+export interface GatewayEnv extends ClassifierEnv, JobsBindings {
+  /** Secret; when set, /v1/* requires `Authorization: Bearer <API_KEY>` (several keys: space-separated). */
   API_KEY?: string;
 }
+
+/** The jobs Worker (src/workers/jobs): every jobs binding is required. */
+export interface JobsEnv extends ClassifierEnv, Required<Omit<JobsBindings, keyof JobsVars>>, JobsVars {}
 
 export interface StageEnv {
   MODELS: R2Bucket;

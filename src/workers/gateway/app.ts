@@ -5,8 +5,9 @@
  * weights. Every error leaves as application/problem+json.
  *
  * Routes: POST /v1/classify, GET /v1/labels, GET /v1/model, GET /v1/status, GET /healthz,
- * GET /openapi.json, GET / (a drop-an-image page), GET /favicon.ico. A known path asked with
- * another method answers 405 with `Allow` (src/edge/methods.ts, derived from the routes).
+ * GET /openapi.json, GET / (a drop-an-image page), GET /favicon.ico, and the webhook jobs of
+ * ./jobs.ts (POST /v1/jobs, GET /v1/jobs, GET /v1/jobs/{id}, POST /v1/jobs/{id}/redeliver). A known
+ * path asked with another method answers 405 with `Allow` (src/edge/methods.ts, derived from the routes).
  */
 import { type Context, Hono } from "hono";
 import {
@@ -16,9 +17,8 @@ import {
   modelHeaders,
   type PixelDecoder,
 } from "../../classify/index.ts";
-import { checkBearer } from "../../edge/auth.ts";
+import { authenticate } from "../../edge/auth.ts";
 import { configOf } from "../../edge/config.ts";
-import type { GatewayEnv } from "../../edge/env.ts";
 import { Deadline } from "../../edge/limits.ts";
 import { routeMethods } from "../../edge/methods.ts";
 import { problemResponse, toAppError } from "../../edge/problem.ts";
@@ -26,6 +26,8 @@ import { AppError } from "../../shared/errors.ts";
 import { ISOLATE_LIMIT_BYTES } from "../../topology.ts";
 import { FAVICON_SVG, homePage } from "./home-page.ts";
 import { readClassifyInput, resolveExifTranspose, resolveTopK, withCurlHint } from "./input.ts";
+import { type JobsAppEnv, registerJobRoutes } from "./jobs.ts";
+import { jobsPaths } from "./jobs-openapi.ts";
 import { openApiDocument } from "./openapi.ts";
 
 export type { PixelDecoder, Prediction } from "../../classify/index.ts";
@@ -34,7 +36,7 @@ export interface AppOptions {
   decode: PixelDecoder;
 }
 
-type AppEnv = { Bindings: GatewayEnv };
+type AppEnv = JobsAppEnv;
 
 const FAVICON_HEADERS = { "content-type": "image/svg+xml", "cache-control": "public, max-age=86400" };
 
@@ -98,14 +100,14 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   });
 
   app.use("/v1/*", async (c, next) => {
-    await checkBearer(c.req.header("authorization") ?? null, configOf(c.env).apiKey ?? undefined);
+    c.set("caller", await authenticate(c.req.header("authorization") ?? null, configOf(c.env).apiKey));
     await next();
   });
 
   app.get("/", (c) => c.html(homePage(configOf(c.env).apiKey !== null)));
   app.get("/favicon.ico", () => new Response(FAVICON_SVG, { headers: FAVICON_HEADERS }));
   // Relative `servers` ("/"): the Host header is never reflected into the document.
-  app.get("/openapi.json", (c) => c.json(openApiDocument()));
+  app.get("/openapi.json", (c) => c.json(openApiDocument(jobsPaths())));
 
   // 200 only when a classification can succeed now: the pointer and manifest load, every stage is
   // reachable and holds the active version (a cold or evicted stage is warmed here, as the next
@@ -188,6 +190,8 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
       "server-timing": parts.join(", "),
     });
   });
+
+  registerJobRoutes(app, { classifier: (c) => classifierOf(c, options) });
 
   return app;
 }

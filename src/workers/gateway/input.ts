@@ -9,7 +9,8 @@
  *   `{"url": URL}`; each of
  *   `image`, `inputs`, `url` may also be an array (a batch). Base64 may be a `data:` URL.
  *
- * The answer is a batch (array of arrays) exactly when the client used a batch form.
+ * The answer is a batch (array of arrays) exactly when the client used a batch form. POST /v1/jobs
+ * reads the same bodies plus `callback_url` and `metadata` (JSON members or multipart fields).
  */
 import { readBounded } from "../../edge/limits.ts";
 import { fetchImage, type UrlFetchOptions } from "../../edge/url-fetch.ts";
@@ -25,6 +26,10 @@ export interface ClassifyInput {
   topK: unknown;
   /** exif_transpose from the body (JSON parameters.exif_transpose / exif_transpose, multipart field), if any. */
   exifTranspose?: unknown;
+  /** POST /v1/jobs: callback_url from the JSON body or a multipart field, if any. */
+  callbackUrl?: unknown;
+  /** POST /v1/jobs: metadata from the JSON body (a value) or a multipart field (JSON text), if any. */
+  metadata?: unknown;
 }
 
 export interface InputOptions {
@@ -230,10 +235,14 @@ async function fromMultipart(
   const images: Uint8Array[] = [];
   let topK: unknown;
   let exifTranspose: unknown;
+  let callbackUrl: unknown;
+  let metadata: unknown;
   for (const [name, value] of form.entries()) {
     if (typeof value === "string") {
       if (name === "top_k") topK = value;
       if (name === "exif_transpose") exifTranspose = value;
+      if (name === "callback_url") callbackUrl = value;
+      if (name === "metadata") metadata = value;
       continue;
     }
     const file = value as File;
@@ -242,7 +251,7 @@ async function fromMultipart(
     images.push(bytes);
   }
   checkBatch(images.length, opts.maxBatch);
-  return { images, batch: images.length > 1, topK, exifTranspose };
+  return { images, batch: images.length > 1, topK, exifTranspose, callbackUrl, metadata };
 }
 
 async function fromJson(body: Uint8Array, opts: InputOptions): Promise<ClassifyInput> {
@@ -319,7 +328,7 @@ async function fromJson(body: Uint8Array, opts: InputOptions): Promise<ClassifyI
       images.push(bytes);
     }
   }
-  return { images, batch, topK, exifTranspose };
+  return { images, batch, topK, exifTranspose, callbackUrl: o.callback_url, metadata: o.metadata };
 }
 
 /** A user-supplied parameter value for an error message: short, and numbers JSON cannot show named. */

@@ -39,7 +39,11 @@ const ERRORS: Record<string, { name: string; description: string; codes: string[
     codes: ["unauthorized"],
     headers: { "www-authenticate": { schema: { type: "string" } } },
   },
-  "404": { name: "NotFound", description: "No route has this path", codes: ["not-found"] },
+  "404": {
+    name: "NotFound",
+    description: "No route has this path, or no job of this caller has this id",
+    codes: ["not-found"],
+  },
   "405": {
     name: "MethodNotAllowed",
     description: "The path exists but not for this method; `Allow` lists the methods it answers",
@@ -67,7 +71,16 @@ const ERRORS: Record<string, { name: string; description: string; codes: string[
       "too-many-parts",
       "image-too-complex",
       "image-too-small",
+      "invalid-callback-url",
+      "metadata-too-large",
+      "idempotency-key-reused",
     ],
+  },
+  "409": {
+    name: "Conflict",
+    description:
+      "The job is not in a state that allows this (redeliver before it is final, or while a delivery runs)",
+    codes: ["delivery-not-final", "delivery-in-progress", "no-callback-url"],
   },
   "500": {
     name: "InternalError",
@@ -78,7 +91,7 @@ const ERRORS: Record<string, { name: string; description: string; codes: string[
     name: "Unavailable",
     description:
       "The model is not published, not loadable, or a stage is unreachable; retry after `Retry-After` seconds",
-    codes: ["model-unavailable", "model-load-failed", "decode-timeout"],
+    codes: ["model-unavailable", "model-load-failed", "decode-timeout", "jobs-unavailable"],
     headers: { "retry-after": ref("headers", "RetryAfter") },
   },
   "504": {

@@ -1,0 +1,89 @@
+/**
+ * @module
+ * Entry of the jobs Worker (`beit-edge-jobs`, see src/topology.ts JOBS): the consumers of the jobs,
+ * deliveries and dead-letter queues and the sweeper cron, each a thin call into src/jobs/consumers.ts
+ * with this invocation's bindings. Classification goes through the core (src/classify) and the
+ * stage Workers, exactly as POST /v1/classify does.
+ *
+ * A handler that throws unexpectedly retries its message after 5 s; queue retries are bounded
+ * (max_retries in src/topology.ts) and what exhausts them goes to the dead-letter queue.
+ */
+
+import { defaultDecoder } from "../../classify/decoder.ts";
+import { createClassifier } from "../../classify/index.ts";
+import { configOf } from "../../edge/config.ts";
+import type { JobsEnv } from "../../edge/env.ts";
+import { checkCallbackUrl } from "../../jobs/callback-url.ts";
+import { jobsConfigOf } from "../../jobs/config.ts";
+import {
+  type ConsumerDeps,
+  type DeliveryMessage,
+  type JobMessage,
+  type MessageAction,
+  runDeadLetter,
+  runDelivery,
+  runJob,
+  sweep,
+} from "../../jobs/consumers.ts";
+import { JobStore } from "../../jobs/repository.ts";
+import { QUEUES } from "../../topology.ts";
+
+function depsOf(env: JobsEnv, ctx: ExecutionContext): ConsumerDeps {
+  const config = jobsConfigOf(env);
+  const keepAlive = (p: Promise<unknown>) => ctx.waitUntil(p);
+  return {
+    store: new JobStore(env.DB),
+    uploads: env.UPLOADS,
+    config,
+    classifier: () => createClassifier(env, { decode: defaultDecoder, keepAlive }),
+    sendJob: async (msg, delaySeconds) => {
+      await env.JOBS_QUEUE.send(msg, delaySeconds ? { delaySeconds } : undefined);
+    },
+    sendDelivery: async (msg, delaySeconds) => {
+      await env.DELIVERY_QUEUE.send(msg, delaySeconds ? { delaySeconds } : undefined);
+    },
+    checkCallbackUrl: (url) => {
+      checkCallbackUrl(url, {
+        allowedPorts: config.callbackPorts,
+        allowLoopback: configOf(env).limits.allowLoopbackFetch,
+      });
+    },
+  };
+}
+
+async function handle<T>(msg: Message<T>, run: () => Promise<MessageAction>): Promise<void> {
+  try {
+    const action = await run();
+    if (action.ack) msg.ack();
+    else msg.retry({ delaySeconds: Math.ceil(action.delaySeconds) });
+  } catch (e) {
+    console.error(`queue message ${msg.id} failed (attempt ${msg.attempts}); retrying`, e);
+    msg.retry({ delaySeconds: 5 });
+  }
+}
+
+export default {
+  async queue(batch, env, ctx) {
+    const deps = depsOf(env, ctx);
+    if (batch.queue === QUEUES.JOBS)
+      for (const m of batch.messages as Message<JobMessage>[]) await handle(m, () => runJob(deps, m.body));
+    else if (batch.queue === QUEUES.DELIVERIES)
+      await Promise.all(
+        (batch.messages as Message<DeliveryMessage>[]).map((m) => handle(m, () => runDelivery(deps, m.body))),
+      );
+    else if (batch.queue === QUEUES.JOBS_DLQ)
+      for (const m of batch.messages as Message<JobMessage | DeliveryMessage>[])
+        await handle(m, () => runDeadLetter(deps, m.body));
+    else {
+      console.error(`beit-edge-jobs consumes no queue named ${batch.queue}; its messages are retried`);
+      batch.retryAll();
+    }
+  },
+  async scheduled(_event, env, ctx) {
+    const report = await sweep(depsOf(env, ctx));
+    if (report.jobs || report.deliveries || report.expired)
+      console.log(
+        `sweep: re-enqueued ${report.jobs} jobs, ${report.deliveries} deliveries; expired ${report.expired} jobs`,
+      );
+  },
+} satisfies ExportedHandler<JobsEnv, JobMessage | DeliveryMessage>;
