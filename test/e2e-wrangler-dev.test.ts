@@ -5,19 +5,18 @@
  * onnxruntime-web in Node computes, and a problem+json error. Everything is bounded by timeouts
  * and the server is always stopped.
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildShards } from "../model-shards/build.ts";
 import { loadCheckpoint } from "../model-shards/checkpoint/index.ts";
 import { synthesize, writeCheckpoint } from "../model-shards/checkpoint/synth.ts";
+import { loadLocalModel } from "../model-shards/runner.ts";
 import { publishLocal } from "../scripts/lib/local-r2.ts";
 import { freePort, type RunningService, serveLocal } from "../scripts/lib/serve.ts";
 import { initNodeCodecs } from "../src/image/codecs-node.ts";
 import { imageToPixelValues } from "../src/image/index.ts";
-import { createStageSession, initOrt } from "../src/inference/ort.ts";
-import { topK } from "../src/inference/pipeline.ts";
 import type { Manifest } from "../src/shared/manifest.ts";
 import { testPng } from "./helpers/png.ts";
 
@@ -28,22 +27,14 @@ let svc: RunningService | null = null;
 const png = testPng(64, 48, 5);
 
 async function expectedTop(k: number): Promise<{ label: string; score: number }[]> {
-  const shards = join(dir, "shards");
   await initNodeCodecs();
-  await initOrt();
-  let x = (await imageToPixelValues(png, manifest.preprocess)).pixels;
-  for (const s of manifest.stages) {
-    const session = await createStageSession(
-      new Uint8Array(await readFile(join(shards, s.graph.file))),
-      s.weights && s.externalDataPath
-        ? { path: s.externalDataPath, data: new Uint8Array(await readFile(join(shards, s.weights.file))) }
-        : null,
-    );
-    x = await session.run(x, s.inputs[0], s.outputs[0]);
-    await session.release();
+  const model = await loadLocalModel(join(dir, "shards"));
+  try {
+    const { pixels } = await imageToPixelValues(png, model.manifest.preprocess);
+    return (await model.classify(pixels, k)).map((p) => ({ label: p.label, score: p.score }));
+  } finally {
+    await model.release();
   }
-  const labels = JSON.parse(await readFile(join(shards, manifest.labels.file), "utf8")) as string[];
-  return topK(x, labels, k).map((p) => ({ label: p.label, score: p.score }));
 }
 
 beforeAll(async () => {

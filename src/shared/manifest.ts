@@ -322,3 +322,34 @@ export function manifestFiles(manifest: Manifest): FileRef[] {
 export function serializeManifest(manifest: Manifest): string {
   return `${JSON.stringify(manifest, null, 2)}\n`;
 }
+
+/** The labels file is not what its manifest entry says (see {@link parseLabels}). */
+export class LabelFileError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "LabelFileError";
+  }
+}
+
+/**
+ * The one reader of a labels file (index = class id): a JSON array of exactly
+ * `manifest.labels.count` strings. Throws a {@link LabelFileError} saying what is wrong; callers
+ * choose the status (the converter's verify: 422, a Worker reading R2: 503).
+ *
+ * @example
+ * const labels = parseLabels((await source.file(manifest.labels)).bytes, manifest.labels);
+ */
+export function parseLabels(content: Uint8Array | string, ref: Manifest["labels"]): string[] {
+  const want = `${ref.file} must be a JSON array of ${ref.count} strings`;
+  let value: unknown;
+  try {
+    value = JSON.parse(typeof content === "string" ? content : new TextDecoder().decode(content));
+  } catch {
+    throw new LabelFileError(`${want}; it is not JSON.`);
+  }
+  if (!Array.isArray(value)) throw new LabelFileError(`${want}; it is not an array.`);
+  if (value.length !== ref.count) throw new LabelFileError(`${want}; it has ${value.length} entries.`);
+  const bad = value.findIndex((l) => typeof l !== "string");
+  if (bad >= 0) throw new LabelFileError(`${want}; entry ${bad} is not a string.`);
+  return value as string[];
+}

@@ -4,7 +4,8 @@
  * each, under a proportionally small 32 MB stage budget), bundles every Worker kind of
  * src/topology.ts the way `wrangler deploy` does, from the configs scripts/lib/wrangler-configs.ts
  * generates (the auxiliary Workers of vitest.config.ts run those bundles), makes test images, and
- * computes the expected classifications with onnxruntime-web in Node.
+ * computes the expected classifications with onnxruntime-web in Node (the runner, which opens the
+ * stages with the same loader as the stage Worker).
  */
 import { execFile } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
@@ -15,11 +16,10 @@ import type { TestProject } from "vitest/node";
 import { buildShards } from "../../model-shards/build.ts";
 import { loadCheckpoint } from "../../model-shards/checkpoint/index.ts";
 import { synthesize, writeCheckpoint } from "../../model-shards/checkpoint/synth.ts";
+import { loadLocalModel } from "../../model-shards/runner.ts";
 import { writeWranglerConfigs } from "../../scripts/lib/wrangler-configs.ts";
 import { initNodeCodecs } from "../../src/image/codecs-node.ts";
 import { imageToPixelValues } from "../../src/image/index.ts";
-import { createStageSession, initOrt } from "../../src/inference/ort.ts";
-import { topK } from "../../src/inference/pipeline.ts";
 import type { Manifest } from "../../src/shared/manifest.ts";
 import { MAX_STAGES } from "../../src/topology.ts";
 import { testPng } from "../helpers/png.ts";
@@ -63,28 +63,20 @@ async function buildTiny(
 }
 
 async function expectedFor(
-  manifest: Manifest,
   out: string,
   images: Record<string, Uint8Array>,
 ): Promise<Record<string, ExpectedResult>> {
-  const labels = JSON.parse(await readFile(join(out, manifest.labels.file), "utf8")) as string[];
-  const sessions = [];
-  for (const s of manifest.stages) {
-    const graph = new Uint8Array(await readFile(join(out, s.graph.file)));
-    const weights =
-      s.weights && s.externalDataPath
-        ? { path: s.externalDataPath, data: new Uint8Array(await readFile(join(out, s.weights.file))) }
-        : null;
-    sessions.push(await createStageSession(graph, weights));
-  }
+  const model = await loadLocalModel(out);
   const result: Record<string, ExpectedResult> = {};
-  for (const [name, bytes] of Object.entries(images)) {
-    let x = (await imageToPixelValues(bytes, manifest.preprocess)).pixels;
-    for (let i = 0; i < sessions.length; i++)
-      x = await sessions[i].run(x, manifest.stages[i].inputs[0], manifest.stages[i].outputs[0]);
-    result[name] = { top: topK(x, labels, 5).map((p) => ({ label: p.label, score: p.score })) };
+  try {
+    for (const [name, bytes] of Object.entries(images)) {
+      const { pixels } = await imageToPixelValues(bytes, model.manifest.preprocess);
+      const top = await model.classify(pixels, 5);
+      result[name] = { top: top.map((p) => ({ label: p.label, score: p.score })) };
+    }
+  } finally {
+    await model.release();
   }
-  for (const s of sessions) await s.release();
   return result;
 }
 
@@ -144,7 +136,6 @@ export default async function setup(project: TestProject): Promise<() => Promise
     exifRotated: await fixture("exif-orientation-6.jpeg"),
   };
   await initNodeCodecs();
-  await initOrt();
   const fixtures: WorkerdFixtures = {
     modelA: a.fixture,
     modelB: b.fixture,
@@ -153,9 +144,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
       Object.entries(images).map(([k, v]) => [k, Buffer.from(v).toString("base64")]),
     ),
     expected: {
-      modelA: await expectedFor(a.manifest, a.out, images),
-      modelB: await expectedFor(b.manifest, b.out, images),
-      modelC: await expectedFor(c.manifest, c.out, images),
+      modelA: await expectedFor(a.out, images),
+      modelB: await expectedFor(b.out, images),
+      modelC: await expectedFor(c.out, images),
     },
   };
   project.provide("workerdFixtures", fixtures);
