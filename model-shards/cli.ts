@@ -17,12 +17,14 @@ import { AppError, isAppError } from "../src/shared/errors.ts";
 import type { Precision } from "../src/shared/manifest.ts";
 import { buildShards, verifyShards } from "./build.ts";
 import { parseBeitConfig } from "./checkpoint/config.ts";
+import { downloadProgress } from "./checkpoint/hub.ts";
 import { loadCheckpoint } from "./checkpoint/index.ts";
 import { synthCommand } from "./checkpoint/synth.ts";
 import type { BeitConfig } from "./checkpoint/types.ts";
 import { baseConfig, tinySynthConfig } from "./configs.ts";
 import { DEFAULT_QUANT, type QuantOptions } from "./onnx/quantize.ts";
 import { formatPlan, MiB, planStages } from "./plan.ts";
+import { progressBar } from "./progress.ts";
 import { loadLocalModel } from "./runner.ts";
 
 const USAGE = `usage: npm run model -- <command>
@@ -69,17 +71,10 @@ function budgetOf(v: string | undefined): number | undefined {
   return Math.floor(n * MiB);
 }
 
-/** A one-line progress bar on stderr (redrawn in place on a terminal). */
-function progressBar(): (msg: string, frac?: number) => void {
-  const tty = process.stderr.isTTY;
-  return (msg, frac) => {
-    const f = Math.max(0, Math.min(1, frac ?? 0));
-    const width = 24;
-    const filled = Math.round(f * width);
-    const line = `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${String(Math.round(f * 100)).padStart(3)}% ${msg}`;
-    process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
-    if (tty && f >= 1) process.stderr.write("\n");
-  };
+/** The build's steps on the converter's progress bar (model-shards/progress.ts). */
+function buildProgress(): (msg: string, frac?: number) => void {
+  const bar = progressBar();
+  return (label, frac) => bar({ label, frac: frac ?? 0 });
 }
 
 async function configFor(arg: string): Promise<BeitConfig> {
@@ -116,12 +111,12 @@ async function build(argv: string[]): Promise<void> {
   if (weightBits !== 8 && weightBits !== 7)
     throw usage(`--weight-bits must be 8 or 7, got ${flags["weight-bits"]}`);
   const quant: QuantOptions = { activation, weightBits };
-  const bar = progressBar();
+  const bar = buildProgress();
   const t0 = performance.now();
   bar(`loading ${flags.from}`, 0);
   const ck = await loadCheckpoint(flags.from, {
     revision: flags.revision,
-    onProgress: (p) => bar(`downloading ${p.file}`, p.total ? p.received / p.total : 0),
+    onProgress: downloadProgress(),
   });
   const manifest = await buildShards(ck, {
     outDir: flags.out,
