@@ -67,6 +67,22 @@ export interface PreprocessSpec {
   do_reduce_labels: boolean;
 }
 
+/** The architecture numbers a manifest carries from config.json (the converter's BeitConfig has them too). */
+export const MODEL_SHAPE_KEYS = [
+  "hidden_size",
+  "num_hidden_layers",
+  "num_attention_heads",
+  "intermediate_size",
+  "image_size",
+  "patch_size",
+] as const;
+export type ModelShape = Record<(typeof MODEL_SHAPE_KEYS)[number], number>;
+
+/** Just the {@link ModelShape} fields of a config or manifest model, in their manifest order. */
+export function modelShape(from: ModelShape): ModelShape {
+  return Object.fromEntries(MODEL_SHAPE_KEYS.map((k) => [k, from[k]])) as ModelShape;
+}
+
 export interface Manifest {
   schema: typeof MANIFEST_SCHEMA;
   /** Content id of this model build: sha256 over the stage and label file hashes (hex, 64). */
@@ -79,14 +95,8 @@ export interface Manifest {
     /** True for random-weight checkpoints made by `model synth`: shown wherever the model is named. */
     synthetic: boolean;
     architecture: "BeitForImageClassification";
-    hidden_size: number;
-    num_hidden_layers: number;
-    num_attention_heads: number;
-    intermediate_size: number;
-    image_size: number;
-    patch_size: number;
     num_labels: number;
-  };
+  } & ModelShape;
   precision: Precision;
   /** Human-readable description of the quantization scheme (empty for fp32). */
   quantization: string;
@@ -249,12 +259,7 @@ export function parseManifest(value: unknown): Manifest {
     revision: str(m.revision, "$.model.revision"),
     synthetic: bool(m.synthetic, "$.model.synthetic"),
     architecture: "BeitForImageClassification",
-    hidden_size: int(m.hidden_size, "$.model.hidden_size", 1),
-    num_hidden_layers: int(m.num_hidden_layers, "$.model.num_hidden_layers", 1),
-    num_attention_heads: int(m.num_attention_heads, "$.model.num_attention_heads", 1),
-    intermediate_size: int(m.intermediate_size, "$.model.intermediate_size", 1),
-    image_size: int(m.image_size, "$.model.image_size", 1),
-    patch_size: int(m.patch_size, "$.model.patch_size", 1),
+    ...(Object.fromEntries(MODEL_SHAPE_KEYS.map((k) => [k, int(m[k], `$.model.${k}`, 1)])) as ModelShape),
     num_labels: int(m.num_labels, "$.model.num_labels", 1),
   };
   const precision = o.precision;
