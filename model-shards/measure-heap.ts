@@ -12,7 +12,7 @@
  */
 import { openStage } from "../src/inference/open-stage.ts";
 import { createStageSession, wasmHeapBytes } from "../src/inference/ort.ts";
-import type { Precision } from "../src/shared/manifest.ts";
+import { numel, type Precision } from "../src/shared/manifest.ts";
 import { parseBeitConfig } from "./checkpoint/config.ts";
 import { synthesize } from "./checkpoint/synth.ts";
 import { localModelSource } from "./local-source.ts";
@@ -27,7 +27,7 @@ if (argv[0] === "--shards") {
   // The loader keeps no reference to the shard bytes, so the JS heap below holds ORT's copy only.
   const { session, spec: st } = await openStage(source, manifest, Number(argv[2]));
   const afterCreate = wasmHeapBytes();
-  const n = st.inputs[0].shape.reduce((a, b) => a * b, 1);
+  const n = numel(st.inputs[0].shape);
   const input = new Float32Array(n).map((_, i) => Math.sin(i * 0.1));
   await session.run(input, st.inputs[0], st.outputs[0]);
   await session.run(input, st.inputs[0], st.outputs[0]);
@@ -68,10 +68,7 @@ tensors.clear();
 const { model, weights } = serializeModel(sg.graph, { location: "w.weights" });
 const session = await createStageSession(model, weights ? { path: "w.weights", data: weights } : null);
 const afterCreate = wasmHeapBytes();
-const input =
-  from === 0
-    ? randomPixels(config, 1)
-    : new Float32Array(sg.input.shape.reduce((a, b) => a * b, 1)).fill(0.5);
+const input = from === 0 ? randomPixels(config, 1) : new Float32Array(numel(sg.input.shape)).fill(0.5);
 await session.run(input, sg.input, sg.output);
 await session.run(input, sg.input, sg.output);
 console.log(JSON.stringify({ weightBytes: sg.weightBytes, afterCreate, afterRun: wasmHeapBytes() }));

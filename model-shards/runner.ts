@@ -10,7 +10,7 @@ import { type OpenedStage, openStages } from "../src/inference/open-stage.ts";
 import { type Prediction, runPipeline, topK } from "../src/inference/pipeline.ts";
 import { readLabels } from "../src/shards/source.ts";
 import { AppError } from "../src/shared/errors.ts";
-import type { Manifest } from "../src/shared/manifest.ts";
+import { type Manifest, numel } from "../src/shared/manifest.ts";
 import { verifyShards } from "./build.ts";
 import { localModelSource } from "./local-source.ts";
 
@@ -41,7 +41,7 @@ export async function loadLocalModel(dir: string): Promise<LocalModel> {
   const labels = await readLabels(source, manifest);
   const stages = await openStages(source, manifest);
   const input = manifest.stages[0].inputs[0];
-  const expected = input.shape.reduce((a, b) => a * b, 1);
+  const expected = numel(input.shape);
   const run = async (pixels: Float32Array) => {
     if (pixels.length !== expected)
       throw new AppError(

@@ -6,6 +6,7 @@
  */
 
 import { mulberry32 } from "../../src/shared/random.ts";
+import { numel } from "../checkpoint/dtypes.ts";
 import { numRelativeDistance, relativePositionIndex } from "../checkpoint/layout.ts";
 import type { BeitConfig, StateDict } from "../checkpoint/types.ts";
 
@@ -46,7 +47,7 @@ export function randomBeit(config: BeitConfig, seed = 1): StateDict {
   const T = w * w + 1;
   const heads = config.num_attention_heads;
   const put = (key: string, shape: number[], scale: number, offset = 0) => {
-    const n = shape.reduce((a, b) => a * b, 1);
+    const n = numel(shape);
     const data = new Float32Array(n);
     for (let i = 0; i < n; i++) data[i] = offset + (r() * 2 - 1) * scale;
     sd.set(key, { dtype: "F32", shape, data });

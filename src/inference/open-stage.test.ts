@@ -11,6 +11,7 @@ import { MemoryCache } from "../../test/helpers/memory-r2.ts";
 import { readLabels } from "../shards/source.ts";
 import { ShardStore } from "../shards/store.ts";
 import { AppError } from "../shared/errors.ts";
+import { numel } from "../shared/manifest.ts";
 import { openStage, openStages } from "./open-stage.ts";
 import { runPipeline } from "./pipeline.ts";
 
@@ -38,7 +39,7 @@ describe("openStage", () => {
     expect(fromDisk.map((s) => s.origin)).toEqual(manifest.stages.map(() => "disk"));
     expect(fromR2.map((s) => s.origin)).toEqual(manifest.stages.map(() => "r2"));
     expect(fromR2.map((s) => s.spec.index)).toEqual(manifest.stages.map((s) => s.index));
-    const x = pixels(manifest.stages[0].inputs[0].shape.reduce((a, b) => a * b, 1));
+    const x = pixels(numel(manifest.stages[0].inputs[0].shape));
     const a = await runPipeline(fromDisk, x);
     const b = await runPipeline(fromR2, x);
     expect(a.length).toBe(manifest.labels.count);

@@ -12,7 +12,7 @@
 import type { FileOrigin, ModelSource } from "../shards/source.ts";
 import { slowestOrigin } from "../shards/source.ts";
 import { AppError, RETRY_AFTER_S } from "../shared/errors.ts";
-import type { Manifest, StageSpec } from "../shared/manifest.ts";
+import { type Manifest, numel, type StageSpec } from "../shared/manifest.ts";
 import { createStageSession, type StageSession } from "./ort.ts";
 import type { PipelineStage } from "./pipeline.ts";
 
@@ -35,8 +35,6 @@ export interface OpenedStage<O extends FileOrigin = FileOrigin> extends Pipeline
   /** Frees the session's native memory. */
   release(): Promise<void>;
 }
-
-const elements = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
 /**
  * Opens stage `index` of `manifest`. A stage the manifest does not have is a 400
@@ -82,7 +80,7 @@ export async function openStage<O extends FileOrigin>(
   const output = spec.outputs[0];
   if (opts.prime) {
     try {
-      await session.run(new Float32Array(elements(input.shape)), input, output);
+      await session.run(new Float32Array(numel(input.shape)), input, output);
     } catch (e) {
       await session.release().catch(() => undefined);
       throw e instanceof AppError

@@ -29,6 +29,13 @@ export interface TensorSpec {
   dtype: "float32";
 }
 
+/** Number of elements of a shape (1 for a scalar `[]`). */
+export function numel(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
 export interface StageSpec {
   /** 0-based position in the pipeline. */
   index: number;

@@ -15,7 +15,7 @@ import type { ClassifierEnv } from "../../src/edge/env.ts";
 import { HEADER_STAGE, HEADER_VERSION, type WarmReport } from "../../src/edge/stage-protocol.ts";
 import { publishModel, r2Target } from "../../src/shards/publish.ts";
 import { AppError } from "../../src/shared/errors.ts";
-import type { Manifest } from "../../src/shared/manifest.ts";
+import { type Manifest, numel } from "../../src/shared/manifest.ts";
 import { MemoryR2 } from "./memory-r2.ts";
 
 export interface TinyModel {
@@ -48,8 +48,6 @@ export async function bucketWithModel(model: TinyModel): Promise<MemoryR2> {
   );
   return r2;
 }
-
-const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 
 export interface FakeStageOptions {
   /** This stage answers /run with a 503 problem+json. */
@@ -105,7 +103,7 @@ export function fakeStages(manifest: Manifest, opts: FakeStageOptions = {}): Rec
               { status: 503, headers: { "content-type": "application/problem+json" } },
             );
           const x = new Float32Array(await req.arrayBuffer());
-          const out = new Float32Array(size(s.outputs[0].shape));
+          const out = new Float32Array(numel(s.outputs[0].shape));
           if (i === manifest.stages.length - 1) {
             out.fill(-10);
             out[x[0]] = 10;

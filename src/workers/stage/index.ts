@@ -31,6 +31,7 @@ import { initOrt, wasmHeapBytes } from "../../inference/ort.ts";
 import { isVersion } from "../../shards/layout.ts";
 import { type KeepAlive, ShardStore, type StoreOrigin } from "../../shards/store.ts";
 import { AppError } from "../../shared/errors.ts";
+import { numel } from "../../shared/manifest.ts";
 import { ResidentSession } from "./resident.ts";
 
 /** A resident stage; `loadMs` also counts ORT's set-up and the manifest read. */
@@ -129,7 +130,7 @@ export async function handleStage(req: Request, env: StageEnv, ctx?: ExecutionCo
         keepAlive,
         async (l, fresh) => {
           const spec = l.spec.inputs[0];
-          const want = spec.shape.reduce((a, b) => a * b, 1);
+          const want = numel(spec.shape);
           if (body.byteLength !== want * 4)
             throw new AppError(
               "bad-stage-request",
