@@ -69,6 +69,11 @@ describe("corrupted or missing shards", () => {
       expect(body.type).toBe(`${PROBLEM_BASE}model-unavailable`);
       expect(body.detail).toMatch(/integrity|missing/);
     }
+    // /healthz says so too (it said ok while every classify was a 503).
+    const health = await SELF.fetch(`${URL_BASE}/healthz`);
+    expect(health.status).toBe(503);
+    expect(Number(health.headers.get("retry-after"))).toBeGreaterThan(0);
+    expect(((await health.json()) as { code: string }).code).toBe("model-unavailable");
 
     // Fix the corrupted one only: still unavailable, now because of the missing graph.
     await bucket.put(shardKey(corrupted), fromBase64(fx.modelC.files[corrupted]));
@@ -81,6 +86,7 @@ describe("corrupted or missing shards", () => {
     expect(ok.status).toBe(200);
     expect(ok.headers.get("x-model-version")).toBe(fx.modelC.version);
     expect(await ok.json()).toEqual(fx.expected.modelC.gradient.top);
+    expect((await SELF.fetch(`${URL_BASE}/healthz`)).status).toBe(200);
   });
 });
 

@@ -96,6 +96,12 @@ export interface Classifier {
   model(): Promise<ModelView>;
   /** Every stage's status for `model` (default: the active one). Never throws for a down stage. */
   status(model?: ModelView): Promise<StageReport[]>;
+  /**
+   * Whether a classification of `model` (default: the active one) can succeed now (for /healthz):
+   * every stage reachable and holding the version, warming the ones that do not (cheap once warm).
+   * Throws the AppError a classify would get (503 model-unavailable with retryAfter, 504).
+   */
+  ready(model?: ModelView, deadline?: Deadline): Promise<StageReport[]>;
 }
 
 export interface ClassifierDeps {
@@ -128,6 +134,10 @@ export function createClassifier(env: ClassifierEnv, deps: ClassifierDeps): Clas
     async status(model) {
       const m = model ?? (await activeModel(env, keepAlive));
       return new StagePipeline(env, m.manifest, keepAlive).status();
+    },
+    async ready(model, deadline) {
+      const m = model ?? (await activeModel(env, keepAlive));
+      return new StagePipeline(env, m.manifest, keepAlive).ready(deadline);
     },
     async classify(images, opts = {}) {
       const started = Date.now();

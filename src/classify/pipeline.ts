@@ -221,4 +221,29 @@ export class StagePipeline {
   status(): Promise<StageReport[]> {
     return stageStatuses(this.env, this.manifest);
   }
+
+  /**
+   * Whether a classification can run now, found cheaply: every stage's status, and only when one
+   * is unreachable or does not hold this version, a warm-up of the stages (what the next classify
+   * would do anyway; a stage that already holds its session answers from memory). Throws what a
+   * classify would meet: 503 `model-unavailable` (with retryAfter) for an unreachable stage or a
+   * shard that cannot be loaded, 504 past `deadline`.
+   */
+  async ready(deadline?: Deadline): Promise<StageReport[]> {
+    const before = await this.status();
+    const down = before.filter((s) => !s.reachable);
+    if (down.length > 0)
+      throw new AppError(
+        "model-unavailable",
+        503,
+        `Stage(s) ${down.map((s) => s.index).join(", ")} are not reachable.`,
+        { retryAfter: RETRY_AFTER_S, stages: before },
+      );
+    if (before.every((s) => s.warm && s.version === this.manifest.version)) return before;
+    // A stage lost or never loaded its session: warm again even if this isolate warmed it before.
+    const cached = warmed.get(this.manifest.version);
+    if (cached?.done) warmed.delete(this.manifest.version);
+    await this.warm(deadline);
+    return this.status();
+  }
 }

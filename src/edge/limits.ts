@@ -4,6 +4,7 @@
  * defaults in src/topology.ts), plus a body reader that enforces the byte limit while it reads.
  */
 import { AppError } from "../shared/errors.ts";
+import { echo } from "../shared/url-policy.ts";
 
 /** Header a client may send to ask for a shorter deadline than the service's. */
 export const DEADLINE_HEADER = "x-deadline-ms";
@@ -39,7 +40,7 @@ export class Deadline {
       throw new AppError(
         "invalid-parameter",
         422,
-        `${DEADLINE_HEADER} must be a positive integer number of milliseconds, got ${JSON.stringify(raw)}.`,
+        `${DEADLINE_HEADER} must be a positive integer number of milliseconds, got ${echo(raw, 40)}.`,
       );
     return new Deadline(Math.min(n, limits.deadlineMs));
   }

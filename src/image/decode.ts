@@ -14,6 +14,7 @@ import { undecodable } from "./errors.ts";
 import { applyOrientation, effectiveOrientation } from "./exif.ts";
 import { decodeGifFirstFrame, gifCanvasSize } from "./gif.ts";
 import {
+  countJpegScans,
   type DetectedFormat,
   FORMAT_NAMES,
   type ImageHeader,
@@ -90,7 +91,18 @@ export function inspectImage(bytes: Uint8Array, limits: ImageLimits): ImageHeade
   const format = detected as SupportedFormat;
   const header = readHeader(bytes, format);
   if (format === "gif") Object.assign(header, gifCanvasSize(bytes));
-  const { width, height } = header;
+  if (format === "jpeg") checkJpegCoding(header);
+  if ((header.chunks ?? 0) > limits.maxChunks)
+    throw tooComplex(format, `${header.chunks} chunks`, "maxChunks", header.chunks!, limits.maxChunks);
+  if (format === "jpeg") {
+    const scans = countJpegScans(bytes, limits.maxScans);
+    if (scans > limits.maxScans)
+      throw tooComplex(format, `more than ${limits.maxScans} scans`, "maxScans", scans, limits.maxScans);
+  }
+  // What the codec allocates for: a WebP's bitstream may be larger than its canvas or frame header
+  // claims (refused as undecodable in readHeader when they disagree; the larger one counts here).
+  const width = Math.max(header.width, header.bitstreamWidth ?? 0);
+  const height = Math.max(header.height, header.bitstreamHeight ?? 0);
   if (width < 1 || height < 1) {
     throw new AppError(
       "image-too-small",
@@ -124,6 +136,8 @@ export function inspectImage(bytes: Uint8Array, limits: ImageLimits): ImageHeade
   }
   const costInput = {
     ...header,
+    width,
+    height,
     encodedBytes: bytes.length,
     rotated: effectiveOrientation(header.exif, header.xmp) > 1,
   };
@@ -223,6 +237,42 @@ async function decodeAnimatedWebp(bytes: Uint8Array, header: ImageHeader): Promi
   }
   const data = composeFirstFrame(header.width, header.height, frame, raster.data);
   return { width: header.width, height: header.height, data, format: "webp" };
+}
+
+/** 422 image-too-complex: a structural count over its limit (work grows with it, not with pixels). */
+function tooComplex(
+  format: SupportedFormat,
+  what: string,
+  limit: string,
+  value: number,
+  max: number,
+): AppError {
+  return new AppError(
+    "image-too-complex",
+    422,
+    `The ${FORMAT_NAMES[format]} file has ${what}; the limit is ${max}. Re-save it with a common encoder (its defaults stay far below this).`,
+    { limit, value, max },
+  );
+}
+
+/** JPEG codings the decoders cannot handle are unsupported formats (415), refused before decoding. */
+function checkJpegCoding(h: ImageHeader): void {
+  const sof = h.sof ?? 0xc0;
+  const why =
+    h.precision !== undefined && h.precision !== 8
+      ? `${h.precision}-bit samples`
+      : [0xc3, 0xc7, 0xcb, 0xcf].includes(sof)
+        ? "lossless coding"
+        : [0xc5, 0xc6, 0xc7, 0xcd, 0xce, 0xcf].includes(sof)
+          ? "hierarchical coding"
+          : null;
+  if (why)
+    throw new AppError(
+      "unsupported-format",
+      415,
+      `Detected a JPEG with ${why}, which this server cannot decode; convert it to an 8-bit baseline JPEG or PNG and resend.`,
+      { detected: "jpeg" },
+    );
 }
 
 function codecUnavailable(format: SupportedFormat): AppError {

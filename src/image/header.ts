@@ -69,6 +69,15 @@ export interface ImageHeader {
   /** PNG only: bit depth and colour type from IHDR. */
   bitDepth?: number;
   colorType?: number;
+  /** PNG and WebP: chunks in the file (WebP: top-level chunks plus the chunks inside each frame). */
+  chunks?: number;
+  /** JPEG only: sample precision in bits (8; 12 and 16 are refused as unsupported). */
+  precision?: number;
+  /** JPEG only: the frame's SOF marker (0xc0 baseline, 0xc2 progressive, 0xc3 lossless, ...). */
+  sof?: number;
+  /** WebP only: the largest width and height a frame's own bitstream (VP8/VP8L) declares. */
+  bitstreamWidth?: number;
+  bitstreamHeight?: number;
 }
 
 const ascii = (b: Uint8Array, at: number, len: number): string => {
@@ -197,11 +206,63 @@ function jpegHeader(b: Uint8Array): ImageHeader {
         samples += mcusX * Math.max(1, f >> 4) * 8 * mcusY * Math.max(1, f & 15) * 8;
       }
       const progressive = (marker & 3) === 2;
-      return { format: "jpeg", width, height, animated: false, exif, components, progressive, samples };
+      const precision = b[seg];
+      return {
+        format: "jpeg",
+        width,
+        height,
+        animated: false,
+        exif,
+        components,
+        progressive,
+        samples,
+        precision,
+        sof: marker,
+      };
     }
     at += 2 + len;
   }
   throw corrupt("jpeg", "no frame header (SOF) found");
+}
+
+/**
+ * Counts the scans (SOS markers) of a JPEG by walking its markers and skipping entropy-coded data
+ * (a linear pass, no decoding); stops counting once past `stopAfter`.
+ *
+ * @example
+ * countJpegScans(bytes, 100); // 10 for a typical progressive JPEG, 1 for a baseline one
+ */
+export function countJpegScans(b: Uint8Array, stopAfter = Number.POSITIVE_INFINITY): number {
+  let scans = 0;
+  let at = 2;
+  while (at + 4 <= b.length) {
+    if (b[at] !== 0xff) return scans;
+    const marker = b[at + 1];
+    if (marker === 0xff) {
+      at++;
+      continue;
+    }
+    if (marker === 0xd9) return scans;
+    if (marker === 0xd8 || (marker >= 0xd0 && marker <= 0xd7) || marker === 0x01) {
+      at += 2;
+      continue;
+    }
+    at += 2 + u16be(b, at + 2);
+    if (marker !== 0xda) continue;
+    if (++scans > stopAfter) return scans;
+    // Entropy-coded data runs to the next marker that is not a stuffed 0xff00 or a restart marker.
+    for (;;) {
+      const ff = b.indexOf(0xff, at);
+      if (ff < 0 || ff + 1 >= b.length) return scans;
+      const next = b[ff + 1];
+      if (next === 0 || (next >= 0xd0 && next <= 0xd7) || next === 0xff) at = ff + 1;
+      else {
+        at = ff;
+        break;
+      }
+    }
+  }
+  return scans;
 }
 
 function pngHeader(b: Uint8Array): ImageHeader {
@@ -214,9 +275,11 @@ function pngHeader(b: Uint8Array): ImageHeader {
   let exif: Uint8Array | null = null;
   let xmp: string | null = null;
   let at = 8;
+  let chunks = 0;
   while (at + 12 <= b.length) {
     const len = u32be(b, at);
     const type = ascii(b, at + 4, 4);
+    chunks++;
     if (type === "acTL") animated = true;
     if ((type === "iTXt" || type === "tEXt") && xmp === null && at + 8 + len <= b.length) {
       xmp = pngXmp(b.subarray(at + 8, at + 8 + len), type === "iTXt");
@@ -225,7 +288,7 @@ function pngHeader(b: Uint8Array): ImageHeader {
     if (type === "IEND") break;
     at += 12 + len;
   }
-  return { format: "png", width, height, animated, exif, xmp, bitDepth, colorType };
+  return { format: "png", width, height, animated, exif, xmp, bitDepth, colorType, chunks };
 }
 
 const XMP_KEY = "XML:com.adobe.xmp";
@@ -269,18 +332,63 @@ function webpHeader(b: Uint8Array): ImageHeader {
   }
   let exif: Uint8Array | null = null;
   let at = 12;
+  let chunks = 0;
+  // The size each VP8/VP8L bitstream declares, which is what the codec allocates for: a still image's
+  // (checked against VP8X's canvas) and every animation frame's (checked against its ANMF header).
+  let bitstreamWidth = 0;
+  let bitstreamHeight = 0;
+  const bitstream = (type: string, body: number, len: number, w: number, h: number, what: string) => {
+    const size = vp8Size(b, type, body, len);
+    if (!size) return false;
+    if (size[0] !== w || size[1] !== h)
+      throw corrupt("webp", `${what} says ${w}x${h} but its bitstream is ${size[0]}x${size[1]}`);
+    bitstreamWidth = Math.max(bitstreamWidth, size[0]);
+    bitstreamHeight = Math.max(bitstreamHeight, size[1]);
+    return true;
+  };
+  let stillSeen = first !== "VP8X";
   while (at + 8 <= b.length) {
     const type = ascii(b, at, 4);
     const len = u32le(b, at + 4);
+    chunks++;
     if (type === "ANIM" || type === "ANMF") animated = true;
     if (type === "EXIF" && exif === null && at + 8 + len <= b.length) {
       exif = b.subarray(at + 8, at + 8 + len);
       // Some writers keep the JPEG-style "Exif\0\0" prefix inside the chunk.
       if (ascii(exif, 0, 6) === "Exif\0\0") exif = exif.subarray(6);
     }
+    if (type === "ANMF" && len >= 16 && at + 8 + len <= b.length) {
+      const body = at + 8;
+      const fw = u24le(b, body + 6) + 1;
+      const fh = u24le(b, body + 9) + 1;
+      for (let p = body + 16; p + 8 <= body + len; ) {
+        const n = u32le(b, p + 4);
+        chunks++;
+        bitstream(ascii(b, p, 4), p + 8, Math.min(n, body + len - p - 8), fw, fh, "an animation frame");
+        p += 8 + n + (n & 1);
+      }
+    } else if (!stillSeen && (type === "VP8 " || type === "VP8L")) {
+      stillSeen = bitstream(type, at + 8, Math.min(len, b.length - at - 8), width, height, "the VP8X canvas");
+    }
     at += 8 + len + (len & 1);
   }
-  return { format: "webp", width, height, animated, exif };
+  if (first !== "VP8X" || bitstreamWidth === 0) [bitstreamWidth, bitstreamHeight] = [width, height];
+  return { format: "webp", width, height, animated, exif, chunks, bitstreamWidth, bitstreamHeight };
+}
+
+/** Width and height a VP8 (key frame) or VP8L bitstream declares, or null for other chunks. */
+function vp8Size(b: Uint8Array, type: string, body: number, len: number): [number, number] | null {
+  if (type === "VP8L") {
+    if (len < 5 || b[body] !== 0x2f) throw corrupt("webp", "bad VP8L signature");
+    const bits = u32le(b, body + 1);
+    return [(bits & 0x3fff) + 1, ((bits >>> 14) & 0x3fff) + 1];
+  }
+  if (type === "VP8 ") {
+    if (len < 10 || b[body + 3] !== 0x9d || b[body + 4] !== 0x01 || b[body + 5] !== 0x2a)
+      throw corrupt("webp", "bad VP8 start code");
+    return [u16le(b, body + 6) & 0x3fff, u16le(b, body + 8) & 0x3fff];
+  }
+  return null;
 }
 
 function gifHeader(b: Uint8Array): ImageHeader {

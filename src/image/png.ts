@@ -1,8 +1,9 @@
 /**
  * @module
- * PNG decoder in TypeScript, streaming: IDAT data is inflated with the platform's `DecompressionStream`
- * (workerd and Node both have it; zlib's Adler-32 is verified there), rows are unfiltered as they arrive
- * and written straight to RGB, so peak memory is the encoded file plus the RGB output. It replaces the
+ * PNG decoder in TypeScript: the IDAT chunks (views, not copied) are inflated by inflate.ts into a buffer
+ * of exactly the declared rows, which stops there (a zlib bomb behind a small IHDR costs its declared
+ * size), rows are unfiltered in place and written to RGB, so peak memory is the encoded file plus the
+ * declared raw rows plus the RGB output. It replaces the
  * Rust/wasm-bindgen codec on the request path because that instance cannot be re-created: its heap would
  * stay at the largest PNG's size for the isolate's life.
  *
@@ -14,6 +15,7 @@
 
 import { AppError } from "../shared/errors.ts";
 import { undecodable } from "./errors.ts";
+import { inflateZlibInto } from "./inflate.ts";
 
 /** Decoded PNG: RGB, 3 bytes per pixel. */
 export interface PngImage {
@@ -96,66 +98,34 @@ export async function decodePng(bytes: Uint8Array, deadline = Number.POSITIVE_IN
   if (palette) pal.set(palette.subarray(0, Math.min(768, palette.length - (palette.length % 3))));
 
   const passes = interlace ? ADAM7 : [{ x0: 0, y0: 0, dx: 1, dy: 1 }];
-  // The IDAT views go to the inflater as they are (no copy of the compressed data). The writing side
-  // runs on its own and swallows its errors (a truncated stream makes close() reject, and workerd would
-  // report that as an uncaught rejection); the reading side below reports them as undecodable-image.
-  const inflater = new DecompressionStream("deflate");
-  const writer = inflater.writable.getWriter();
-  (async () => {
-    for (const part of idat) await writer.write(part);
-    await writer.close();
-  })().catch(() => {});
-  const reader = inflater.readable.getReader();
-  let chunk: Uint8Array = new Uint8Array(0);
-  let pos = 0;
-  const take = async (row: Uint8Array): Promise<void> => {
-    let filled = 0;
-    while (filled < row.length) {
-      if (pos === chunk.length) {
-        let r: ReadableStreamReadResult<Uint8Array>;
-        try {
-          r = await reader.read();
-        } catch (e) {
-          throw corrupt(`zlib data is corrupt: ${e instanceof Error ? e.message : String(e)}`);
-        }
-        if (r.done) throw corrupt("image data is truncated");
-        chunk = r.value;
-        pos = 0;
-        if (performance.now() > deadline) {
-          throw new AppError(
-            "decode-timeout",
-            503,
-            "Decoding the PNG took longer than the time limit; send a smaller image.",
-          );
-        }
-        continue;
-      }
-      const n = Math.min(row.length - filled, chunk.length - pos);
-      row.set(chunk.subarray(pos, pos + n), filled);
-      filled += n;
-      pos += n;
+  // Inflate exactly the declared rows (filter byte + stride per row, every pass) and no more: a
+  // stream that would inflate past them is not read further (Pillow ignores it too), so memory is
+  // the declared raw size plus the RGB output, whatever the IDAT holds.
+  const geometry = passes.map((p) => {
+    const pw = Math.ceil((width - p.x0) / p.dx);
+    const ph = Math.ceil((height - p.y0) / p.dy);
+    return { ...p, pw, ph, stride: pw > 0 && ph > 0 ? Math.ceil((pw * bpp) / 8) : 0 };
+  });
+  const rawBytes = geometry.reduce((n, g) => n + (g.stride ? g.ph * (g.stride + 1) : 0), 0);
+  const raw = new Uint8Array(rawBytes);
+  inflateZlibInto(idat, raw);
+  if (performance.now() > deadline)
+    throw new AppError(
+      "decode-timeout",
+      503,
+      "Decoding the PNG took longer than the time limit; send a smaller image.",
+    );
+  let row = 0;
+  for (const g of geometry) {
+    if (!g.stride) continue;
+    let prev = new Uint8Array(g.stride);
+    for (let ry = 0; ry < g.ph; ry++) {
+      const cur = raw.subarray(row + 1, row + 1 + g.stride);
+      unfilter(raw[row], cur, prev, filterBytes);
+      writeRow(cur, g.pw, (g.y0 + ry * g.dy) * width, g.x0, g.dx, out, depth, colorType, pal);
+      prev = cur;
+      row += g.stride + 1;
     }
-  };
-
-  try {
-    for (const p of passes) {
-      const pw = Math.ceil((width - p.x0) / p.dx);
-      const ph = Math.ceil((height - p.y0) / p.dy);
-      if (pw <= 0 || ph <= 0) continue;
-      const stride = Math.ceil((pw * bpp) / 8);
-      let prev = new Uint8Array(stride);
-      let cur = new Uint8Array(stride);
-      const line = new Uint8Array(stride + 1);
-      for (let ry = 0; ry < ph; ry++) {
-        await take(line);
-        cur.set(line.subarray(1));
-        unfilter(line[0], cur, prev, filterBytes);
-        writeRow(cur, pw, (p.y0 + ry * p.dy) * width, p.x0, p.dx, out, depth, colorType, pal);
-        [prev, cur] = [cur, prev];
-      }
-    }
-  } finally {
-    reader.cancel().catch(() => {});
   }
   return { width, height, data: out };
 }

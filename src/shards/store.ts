@@ -134,17 +134,15 @@ export class ShardStore implements ModelSource<StoreOrigin> {
     if (this.#cache) {
       const hit = await this.#cache.match(url).catch(() => undefined);
       if (hit) {
-        const bytes = new Uint8Array(await hit.arrayBuffer());
-        if (await matches(bytes, ref)) return { bytes, origin: "cache" };
+        const bytes = await hit.arrayBuffer().then(
+          (b) => new Uint8Array(b),
+          () => null,
+        );
+        if (bytes && (await matches(bytes, ref))) return { bytes, origin: "cache" };
         await this.#cache.delete(url).catch(() => false);
       }
     }
-    const obj = await this.#bucket.get(shardKey(ref.file));
-    if (!obj)
-      throw unavailable(`Shard ${ref.file} is missing from the bucket. Republish the model, then retry.`, {
-        file: ref.file,
-      });
-    const bytes = new Uint8Array(await obj.arrayBuffer());
+    const bytes = await this.#readR2(ref);
     if (!(await matches(bytes, ref)))
       throw unavailable(
         `Shard ${ref.file} failed its integrity check (size or sha256 differs from the manifest); it was not used. Republish the model, then retry.`,
@@ -161,7 +159,42 @@ export class ShardStore implements ModelSource<StoreOrigin> {
     }
     return { bytes, origin: "r2" };
   }
+
+  /**
+   * The shard's bytes from R2. A read that fails part-way (the stored object shorter than its
+   * recorded size: "FixedLengthStream did not see all expected bytes", or a dropped connection) is
+   * tried once more, then answered as `model-unavailable` (503 with retryAfter), never a 500.
+   */
+  async #readR2(ref: FileRef): Promise<Uint8Array> {
+    let failure = "";
+    for (let attempt = 1; attempt <= R2_READ_ATTEMPTS; attempt++) {
+      let obj: R2ObjectBody | null;
+      try {
+        obj = await this.#bucket.get(shardKey(ref.file));
+      } catch (e) {
+        failure = String(e);
+        continue;
+      }
+      if (!obj)
+        throw unavailable(`Shard ${ref.file} is missing from the bucket. Republish the model, then retry.`, {
+          file: ref.file,
+        });
+      try {
+        return new Uint8Array(await obj.arrayBuffer());
+      } catch (e) {
+        failure = String(e);
+      }
+    }
+    console.warn(`shard ${ref.file}: R2 read failed ${R2_READ_ATTEMPTS} times: ${failure}`);
+    throw unavailable(
+      `Shard ${ref.file} could not be read from the bucket (the stored object is incomplete or the read broke off). Retry; if it persists, republish the model.`,
+      { file: ref.file },
+    );
+  }
 }
+
+/** Reads attempted per shard before `model-unavailable`: a body that breaks off is read once more. */
+const R2_READ_ATTEMPTS = 2;
 
 async function matches(bytes: Uint8Array, ref: FileRef): Promise<boolean> {
   return bytes.byteLength === ref.bytes && (await sha256Hex(bytes)) === ref.sha256;

@@ -20,7 +20,7 @@ import { configOf } from "../../edge/config.ts";
 import type { GatewayEnv } from "../../edge/env.ts";
 import { Deadline } from "../../edge/limits.ts";
 import { problemResponse, toAppError } from "../../edge/problem.ts";
-import { AppError, RETRY_AFTER_S } from "../../shared/errors.ts";
+import { AppError } from "../../shared/errors.ts";
 import { modelShape } from "../../shared/manifest.ts";
 import { ISOLATE_LIMIT_BYTES } from "../../topology.ts";
 import { homePage } from "./home-page.ts";
@@ -87,18 +87,13 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   app.get("/", (c) => c.html(homePage(configOf(c.env).apiKey !== null)));
   app.get("/openapi.json", (c) => c.json(openApiDocument(new URL(c.req.url).origin)));
 
+  // 200 only when a classification can succeed now: the pointer and manifest load, every stage is
+  // reachable and holds the active version (a cold or evicted stage is warmed here, as the next
+  // classify would; a shard that cannot be loaded makes it a 503 with Retry-After).
   app.get("/healthz", async (c) => {
     const classifier = classifierOf(c, options);
     const model = await classifier.model();
-    const stages = await classifier.status(model);
-    const down = stages.filter((s) => !s.reachable);
-    if (down.length > 0)
-      throw new AppError(
-        "model-unavailable",
-        503,
-        `Stage(s) ${down.map((s) => s.index).join(", ")} are not reachable.`,
-        { retryAfter: RETRY_AFTER_S, stages },
-      );
+    const stages = await classifier.ready(model, new Deadline(configOf(c.env).limits.deadlineMs));
     return c.json(
       {
         status: "ok",

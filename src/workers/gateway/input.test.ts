@@ -6,7 +6,13 @@ import { describe, expect, it } from "vitest";
 import { Deadline, readBounded } from "../../edge/limits.ts";
 import { fetchImage } from "../../edge/url-fetch.ts";
 import { AppError } from "../../shared/errors.ts";
-import { decodeBase64, readClassifyInput, resolveTopK } from "./input.ts";
+import {
+  countMultipartParts,
+  decodeBase64,
+  MAX_MULTIPART_PARTS,
+  readClassifyInput,
+  resolveTopK,
+} from "./input.ts";
 
 const opts = { maxBodyBytes: 1000, maxBatch: 3 };
 
@@ -89,6 +95,81 @@ describe("readBounded", () => {
     });
     expect(await code(readBounded(stream, "10", 1000))).toEqual(["payload-too-large", 413]);
     expect(pulled).toBeLessThan(6);
+  });
+});
+
+describe("hostile request bodies", () => {
+  const multipart = (parts: string[], boundary = "b0undary") =>
+    new Request("https://x/v1/classify", {
+      method: "POST",
+      body: `${parts.map((p) => `--${boundary}\r\n${p}\r\n`).join("")}--${boundary}--\r\n`,
+      headers: { "content-type": `multipart/form-data; boundary=${boundary}` },
+    });
+  const field = (name: string, value: string) =>
+    `Content-Disposition: form-data; name="${name}"\r\n\r\n${value}`;
+  const file = (bytes: string) =>
+    `Content-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n${bytes}`;
+
+  it("judges the Content-Type before buffering the body: a refused body is dropped as it streams, up to the limit", async () => {
+    let pulled = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(c) {
+        pulled++;
+        c.enqueue(new Uint8Array(1000));
+      },
+    });
+    const r = new Request("https://x/v1/classify", {
+      method: "POST",
+      body,
+      headers: { "content-type": "text/csv" },
+      duplex: "half",
+    } as RequestInit);
+    // An endless body: read in 1000-byte pieces only until past the 1000-byte limit, then cancelled.
+    expect(await code(readClassifyInput(r, opts))).toEqual(["unsupported-media-type", 415]);
+    expect(pulled).toBeLessThanOrEqual(4);
+  });
+
+  it(`refuses a multipart body of more than ${MAX_MULTIPART_PARTS} parts before parsing it`, async () => {
+    const many = Array.from({ length: 5000 }, (_, i) => field(`f${i}`, "x"));
+    const err = await readClassifyInput(multipart(many), { maxBodyBytes: 1e7, maxBatch: 8 }).catch((e) => e);
+    expect([err.code, err.status, err.extra.maxParts]).toEqual(["too-many-parts", 422, MAX_MULTIPART_PARTS]);
+    const ok = await readClassifyInput(multipart([file("AB"), file("CD"), field("top_k", "2")]), {
+      maxBodyBytes: 1e7,
+      maxBatch: 8,
+    });
+    expect([ok.images.length, ok.topK]).toEqual([2, "2"]);
+  });
+
+  it("counts multipart parts from delimiter lines only", () => {
+    const enc = (t: string) => new TextEncoder().encode(t);
+    expect(countMultipartParts(enc("--b\r\nx\r\n--b\r\ny\r\n--b--\r\n"), "b", 10)).toBe(2);
+    expect(countMultipartParts(enc("preamble\r\n--b\r\nx --b inside\r\n--b--"), "b", 10)).toBe(1);
+    expect(countMultipartParts(enc(`${"--b\r\n".repeat(1000)}--b--`), "b", 10)).toBe(11);
+  });
+
+  it("names a top_k JSON cannot hold (1e400) instead of printing null, and caps echoed text", async () => {
+    const body = new Request("https://x/v1/classify", {
+      method: "POST",
+      body: '{"inputs":"AQ==","parameters":{"top_k":1e400}}',
+      headers: { "content-type": "application/json" },
+    });
+    const r = await readClassifyInput(body, opts);
+    const e1 = (() => {
+      try {
+        resolveTopK(undefined, r.topK, 100);
+      } catch (e) {
+        return e as AppError;
+      }
+    })();
+    expect(e1?.detail).toContain("a number too large to represent");
+    expect(e1?.detail).not.toContain("null");
+    const long = "9".repeat(1_000_000);
+    try {
+      resolveTopK(long, undefined, 100);
+      throw new Error("expected a refusal");
+    } catch (e) {
+      expect((e as AppError).detail.length).toBeLessThan(200);
+    }
   });
 });
 

@@ -15,6 +15,7 @@ import { readBounded } from "../../edge/limits.ts";
 import { fetchImage, type UrlFetchOptions } from "../../edge/url-fetch.ts";
 import { DEFAULT_LIMITS } from "../../image/limits.ts";
 import { AppError } from "../../shared/errors.ts";
+import { echo } from "../../shared/url-policy.ts";
 
 export interface ClassifyInput {
   images: Uint8Array[];
@@ -79,26 +80,111 @@ export function decodeBase64(text: string): Uint8Array {
 /** Reads and interprets the body of a classify request. */
 export async function readClassifyInput(req: Request, opts: InputOptions): Promise<ClassifyInput> {
   const type = (req.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
-  const body = await readBounded(req.body, req.headers.get("content-length"), opts.maxBodyBytes);
-  if (type === "application/json" || type.endsWith("+json")) return fromJson(body, opts);
-  if (type === "multipart/form-data") return fromMultipart(body, req.headers.get("content-type")!, opts);
-  if (type === "" || type.startsWith("image/") || type === "application/octet-stream") {
-    if (body.byteLength === 0)
-      throw badRequest("empty-body", "The request body is empty. Send the image's bytes as the body.");
-    return { images: [body], batch: false, topK: undefined };
+  const json = type === "application/json" || type.endsWith("+json");
+  const multipart = type === "multipart/form-data";
+  const raw = type === "" || type.startsWith("image/") || type === "application/octet-stream";
+  // The type is judged before a byte of the body is read.
+  if (!json && !multipart && !raw) {
+    await discard(req.body, opts.maxBodyBytes);
+    throw new AppError(
+      "unsupported-media-type",
+      415,
+      `Content-Type ${echo(type, 100)} is not accepted. Send image bytes (image/* or application/octet-stream), multipart/form-data with a file field, or application/json.`,
+    );
   }
-  throw new AppError(
-    "unsupported-media-type",
-    415,
-    `Content-Type ${type} is not accepted. Send image bytes (image/* or application/octet-stream), multipart/form-data with a file field, or application/json.`,
-  );
+  const boundary = multipart ? multipartBoundary(req.headers.get("content-type")!) : "";
+  const declared = Number(req.headers.get("content-length") ?? Number.NaN);
+  if (declared > opts.maxBodyBytes && declared <= 2 * opts.maxBodyBytes) {
+    // Refused from Content-Length alone: dropped as it streams first (see discard), then the 413.
+    await discard(req.body, 2 * opts.maxBodyBytes);
+    await readBounded(null, String(declared), opts.maxBodyBytes);
+  }
+  const body = await readBounded(req.body, req.headers.get("content-length"), opts.maxBodyBytes);
+  if (json) return fromJson(body, opts);
+  if (multipart) return fromMultipart(body, req.headers.get("content-type")!, boundary, opts);
+  if (body.byteLength === 0)
+    throw badRequest("empty-body", "The request body is empty. Send the image's bytes as the body.");
+  return { images: [body], batch: false, topK: undefined };
+}
+
+/**
+ * Reads and drops up to `max` bytes of a body refused for its Content-Type (nothing is kept in
+ * memory), so that a client still uploading gets to read the error instead of a reset connection
+ * (workerd cannot read a request body after the response); past `max` the body is cancelled.
+ */
+async function discard(body: ReadableStream<Uint8Array> | null, max: number): Promise<void> {
+  if (!body) return;
+  const reader = body.getReader();
+  try {
+    for (let seen = 0; ; ) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      seen += value.byteLength;
+      if (seen > max) return await reader.cancel();
+    }
+  } catch {
+    // a client that went away: nothing to answer
+  }
+}
+
+/**
+ * Most parts a multipart body may have (files and text fields together), counted from the boundary
+ * delimiters before the body is parsed: parsing cost grows with the part count, and a body of a
+ * few hundred thousand tiny parts would otherwise hold the isolate for seconds.
+ */
+export const MAX_MULTIPART_PARTS = 32;
+
+function multipartBoundary(contentType: string): string {
+  const m = /;\s*boundary=(?:"([^"]{1,70})"|([^\s;"]{1,70}))/i.exec(contentType);
+  if (!m)
+    throw badRequest(
+      "invalid-multipart",
+      "The multipart/form-data Content-Type has no usable boundary parameter (1 to 70 characters).",
+    );
+  return m[1] ?? m[2];
+}
+
+/**
+ * Counts the parts of a multipart body: delimiter lines ("--" + boundary at a line start) before the
+ * close delimiter, stopping once past `stopAfter`. Linear: a boundary cannot contain CR, so candidate
+ * positions never overlap.
+ */
+export function countMultipartParts(body: Uint8Array, boundary: string, stopAfter: number): number {
+  const delim = new TextEncoder().encode(`--${boundary}`);
+  const at = (i: number) => {
+    if (i + delim.length > body.length) return false;
+    for (let k = 0; k < delim.length; k++) if (body[i + k] !== delim[k]) return false;
+    return true;
+  };
+  let parts = 0;
+  const delimiter = (i: number): boolean => {
+    if (!at(i)) return false;
+    const after = i + delim.length;
+    if (body[after] === 0x2d && body[after + 1] === 0x2d) return true; // close delimiter
+    parts++;
+    return false;
+  };
+  if (delimiter(0)) return parts;
+  for (let i = body.indexOf(0x0d); i >= 0 && parts <= stopAfter; i = body.indexOf(0x0d, i + 1)) {
+    if (body[i + 1] === 0x0a && delimiter(i + 2)) break;
+  }
+  return parts;
 }
 
 async function fromMultipart(
   body: Uint8Array,
   contentType: string,
+  boundary: string,
   opts: InputOptions,
 ): Promise<ClassifyInput> {
+  const parts = countMultipartParts(body, boundary, MAX_MULTIPART_PARTS);
+  if (parts > MAX_MULTIPART_PARTS)
+    throw new AppError(
+      "too-many-parts",
+      422,
+      `A multipart body may have at most ${MAX_MULTIPART_PARTS} parts (files and fields); this one has more. Send at most ${opts.maxBatch} files and the top_k / exif_transpose fields.`,
+      { maxParts: MAX_MULTIPART_PARTS },
+    );
   let form: FormData;
   try {
     form = await new Response(body, { headers: { "content-type": contentType } }).formData();
@@ -116,8 +202,7 @@ async function fromMultipart(
     }
     const file = value as File;
     const bytes = new Uint8Array(await file.arrayBuffer());
-    if (bytes.byteLength === 0)
-      throw badRequest("empty-body", `The file field ${JSON.stringify(name)} is empty.`);
+    if (bytes.byteLength === 0) throw badRequest("empty-body", `The file field ${echo(name, 60)} is empty.`);
     images.push(bytes);
   }
   checkBatch(images.length, opts.maxBatch);
@@ -201,6 +286,16 @@ async function fromJson(body: Uint8Array, opts: InputOptions): Promise<ClassifyI
   return { images, batch, topK, exifTranspose };
 }
 
+/** A user-supplied parameter value for an error message: short, and numbers JSON cannot show named. */
+export function shown(v: unknown): string {
+  if (typeof v === "number") return Number.isFinite(v) ? String(v) : "a number too large to represent";
+  if (typeof v === "string") return echo(v, 40);
+  if (Array.isArray(v)) return "an array";
+  if (v === null) return "null";
+  if (typeof v === "object") return "an object";
+  return String(v);
+}
+
 /**
  * Validates exif_transpose from the query string or body: whether to apply the image's EXIF
  * orientation before preprocessing, as the Hugging Face pipeline's image loading does (default true).
@@ -212,12 +307,9 @@ export function resolveExifTranspose(query: string | undefined, fromBody: unknow
   if (raw === undefined || raw === null || raw === "") return true;
   if (raw === true || raw === "true" || raw === "1") return true;
   if (raw === false || raw === "false" || raw === "0") return false;
-  throw new AppError(
-    "invalid-parameter",
-    422,
-    `exif_transpose must be true or false, got ${JSON.stringify(raw)}.`,
-    { parameter: "exif_transpose" },
-  );
+  throw new AppError("invalid-parameter", 422, `exif_transpose must be true or false, got ${shown(raw)}.`, {
+    parameter: "exif_transpose",
+  });
 }
 
 /**
@@ -237,7 +329,7 @@ export function resolveTopK(query: string | undefined, fromBody: unknown, labelC
     throw new AppError(
       "invalid-parameter",
       422,
-      `top_k must be an integer from 1 to ${labelCount} (the label count), got ${JSON.stringify(raw)}.`,
+      `top_k must be an integer from 1 to ${labelCount} (the label count), got ${shown(raw)}.`,
       { parameter: "top_k", max: labelCount },
     );
   return n;
