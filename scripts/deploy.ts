@@ -12,7 +12,9 @@
  *
  * `--dry-run` works offline: it bundles every Worker with `wrangler deploy --dry-run --outdir`,
  * prints each bundle's uncompressed size against the 64 MiB limit (failing above it) and the files
- * that would be uploaded. A real deploy needs `wrangler login` or CLOUDFLARE_API_TOKEN (and
+ * that would be uploaded; the bundles are deleted afterwards unless `--outdir` names where to keep
+ * them. CLOUDFLARE_API_BASE_URL (honoured by wrangler) points every API call elsewhere, as
+ * test/deploy.test.ts does with a local stand-in. A real deploy needs `wrangler login` or CLOUDFLARE_API_TOKEN (and
  * CLOUDFLARE_ACCOUNT_ID for the existence checks; without it every file is uploaded).
  */
 import { execFile } from "node:child_process";
@@ -24,7 +26,7 @@ import { verifyShards } from "../model-shards/build.ts";
 import { ACTIVE_KEY } from "../src/shards/layout.ts";
 import { type PublishTarget, publishModel } from "../src/shards/publish.ts";
 import { AppError } from "../src/shared/errors.ts";
-import { manifestFiles } from "../src/shared/manifest.ts";
+import { type Manifest, manifestFiles } from "../src/shared/manifest.ts";
 import { BUCKET_NAME, type GeneratedConfigs, writeWranglerConfigs } from "./lib/wrangler-configs.ts";
 
 /** Workers' script size limit (uncompressed), on every plan since 2026. */
@@ -117,6 +119,11 @@ export async function dryRunBundles(configs: GeneratedConfigs, outdir: string): 
   return out;
 }
 
+/** The Cloudflare API base; CLOUDFLARE_API_BASE_URL overrides it for wrangler and for us alike. */
+function apiBase(): string {
+  return (process.env.CLOUDFLARE_API_BASE_URL ?? "https://api.cloudflare.com/client/v4").replace(/\/+$/, "");
+}
+
 /** A PublishTarget for Cloudflare R2 through wrangler (uploads) and the REST API (existence checks). */
 function remoteTarget(bucket: string, dir: string): PublishTarget {
   const token = process.env.CLOUDFLARE_API_TOKEN;
@@ -124,7 +131,7 @@ function remoteTarget(bucket: string, dir: string): PublishTarget {
   return {
     async has(key) {
       if (!token || !account) return false;
-      const url = `https://api.cloudflare.com/client/v4/accounts/${account}/r2/buckets/${bucket}/objects/${key
+      const url = `${apiBase()}/accounts/${account}/r2/buckets/${bucket}/objects/${key
         .split("/")
         .map(encodeURIComponent)
         .join("/")}`;
@@ -157,10 +164,20 @@ async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const dir = args.model ?? (await defaultModel());
   const manifest = await verifyShards(dir);
+  // Everything this run writes goes under one directory: --outdir for a dry run that keeps its
+  // bundles, else a temporary one removed at the end (so concurrent runs never share configs).
+  const work = args.dryRun && args.outdir ? args.outdir : await mkdtemp(join(tmpdir(), "beit-edge-deploy-"));
+  try {
+    await deploy(args, dir, manifest, work);
+  } finally {
+    if (work !== args.outdir) await rm(work, { recursive: true, force: true });
+  }
+}
+
+async function deploy(args: DeployArgs, dir: string, manifest: Manifest, work: string): Promise<void> {
   const configs = await writeWranglerConfigs({
     root,
-    // A dry run with --outdir keeps everything it writes there.
-    outDir: args.dryRun && args.outdir ? join(args.outdir, "configs") : join(root, ".wrangler/deploy"),
+    outDir: join(work, "configs"),
     stages: manifest.stages.length,
     bucketName: args.bucket,
   });
@@ -169,8 +186,8 @@ async function main(): Promise<void> {
   );
 
   if (args.dryRun) {
-    const outdir = args.outdir ?? (await mkdtemp(join(tmpdir(), "beit-edge-dry-run-")));
-    const reports = await dryRunBundles(configs, outdir);
+    // Without --outdir the bundles (~14 MiB per Worker) are in the temporary `work`, removed at the end.
+    const reports = await dryRunBundles(configs, work);
     let over = false;
     for (const r of reports) {
       const ok = r.bytes < SCRIPT_LIMIT_BYTES;
@@ -189,7 +206,7 @@ async function main(): Promise<void> {
         .map((w) => w.name)
         .join(", ")}, then swap ${ACTIVE_KEY} to ${manifest.version}`,
     );
-    log(`bundles in ${outdir}`);
+    log(args.outdir ? `bundles in ${work}` : "bundles removed (pass --outdir DIR to keep them)");
     process.stdout.write(
       `${JSON.stringify({ version: manifest.version, stages: manifest.stages.length, bundles: reports })}\n`,
     );
@@ -209,31 +226,26 @@ async function main(): Promise<void> {
         `Could not create R2 bucket ${args.bucket}: ${msg.slice(0, 400)}. Run \`npx wrangler login\` or set CLOUDFLARE_API_TOKEN.`,
       );
   }
-  const work = await mkdtemp(join(tmpdir(), "beit-edge-deploy-"));
-  try {
-    const { readFile } = await import("node:fs/promises");
-    const pub = await publishModel(
-      manifest,
-      async (f) => new Uint8Array(await readFile(join(dir, f))),
-      remoteTarget(args.bucket, work),
-      { activate: false, onFile: (f, action, bytes) => log(`  ${action} ${f} (${mib(bytes)})`) },
-    );
-    log(`uploaded ${pub.uploaded.length}, skipped ${pub.skipped.length}`);
-    // In topology order: callees (the stage Workers) before the Workers that bind them.
-    for (const w of configs.workers) {
-      log(`deploying ${w.name} ...`);
-      await wrangler(["deploy", "-c", w.path]);
-    }
-    const pointer = JSON.stringify({ version: manifest.version, publishedAt: new Date().toISOString() });
-    await remoteTarget(args.bucket, work).put(
-      ACTIVE_KEY,
-      new TextEncoder().encode(pointer),
-      "application/json",
-    );
-    log(`active model is now ${manifest.version}`);
-  } finally {
-    await rm(work, { recursive: true, force: true });
+  const { readFile } = await import("node:fs/promises");
+  const pub = await publishModel(
+    manifest,
+    async (f) => new Uint8Array(await readFile(join(dir, f))),
+    remoteTarget(args.bucket, work),
+    { activate: false, onFile: (f, action, bytes) => log(`  ${action} ${f} (${mib(bytes)})`) },
+  );
+  log(`uploaded ${pub.uploaded.length}, skipped ${pub.skipped.length}`);
+  // In topology order: callees (the stage Workers) before the Workers that bind them.
+  for (const w of configs.workers) {
+    log(`deploying ${w.name} ...`);
+    await wrangler(["deploy", "-c", w.path]);
   }
+  const pointer = JSON.stringify({ version: manifest.version, publishedAt: new Date().toISOString() });
+  await remoteTarget(args.bucket, work).put(
+    ACTIVE_KEY,
+    new TextEncoder().encode(pointer),
+    "application/json",
+  );
+  log(`active model is now ${manifest.version}`);
 }
 
 main().catch((e: unknown) => {

@@ -5,8 +5,13 @@
  *
  *   npm start                        the default model (hub, else full-size synthetic fallback)
  *   npm start -- --model DIR         a shard directory built by `npm run model -- build`
- *   npm start -- --size tiny         a tiny synthetic model (3 stages), for quick development
- *   options: --port N (8787), --persist DIR (.wrangler/state), --prepare-only (build + publish, no server)
+ *   npm start -- --size tiny         a tiny synthetic model (one layer per stage), for quick development
+ *   options: --port N (8787), --persist DIR (.wrangler/state), --prepare-only (build + publish, no
+ *   server), --verbose (wrangler's full start-up output)
+ *
+ * Secrets (scripts/lib/dev-secrets.ts): API_KEY from the environment or the root `.dev.vars`
+ * turns auth on; the banner says whether it is on. ALLOW_LOOPBACK_FETCH is set to "true" (URL
+ * inputs may name localhost) unless the environment sets ALLOW_LOOPBACK_FETCH=false.
  *
  * The default tries microsoft/beit-base-patch16-224-pt22k-ft22k from the hub; when it cannot be
  * reached it prints one banner and builds the full-size synthetic checkpoint instead (random
@@ -20,11 +25,12 @@ import { loadCheckpoint } from "../model-shards/checkpoint/index.ts";
 import { synthesize, writeCheckpoint } from "../model-shards/checkpoint/synth.ts";
 import { AppError } from "../src/shared/errors.ts";
 import type { Manifest } from "../src/shared/manifest.ts";
+import { resolveDevSecrets } from "./lib/dev-secrets.ts";
 import { publishLocal } from "./lib/local-r2.ts";
-import { serveLocal } from "./lib/serve.ts";
+import { localLoopbackFetch, serveLocal } from "./lib/serve.ts";
 
 export const HUB_ID = "microsoft/beit-base-patch16-224-pt22k-ft22k";
-/** Stage budget of the tiny development model: 3 stages, like the tests. */
+/** Stage budget of the tiny development model: one layer per stage, like the tests' model. */
 export const TINY_STAGE_BUDGET = 32_000_000;
 
 const root = resolve(import.meta.dirname, "..");
@@ -35,6 +41,7 @@ interface StartArgs {
   port: number;
   persist: string;
   prepareOnly: boolean;
+  verbose: boolean;
 }
 
 function parseArgs(argv: string[]): StartArgs {
@@ -43,6 +50,7 @@ function parseArgs(argv: string[]): StartArgs {
     port: 8787,
     persist: join(root, ".wrangler/state"),
     prepareOnly: false,
+    verbose: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -60,11 +68,12 @@ function parseArgs(argv: string[]): StartArgs {
     } else if (a === "--port") args.port = Number(value());
     else if (a === "--persist") args.persist = resolve(value());
     else if (a === "--prepare-only") args.prepareOnly = true;
+    else if (a === "--verbose") args.verbose = true;
     else
       throw new AppError(
         "usage",
         2,
-        `unknown option ${a}. Usage: npm start [-- --model DIR | --size base|tiny] [--port N] [--persist DIR] [--prepare-only]`,
+        `unknown option ${a}. Usage: npm start [-- --model DIR | --size base|tiny] [--port N] [--persist DIR] [--prepare-only] [--verbose]`,
       );
   }
   if (!Number.isInteger(args.port) || args.port < 1 || args.port > 65535)
@@ -148,6 +157,8 @@ async function resolveModel(args: StartArgs): Promise<string> {
   }
 }
 
+const startedAt = Date.now();
+
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const dir = await resolveModel(args);
@@ -162,20 +173,40 @@ async function main(): Promise<void> {
     progress(`prepared ${what}`);
     return;
   }
-  progress(`starting wrangler dev: gateway + ${manifest.stages.length} stage Worker(s) ...`);
+  const secrets = await resolveDevSecrets(root);
+  const loopback = localLoopbackFetch(process.env); // what serveLocal sets
+
+  progress(
+    `starting wrangler dev: gateway + ${manifest.stages.length} stage Worker(s) (${args.verbose ? "full output" : "start-up notices hidden; --verbose shows them"}) ...`,
+  );
   const svc = await serveLocal({
     root,
     stages: manifest.stages.length,
     persistTo: args.persist,
     port: args.port,
-    stdio: "inherit",
+    stdio: args.verbose ? "inherit" : "quiet",
+    secrets: secrets.values,
     readyTimeoutMs: 300_000,
   });
+  const url = svc.url.replace("127.0.0.1", "localhost");
+  const auth = secrets.values.API_KEY !== undefined;
   banner([
     `beit-edge is serving ${what}`,
-    `  ${svc.url.replace("127.0.0.1", "localhost")}/            drop an image`,
-    `  curl --data-binary @cat.jpg -H 'content-type: image/jpeg' ${svc.url.replace("127.0.0.1", "localhost")}/v1/classify`,
-    "Stop with Ctrl-C.",
+    `  ${url}/            drop an image`,
+    `  curl --data-binary @cat.jpg -H 'content-type: image/jpeg' ${url}/v1/classify`,
+    auth
+      ? `Auth is ON (API_KEY from ${secrets.sources.API_KEY === "environment" ? "the environment" : ".dev.vars"}): add -H 'authorization: Bearer <key>' to /v1/* calls.`
+      : "Auth is off (no API_KEY in the environment or .dev.vars): the API is open.",
+    ...Object.keys(secrets.values)
+      .filter((k) => k !== "API_KEY")
+      .map(
+        (k) =>
+          `Secret ${k} set (from ${secrets.sources[k] === "environment" ? "the environment" : ".dev.vars"}).`,
+      ),
+    loopback === "true"
+      ? "URL inputs may fetch localhost (ALLOW_LOOPBACK_FETCH=true; ALLOW_LOOPBACK_FETCH=false npm start refuses)."
+      : "URL inputs may not fetch loopback addresses (ALLOW_LOOPBACK_FETCH=false).",
+    `Ready in ${((Date.now() - startedAt) / 1000).toFixed(0)} s. Stop with Ctrl-C.`,
   ]);
   const stop = async () => {
     await svc.stop();

@@ -34,6 +34,22 @@ async function expectProblem(res: Response, status: number, code: string): Promi
 
 const toB64 = (b: Uint8Array) => btoa(String.fromCharCode(...b));
 
+/**
+ * What `curl -d @file` sends (curl 7.88, checked byte for byte): the file read with fgets into a
+ * 256-byte buffer, each piece cut at its first NUL, CR and LF dropped.
+ */
+function curlData(file: Uint8Array): Uint8Array {
+  const out: number[] = [];
+  for (let i = 0; i < file.length; ) {
+    const nl = file.indexOf(0x0a, i);
+    const end = Math.min(nl < 0 ? file.length : nl + 1, i + 255);
+    for (let j = i; j < end && file[j] !== 0; j++)
+      if (file[j] !== 0x0a && file[j] !== 0x0d) out.push(file[j]);
+    i = end;
+  }
+  return new Uint8Array(out);
+}
+
 beforeAll(async () => {
   await seedModel(genv.MODELS, fx.modelA);
 });
@@ -243,8 +259,30 @@ describe("errors are problem+json with stable types", () => {
     await expectProblem(res, 504, "deadline-exceeded");
   });
 
-  it("404 for unknown routes", async () => {
+  it("404 for unknown routes, 405 with Allow for a known route and another method", async () => {
     await expectProblem(await SELF.fetch(`${URL_BASE}/v2/nothing`), 404, "not-found");
+    const res = await SELF.fetch(`${URL_BASE}/v1/classify`);
+    expect(res.headers.get("allow")).toBe("POST, OPTIONS");
+    await expectProblem(res, 405, "method-not-allowed");
+  });
+
+  it("hints at --data-binary when the body is an image as `curl -d @file` sends it", async () => {
+    const jpeg = curlData(fromBase64(fx.images.exifRotated));
+    const a = await expectProblem(
+      await classify(jpeg, { headers: { "content-type": "image/jpeg" } }),
+      400,
+      "undecodable-image",
+    );
+    expect(a.detail).toContain("--data-binary");
+    const b = await expectProblem(
+      await classify(curlData(fromBase64(fx.images.square))),
+      415,
+      "unsupported-format",
+    );
+    expect(b.detail).toContain("--data-binary");
+    // An intact image that fails to decode gets no such hint.
+    const truncated = await classify(fromBase64(fx.images.square).slice(0, 2000));
+    expect(((await truncated.json()) as { detail: string }).detail).not.toContain("--data-binary");
   });
 });
 

@@ -9,6 +9,7 @@ import { readdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { writeDevVars } from "./dev-secrets.ts";
 import { type GeneratedConfigs, writeWranglerConfigs } from "./wrangler-configs.ts";
 
 export interface ServeOptions {
@@ -23,8 +24,16 @@ export interface ServeOptions {
    * may name http://localhost:...) unless the caller's environment says ALLOW_LOOPBACK_FETCH=false.
    */
   vars?: Record<string, string>;
-  /** "inherit" shows wrangler's output; "pipe" keeps it for error messages. */
-  stdio?: "inherit" | "pipe";
+  /**
+   * Secrets for the local Workers (from scripts/lib/dev-secrets.ts), written as `.dev.vars` beside
+   * the generated configs, where wrangler dev reads them; none removes that file.
+   */
+  secrets?: Record<string, string>;
+  /**
+   * "inherit" shows wrangler's output as is; "quiet" shows it without the start-up noise that
+   * {@link wranglerNoiseFilter} names (and keeps it all for error messages); "pipe" only keeps it.
+   */
+  stdio?: "inherit" | "quiet" | "pipe";
   /** How long to wait for readiness (ms, default 120000). */
   readyTimeoutMs?: number;
   /**
@@ -42,6 +51,66 @@ export interface RunningService {
   /** Output so far (only with stdio "pipe"). */
   output(): string;
   stop(): Promise<void>;
+}
+
+/**
+ * A line filter for wrangler dev's output that drops start-up lines a user cannot act on, all of
+ * them explained by `npm start`'s own banner instead:
+ * - the binding tables, printed per Worker as it is configured: the gateway's lists every
+ *   `env.STAGE_i` as `[not connected]` because the stage Workers of the same process start after
+ *   it (they connect once all are up, which is when `serveLocal` returns), and the paragraph
+ *   explaining that status;
+ * - the version header (with its update notice), "Starting local server...", "Ready on ..."
+ *   (the banner prints the URL), and "Using secrets defined in ..." (the banner says whether auth
+ *   is on).
+ * Until `ready()` is called it also drops blank lines and the readiness probe's `GET /healthz` logs;
+ * everything else (request logs, warnings, errors) passes.
+ */
+export function wranglerNoiseFilter(): { keep: (line: string) => boolean; ready: () => void } {
+  let inTable = false;
+  let ready = false;
+  const keep = (raw: string) => {
+    const line = raw.replace(/\x1b\[[0-9;]*m/g, "").trimEnd();
+    if (inTable) {
+      if (line === "") inTable = false;
+      return false;
+    }
+    if (ready) return true;
+    // Before the service is ready: no blank lines and no log lines of the readiness probe.
+    if (line === "" || /\[wrangler:info\] GET \/healthz /.test(line)) return false;
+    if (/has access to the following bindings:$/.test(line)) {
+      inTable = true;
+      return false;
+    }
+    return !(
+      /^No bindings found\.?$/.test(line) ||
+      /^Service bindings, Durable Object bindings, and Tail consumers connect/.test(line) ||
+      /^\s*⛅️ wrangler \d/.test(line) ||
+      /^─+$/.test(line) ||
+      /^⎔ Starting local server/.test(line) ||
+      /\[wrangler:info\] Ready on /.test(line) ||
+      /^Using secrets defined in /.test(line)
+    );
+  };
+  return {
+    keep,
+    ready: () => {
+      ready = true;
+    },
+  };
+}
+
+/** Pipes `from` to `to` line by line, keeping only the lines `keep` accepts. */
+function pipeLines(from: NodeJS.ReadableStream, to: NodeJS.WritableStream, keep: (l: string) => boolean) {
+  let rest = "";
+  from.on("data", (d) => {
+    const lines = (rest + String(d)).split("\n");
+    rest = lines.pop() ?? "";
+    for (const l of lines) if (keep(l)) to.write(`${l}\n`);
+  });
+  from.on("end", () => {
+    if (rest && keep(rest)) to.write(`${rest}\n`);
+  });
 }
 
 /**
@@ -115,6 +184,7 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
     stages: opts.stages,
     vars: { ALLOW_LOOPBACK_FETCH: localLoopbackFetch(process.env), ...opts.vars },
   });
+  await writeDevVars(configDir, opts.secrets ?? {});
   if (opts.prebundle) await usePrebuiltBundles(root, configDir, configs);
   const args = [
     join(root, "node_modules/wrangler/bin/wrangler.js"),
@@ -137,8 +207,20 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
     cwd: root,
     stdio: opts.stdio === "inherit" ? "inherit" : ["ignore", "pipe", "pipe"],
     detached: true,
-    env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1" },
+    env: {
+      ...process.env,
+      WRANGLER_SEND_METRICS: "false",
+      CI: "1",
+      // miniflare would fetch a `Request.cf` sample from the network and print a stack trace when
+      // it cannot; the offline placeholder is what it falls back to anyway.
+      CLOUDFLARE_CF_FETCH_ENABLED: process.env.CLOUDFLARE_CF_FETCH_ENABLED ?? "false",
+    },
   });
+  const filter = wranglerNoiseFilter();
+  if (opts.stdio === "quiet" && child.stdout && child.stderr) {
+    pipeLines(child.stdout, process.stdout, filter.keep);
+    pipeLines(child.stderr, process.stderr, filter.keep);
+  }
   child.stdout?.on("data", (d) => {
     out += String(d);
   });
@@ -192,5 +274,7 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
     }
     await new Promise((r) => setTimeout(r, 500));
   }
+  // The probe's own log line may still be in the pipe: let it through the filter first.
+  setTimeout(filter.ready, 500).unref();
   return { url, port, child, output: () => out, stop };
 }

@@ -5,7 +5,8 @@
  * weights. Every error leaves as application/problem+json.
  *
  * Routes: POST /v1/classify, GET /v1/labels, GET /v1/model, GET /v1/status, GET /healthz,
- * GET /openapi.json, GET / (a drop-an-image page).
+ * GET /openapi.json, GET / (a drop-an-image page), GET /favicon.ico. A known path asked with
+ * another method answers 405 with `Allow` (src/edge/methods.ts, derived from the routes).
  */
 import { type Context, Hono } from "hono";
 import {
@@ -19,12 +20,13 @@ import { checkBearer } from "../../edge/auth.ts";
 import { configOf } from "../../edge/config.ts";
 import type { GatewayEnv } from "../../edge/env.ts";
 import { Deadline } from "../../edge/limits.ts";
+import { routeMethods } from "../../edge/methods.ts";
 import { problemResponse, toAppError } from "../../edge/problem.ts";
 import { AppError } from "../../shared/errors.ts";
 import { modelShape } from "../../shared/manifest.ts";
 import { ISOLATE_LIMIT_BYTES } from "../../topology.ts";
-import { homePage } from "./home-page.ts";
-import { readClassifyInput, resolveExifTranspose, resolveTopK } from "./input.ts";
+import { FAVICON_SVG, homePage } from "./home-page.ts";
+import { readClassifyInput, resolveExifTranspose, resolveTopK, withCurlHint } from "./input.ts";
 import { openApiDocument } from "./openapi.ts";
 
 export type { PixelDecoder, Prediction } from "../../classify/index.ts";
@@ -34,6 +36,8 @@ export interface AppOptions {
 }
 
 type AppEnv = { Bindings: GatewayEnv };
+
+const FAVICON_HEADERS = { "content-type": "image/svg+xml", "cache-control": "public, max-age=86400" };
 
 /** The request's waitUntil, or a no-op where there is no execution context (app.request in tests). */
 function keepAliveOf(c: Context<AppEnv>): (p: Promise<unknown>) => void {
@@ -69,15 +73,30 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
     if (e.code === "internal-error") console.error("unhandled error", c.req.method, c.req.path, err);
     return problemResponse(e);
   });
-  app.notFound((c) =>
-    problemResponse(
+  // 405 + Allow (OPTIONS: 204 + Allow) for a known path and another method, from the app's routes.
+  const methodsOf = routeMethods(app);
+  app.notFound((c) => {
+    const allow = methodsOf(c.req.path);
+    if (allow.length === 0)
+      return problemResponse(
+        new AppError(
+          "not-found",
+          404,
+          `No route for ${c.req.method} ${c.req.path}. See /openapi.json for the API.`,
+        ),
+      );
+    if (c.req.method === "OPTIONS")
+      return new Response(null, { status: 204, headers: { allow: allow.join(", ") } });
+    return problemResponse(
       new AppError(
-        "not-found",
-        404,
-        `No route for ${c.req.method} ${c.req.path}. See /openapi.json for the API.`,
+        "method-not-allowed",
+        405,
+        `${c.req.method} is not allowed on ${c.req.path}; it answers ${allow.join(", ")}. See /openapi.json for the API.`,
+        { allow },
       ),
-    ),
-  );
+      { allow: allow.join(", ") },
+    );
+  });
 
   app.use("/v1/*", async (c, next) => {
     await checkBearer(c.req.header("authorization") ?? null, configOf(c.env).apiKey ?? undefined);
@@ -85,7 +104,9 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   });
 
   app.get("/", (c) => c.html(homePage(configOf(c.env).apiKey !== null)));
-  app.get("/openapi.json", (c) => c.json(openApiDocument(new URL(c.req.url).origin)));
+  app.get("/favicon.ico", () => new Response(FAVICON_SVG, { headers: FAVICON_HEADERS }));
+  // Relative `servers` ("/"): the Host header is never reflected into the document.
+  app.get("/openapi.json", (c) => c.json(openApiDocument()));
 
   // 200 only when a classification can succeed now: the pointer and manifest load, every stage is
   // reachable and holds the active version (a cold or evicted stage is warmed here, as the next
@@ -149,7 +170,12 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
     const model = await deadline.race(classifier.model());
     const topK = resolveTopK(queryTopK, input.topK, model.labels.length);
     const exifTranspose = resolveExifTranspose(c.req.query("exif_transpose"), input.exifTranspose);
-    const out = await classifier.classify(input.images, { topK, exifTranspose, deadline, model });
+    const out = await classifier
+      .classify(input.images, { topK, exifTranspose, deadline, model })
+      .catch((e: unknown) => {
+        // A body mangled by `curl -d @file` fails to decode: say so (the first such image decides).
+        throw input.images.reduce((err, image) => (err === e ? withCurlHint(e, image) : err), e);
+      });
     const t = out.timings;
     const timing: [string, number][] = [["decode", t.decodeMs]];
     t.stageMs.forEach((ms, i) => {

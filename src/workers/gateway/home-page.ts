@@ -1,51 +1,139 @@
 /**
  * @module
- * The small page at `/`: drop an image, see its labels. Plain HTML and a few lines of script.
+ * The small page at `/`: choose or drop an image, see its labels, the timing and the model that
+ * answered. Plain HTML and a short script, no dependencies.
+ *
+ * Accessibility and robustness (tested in a real browser by test/demo-page.browser.test.ts):
+ * a real button opens the file chooser (Tab reaches it, Enter and Space press it); results,
+ * progress and errors go to a polite live region; the same file can be chosen twice in a row;
+ * a file that is not a supported image gets a message saying so; an unreachable server or a
+ * non-JSON answer gets a clear error, never an endless "Classifying…" or an uncaught error.
+ * The icon is served at /favicon.ico ({@link FAVICON_SVG}), so a page load makes no 404.
  */
+
+/** The page icon (SVG, served at /favicon.ico with type image/svg+xml). */
+export const FAVICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" fill="#2a6"/><path d="M8 22l5-7 4 5 3-3 4 5z" fill="#fff"/><circle cx="21" cy="11" r="3" fill="#fff"/></svg>`;
 
 /** The page; with `needsKey` it shows a field for the API key. */
 export function homePage(needsKey: boolean): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>beit-edge</title>
+<link rel="icon" type="image/svg+xml" href="/favicon.ico">
 <style>
-body{font:16px system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}
-#drop{border:2px dashed #888;border-radius:8px;padding:2rem;text-align:center;cursor:pointer}
-#drop.over{background:#eef}img{max-width:100%;max-height:16rem;margin-top:1rem}
-table{border-collapse:collapse;width:100%;margin-top:1rem}td{padding:.25rem .5rem;border-bottom:1px solid #ddd}
-.bar{background:#4a7;height:.6rem;border-radius:3px}#model{color:#555;font-size:.9rem}.err{color:#b00}
+body{font:16px system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;color:#111}
+#drop{border:2px dashed #777;border-radius:8px;padding:1.5rem 1rem;text-align:center}
+#drop.over{background:#eef;border-color:#336}
+button{font:inherit;padding:.5rem 1rem;border-radius:6px;border:1px solid #335;background:#335;color:#fff;cursor:pointer}
+button:focus-visible,input:focus-visible{outline:3px solid #f90;outline-offset:2px}
+img{max-width:100%;max-height:16rem;margin-top:1rem}
+table{border-collapse:collapse;width:100%;margin-top:1rem}td{padding:.25rem .5rem;border-bottom:1px solid #ddd;overflow-wrap:anywhere}td:last-child{white-space:nowrap;text-align:right}
+.bar{background:#2a6;height:.6rem;border-radius:3px}#model,#timing{color:#444;font-size:.9rem}.err{color:#a00}
+.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
 </style></head><body>
+<main>
 <h1>beit-edge</h1>
 <p id="model">Loading model info…</p>
-${needsKey ? '<p><label>API key <input id="key" type="password" autocomplete="off"></label></p>' : ""}
-<div id="drop">Drop an image here, or click to choose one<input id="file" type="file" accept="image/*" hidden></div>
+${needsKey ? '<p><label for="key">API key</label> <input id="key" type="password" autocomplete="off"></p>' : ""}
+<div id="drop">
+<button id="choose" type="button">Choose an image…</button>
+<p>or drop one here (JPEG, PNG, WebP, AVIF or GIF)</p>
+<input id="file" type="file" accept="image/*" class="sr" tabindex="-1" aria-hidden="true">
+</div>
 <img id="preview" alt="" hidden>
-<div id="out"></div>
+<div id="out" role="status" aria-live="polite" aria-atomic="true"></div>
+<p id="timing"></p>
+</main>
 <script>
+"use strict";
 const $ = (id) => document.getElementById(id);
 const auth = () => { const k = $("key"); return k && k.value ? { authorization: "Bearer " + k.value } : {}; };
-fetch("/v1/model", { headers: auth() }).then((r) => r.json()).then((m) => {
-  $("model").textContent = m.id ? m.id + " · " + m.precision + " · " + m.stages.length + " stages" + (m.synthetic ? " · SYNTHETIC random weights: labels are meaningless" : "") : (m.detail || "");
-}).catch(() => {});
-async function classify(file) {
-  $("preview").src = URL.createObjectURL(file); $("preview").hidden = false;
-  $("out").textContent = "Classifying…";
-  const r = await fetch("/v1/classify?top_k=5", { method: "POST", body: file, headers: { "content-type": file.type || "application/octet-stream", ...auth() } });
-  const body = await r.json();
-  if (!r.ok) { $("out").innerHTML = ""; const p = document.createElement("p"); p.className = "err"; p.textContent = body.detail || r.statusText; $("out").append(p); return; }
-  const t = document.createElement("table");
-  for (const { label, score } of body) {
-    const tr = t.insertRow(); tr.insertCell().textContent = label;
-    const c = tr.insertCell(); c.style.width = "40%"; const b = document.createElement("div"); b.className = "bar"; b.style.width = (score * 100).toFixed(1) + "%"; c.append(b);
-    tr.insertCell().textContent = (score * 100).toFixed(1) + "%";
-  }
-  $("out").innerHTML = ""; $("out").append(t);
+let modelInfo = "";
+/** Fetches JSON; never throws: { ok, status, body, headers } or { error } when unreachable. */
+async function call(url, init) {
+  let r;
+  try { r = await fetch(url, init); } catch (e) { return { error: "The service could not be reached (" + (e && e.message || e) + "). Is it running?" }; }
+  let body = null;
+  try { body = await r.json(); } catch { body = null; }
+  return { ok: r.ok, status: r.status, body, headers: r.headers };
 }
+async function loadModel() {
+  const r = await call("/v1/model", { headers: auth() });
+  if (r.error) { $("model").textContent = r.error; return; }
+  const m = r.body || {};
+  if (!r.ok) { $("model").textContent = r.status === 401 ? "Enter the API key to use this service." : (m.detail || "Model info unavailable (HTTP " + r.status + ")."); return; }
+  modelInfo = m.id + " · version " + String(m.version).slice(0, 12) + " · " + m.precision + " · " + m.stages.length + " stages";
+  $("model").textContent = "Model: " + modelInfo + (m.synthetic ? " · SYNTHETIC random weights: labels are meaningless" : "");
+}
+function say(text, isError) {
+  const out = $("out"); out.replaceChildren();
+  const p = document.createElement("p"); p.textContent = text; if (isError) p.className = "err"; out.append(p);
+}
+/** "decode;dur=12.0, stage-0;dur=40, total;dur=60" -> "decode 12 ms · model 40 ms · total 60 ms". */
+function timingText(header) {
+  const t = {}; let model = 0, stages = 0;
+  for (const part of (header || "").split(",")) {
+    const m = /^\\s*([\\w-]+)(?:;[^,]*?dur=([\\d.]+))?/.exec(part);
+    if (!m || m[2] === undefined) continue;
+    const ms = Number(m[2]);
+    if (m[1].startsWith("stage-")) { model += ms; stages++; } else t[m[1]] = ms;
+  }
+  const bits = [];
+  if (t.decode !== undefined) bits.push("decode " + Math.round(t.decode) + " ms");
+  if (stages) bits.push("model " + Math.round(model) + " ms (" + stages + " stages)");
+  if (t.total !== undefined) bits.push("total " + Math.round(t.total) + " ms");
+  if (t.warm !== undefined) bits.push("cold start: warm-up " + Math.round(t.warm) + " ms");
+  return bits.join(" · ");
+}
+const NOT_IMAGE = ["unsupported-format", "undecodable-image", "unsupported-media-type", "empty-body", "image-too-small"];
+let busy = false;
+async function classify(file) {
+  if (busy) return;
+  busy = true; $("out").setAttribute("aria-busy", "true"); $("timing").textContent = "";
+  try {
+    const isImage = file.type.startsWith("image/");
+    $("preview").hidden = true;
+    if (isImage) { $("preview").src = URL.createObjectURL(file); $("preview").alt = "The chosen image, " + file.name; $("preview").hidden = false; }
+    say("Classifying " + file.name + "…");
+    const r = await call("/v1/classify?top_k=5", { method: "POST", body: file, headers: { "content-type": isImage ? file.type : "application/octet-stream", ...auth() } });
+    if (r.error) { say(r.error, true); return; }
+    const b = r.body || {};
+    if (!r.ok) {
+      if (NOT_IMAGE.includes(b.code)) say(file.name + " is not a supported image (JPEG, PNG, WebP, AVIF or GIF). " + (b.detail || ""), true);
+      else if (r.status === 401) say("The API key is missing or wrong.", true);
+      else say((b.detail || "The service answered HTTP " + r.status + ".") + (r.status === 503 || r.status === 504 ? " Try again in a few seconds." : ""), true);
+      return;
+    }
+    if (!Array.isArray(b)) { say("The service answered something unexpected.", true); return; }
+    const t = document.createElement("table");
+    const cap = t.createCaption(); cap.className = "sr"; cap.textContent = "Top labels for " + file.name;
+    for (const { label, score } of b) {
+      const tr = t.insertRow(); tr.insertCell().textContent = label;
+      const c = tr.insertCell(); c.style.width = "35%"; c.setAttribute("aria-hidden", "true");
+      const bar = document.createElement("div"); bar.className = "bar"; bar.style.width = (score * 100).toFixed(1) + "%"; c.append(bar);
+      tr.insertCell().textContent = (score * 100).toFixed(1) + "%";
+    }
+    $("out").replaceChildren(t);
+    const id = r.headers.get("x-model-id"), v = r.headers.get("x-model-version");
+    const who = id ? id + " (version " + String(v).slice(0, 12) + (r.headers.get("x-model-synthetic") === "true" ? ", synthetic" : "") + ")" : modelInfo;
+    $("timing").textContent = [timingText(r.headers.get("server-timing")), who && "answered by " + who].filter(Boolean).join(" · ");
+  } catch (e) {
+    say("Something went wrong in the page: " + (e && e.message || e), true);
+  } finally {
+    busy = false; $("out").removeAttribute("aria-busy");
+  }
+}
+$("choose").addEventListener("click", () => $("file").click());
+$("file").addEventListener("change", (e) => {
+  const f = e.target.files && e.target.files[0];
+  e.target.value = ""; // so choosing the same file again fires change again
+  if (f) classify(f);
+});
 const d = $("drop");
-d.onclick = () => $("file").click();
-$("file").onchange = (e) => e.target.files[0] && classify(e.target.files[0]);
-d.ondragover = (e) => { e.preventDefault(); d.classList.add("over"); };
-d.ondragleave = () => d.classList.remove("over");
-d.ondrop = (e) => { e.preventDefault(); d.classList.remove("over"); e.dataTransfer.files[0] && classify(e.dataTransfer.files[0]); };
+d.addEventListener("dragover", (e) => { e.preventDefault(); d.classList.add("over"); });
+d.addEventListener("dragleave", () => d.classList.remove("over"));
+d.addEventListener("drop", (e) => { e.preventDefault(); d.classList.remove("over"); const f = e.dataTransfer && e.dataTransfer.files[0]; if (f) classify(f); });
+if ($("key")) $("key").addEventListener("change", loadModel);
+loadModel();
 </script></body></html>`;
 }

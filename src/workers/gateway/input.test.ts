@@ -12,6 +12,7 @@ import {
   MAX_MULTIPART_PARTS,
   readClassifyInput,
   resolveTopK,
+  withCurlHint,
 } from "./input.ts";
 
 const opts = { maxBodyBytes: 1000, maxBatch: 3 };
@@ -346,5 +347,34 @@ describe("fetchImage", () => {
       413,
     ]);
     expect(await code(fetchImage("gopher://a.test/x", { maxBytes: 100 }))).toEqual(["url-not-allowed", 422]);
+  });
+});
+
+describe("curl -d hints", () => {
+  it("names --data-binary for a form-encoded body (curl -d's default type)", async () => {
+    const req = new Request("http://x/v1/classify", {
+      method: "POST",
+      body: "abc",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+    });
+    const err = await readClassifyInput(req, opts).catch((e: AppError) => e);
+    expect(err).toMatchObject({ code: "unsupported-media-type", status: 415 });
+    expect((err as AppError).detail).toContain("--data-binary");
+  });
+  it("adds the hint only to decode errors of bodies without NUL, CR and LF that start like an image or are 1 KiB+", () => {
+    const bad = new AppError("undecodable-image", 400, "bad header.");
+    const flat = new Uint8Array(1024).fill(7);
+    expect((withCurlHint(bad, flat) as AppError).detail).toContain("--data-binary");
+    const jpegStart = new Uint8Array([0xff, 0xd8, 0xff, 0xe0, 6, 8, 11, 12]);
+    expect((withCurlHint(bad, jpegStart) as AppError).detail).toContain("--data-binary");
+    expect(withCurlHint(bad, flat.slice(0, 1023))).toBe(bad);
+    expect(withCurlHint(bad, new TextEncoder().encode("plain words, not pixels"))).toBe(bad);
+    for (const byte of [0x00, 0x0a, 0x0d]) {
+      const withIt = flat.slice();
+      withIt[500] = byte;
+      expect(withCurlHint(bad, withIt)).toBe(bad);
+    }
+    const other = new AppError("image-too-large", 413, "too big");
+    expect(withCurlHint(other, flat)).toBe(other);
   });
 });

@@ -91,7 +91,7 @@ export async function readClassifyInput(req: Request, opts: InputOptions): Promi
     throw new AppError(
       "unsupported-media-type",
       415,
-      `Content-Type ${echo(type, 100)} is not accepted. Send image bytes (image/* or application/octet-stream), multipart/form-data with a file field, or application/json.`,
+      `Content-Type ${echo(type, 100)} is not accepted. Send image bytes (image/* or application/octet-stream), multipart/form-data with a file field, or application/json.${type === "application/x-www-form-urlencoded" ? ` ${CURL_DATA_HINT}` : ""}`,
     );
   }
   const boundary = multipart ? multipartBoundary(req.headers.get("content-type")!) : "";
@@ -171,6 +171,42 @@ export function countMultipartParts(body: Uint8Array, boundary: string, stopAfte
     if (body[i + 1] === 0x0a && delimiter(i + 2)) break;
   }
   return parts;
+}
+
+/** What to say when a body looks like `curl -d @file` sent it. */
+export const CURL_DATA_HINT =
+  "This looks like `curl -d`/`--data`, which sends a file as form text, dropping its newline and NUL bytes: send files with `curl --data-binary @photo.jpg -H 'content-type: image/jpeg'`.";
+
+/** How image files start (JPEG, PNG, GIF, RIFF/WebP); curl -d keeps these first bytes. */
+const IMAGE_PREFIXES = [
+  [0xff, 0xd8, 0xff],
+  [0x89, 0x50, 0x4e, 0x47],
+  [0x47, 0x49, 0x46, 0x38],
+  [0x52, 0x49, 0x46, 0x46],
+];
+
+/**
+ * True when `bytes` look like a file sent with `curl -d @file`. curl reads such a file line by
+ * line as C strings: it drops every CR and LF and everything from a NUL byte to the end of that
+ * line (measured with curl 7.88: a 1098-byte JPEG arrives as 417 bytes). So the body has no 0x00,
+ * 0x0A or 0x0D byte at all, which real image files always have, and it starts with an image
+ * signature or is at least 1 KiB (a binary file without any of the three is improbable). Only
+ * bodies that failed to decode are checked, so a short text body gets no hint.
+ */
+export function looksCurlDataMangled(bytes: Uint8Array): boolean {
+  if (bytes.includes(0x00) || bytes.includes(0x0a) || bytes.includes(0x0d)) return false;
+  return bytes.byteLength >= 1024 || IMAGE_PREFIXES.some((p) => p.every((b, i) => bytes[i] === b));
+}
+
+/**
+ * Adds the `--data-binary` hint to an undecodable-image or unsupported-format error (a PNG loses
+ * its signature's CR LF, so it is no longer recognised) for a body {@link looksCurlDataMangled}.
+ */
+export function withCurlHint(err: unknown, bytes: Uint8Array): unknown {
+  if (!(err instanceof AppError) || !["undecodable-image", "unsupported-format"].includes(err.code))
+    return err;
+  if (!looksCurlDataMangled(bytes)) return err;
+  return new AppError(err.code, err.status, `${err.detail} ${CURL_DATA_HINT}`, err.extra);
 }
 
 async function fromMultipart(

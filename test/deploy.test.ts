@@ -1,0 +1,162 @@
+/**
+ * The real `npm run deploy` (scripts/deploy.ts, real wrangler) end to end against a local
+ * stand-in for the Cloudflare API on loopback (test/helpers/fake-cloudflare.ts), which wrangler
+ * reaches through CLOUDFLARE_API_BASE_URL like our own R2 existence checks do. Asserts the order
+ * of the calls (bucket, uploads skipping what exists, stage Workers, gateway bound to exactly
+ * those stages, pointer last), and that a failed upload or a failed stage deploy leaves the
+ * active pointer untouched. Tiny synthetic model; no network.
+ */
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildShards } from "../model-shards/build.ts";
+import { loadCheckpoint } from "../model-shards/checkpoint/index.ts";
+import { synthesize, writeCheckpoint } from "../model-shards/checkpoint/synth.ts";
+import { type Manifest, manifestFiles } from "../src/shared/manifest.ts";
+import { type FakeCloudflare, startFakeCloudflare } from "./helpers/fake-cloudflare.ts";
+
+const root = resolve(import.meta.dirname, "..");
+const BUCKET = "beit-edge-models";
+const OLD_POINTER = JSON.stringify({ version: "f".repeat(64), publishedAt: "2026-01-01T00:00:00.000Z" });
+let dir: string;
+let manifest: Manifest;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "beit-edge-deploy-real-"));
+  await writeCheckpoint(join(dir, "ck"), synthesize({ size: "tiny", seed: 21 }), "safetensors");
+  // A larger stage budget than the other tests' gives fewer stages (each costs a wrangler bundle
+  // per deploy), still more than one, so the stage order is tested.
+  manifest = await buildShards(await loadCheckpoint(join(dir, "ck")), {
+    outDir: join(dir, "shards"),
+    precision: "int8",
+    stageBudgetBytes: 33_000_000, // ~31.5 MiB: 2 stages of 2 layers
+  });
+  expect(manifest.stages.length).toBeGreaterThanOrEqual(2);
+  await mkdir(join(dir, "home"));
+}, 120_000);
+
+afterAll(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+/** A stand-in account that already has the bucket and an active model. */
+async function liveAccount(): Promise<FakeCloudflare> {
+  const fake = await startFakeCloudflare();
+  fake.buckets.add(BUCKET);
+  fake.objects.set(`${BUCKET}/active.json`, new TextEncoder().encode(OLD_POINTER));
+  return fake;
+}
+
+function deploy(fake: FakeCloudflare): Promise<{ code: number; stderr: string }> {
+  return new Promise((res) => {
+    execFile(
+      process.execPath,
+      [join(root, "node_modules/tsx/dist/cli.mjs"), "scripts/deploy.ts", "--model", join(dir, "shards")],
+      {
+        cwd: root,
+        timeout: 300_000,
+        maxBuffer: 64 * 1024 * 1024,
+        env: {
+          PATH: process.env.PATH,
+          HOME: join(dir, "home"),
+          TMPDIR: tmpdir(),
+          CLOUDFLARE_API_BASE_URL: fake.baseUrl,
+          CLOUDFLARE_API_TOKEN: "test-token",
+          CLOUDFLARE_ACCOUNT_ID: fake.account,
+          WRANGLER_SEND_METRICS: "false",
+          CI: "1",
+        },
+      },
+      (err, _stdout, stderr) => res({ code: err ? Number(err.code ?? 1) : 0, stderr }),
+    );
+  });
+}
+
+/** The state-changing calls, as short names: bucket, put <key>, script <name>. */
+function writes(fake: FakeCloudflare): string[] {
+  const out: string[] = [];
+  for (const c of fake.calls) {
+    const rest = c.path.replace(`/accounts/${fake.account}`, "");
+    if (c.method === "POST" && rest === "/r2/buckets") out.push("bucket");
+    const obj = new RegExp(`^/r2/buckets/${BUCKET}/objects/(.+)$`).exec(rest);
+    if (c.method === "PUT" && obj) out.push(`put ${decodeURIComponent(obj[1])}`);
+    const script = /^\/workers\/scripts\/([^/]+)$/.exec(rest);
+    if (c.method === "PUT" && script) out.push(`script ${script[1]}`);
+  }
+  return out;
+}
+
+const pointer = (fake: FakeCloudflare) =>
+  new TextDecoder().decode(fake.objects.get(`${BUCKET}/active.json`) ?? new Uint8Array());
+
+describe("npm run deploy against a local Cloudflare API stand-in", () => {
+  it("creates the bucket, uploads only missing files, deploys stages then the gateway, and swaps the pointer last", async () => {
+    const fake = await liveAccount();
+    try {
+      const files = manifestFiles(manifest).map((f) => `shards/${f.file}`);
+      // One shard is already there from an earlier deploy (content-addressed: same name, same bytes).
+      const present = files[1];
+      fake.objects.set(
+        `${BUCKET}/${present}`,
+        new Uint8Array(await readFile(join(dir, "shards", present.slice(7)))),
+      );
+      const { code, stderr } = await deploy(fake);
+      expect(code, stderr).toBe(0);
+      const n = manifest.stages.length;
+      expect(writes(fake)).toEqual([
+        "bucket",
+        ...files.filter((f) => f !== present).map((f) => `put ${f}`),
+        `put manifests/${manifest.version}.json`,
+        ...Array.from({ length: n }, (_, i) => `script beit-edge-stage-${i}`),
+        "script beit-edge",
+        "put active.json",
+      ]);
+      expect(JSON.parse(pointer(fake))).toMatchObject({ version: manifest.version });
+      // What was uploaded: the gateway binds exactly the manifest's stages; stages carry ORT's wasm.
+      const gateway = fake.scripts.get("beit-edge")!;
+      expect(
+        gateway.metadata.bindings!.filter((b) => b.type === "service").map((b) => [b.name, b.service]),
+      ).toEqual(Array.from({ length: n }, (_, i) => [`STAGE_${i}`, `beit-edge-stage-${i}`]));
+      expect(fake.scripts.get("beit-edge-stage-0")!.parts.some((p) => p.endsWith(".wasm"))).toBe(true);
+      for (const f of files)
+        expect(fake.objects.get(`${BUCKET}/${f}`), f).toEqual(
+          new Uint8Array(await readFile(join(dir, "shards", f.slice(7)))),
+        );
+    } finally {
+      await fake.close();
+    }
+  }, 300_000);
+
+  it("leaves the active model untouched when an upload fails midway", async () => {
+    const fake = await liveAccount();
+    try {
+      const victim = manifestFiles(manifest)[2].file;
+      fake.failOn = new RegExp(`^PUT .*/objects/shards/${victim}$`);
+      const { code, stderr } = await deploy(fake);
+      expect(code).not.toBe(0);
+      expect(stderr).toMatch(/^error\[[a-z-]+\]: /m);
+      expect(pointer(fake)).toBe(OLD_POINTER);
+      expect(writes(fake).filter((w) => w.startsWith("script "))).toEqual([]);
+    } finally {
+      await fake.close();
+    }
+  }, 300_000);
+
+  it("leaves the active model untouched when a stage Worker fails to deploy", async () => {
+    const fake = await liveAccount();
+    try {
+      fake.failOn = /^PUT .*\/workers\/scripts\/beit-edge-stage-1$/;
+      const { code } = await deploy(fake);
+      expect(code).not.toBe(0);
+      expect(pointer(fake)).toBe(OLD_POINTER);
+      const w = writes(fake);
+      expect(w).toContain("script beit-edge-stage-0");
+      expect(w).not.toContain("script beit-edge");
+      expect(w).not.toContain("put active.json");
+    } finally {
+      await fake.close();
+    }
+  }, 300_000);
+});
