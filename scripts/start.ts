@@ -24,6 +24,7 @@ import { parseCommandLine } from "../model-shards/args.ts";
 import { buildShards, verifyShards } from "../model-shards/build.ts";
 import { loadCheckpoint } from "../model-shards/checkpoint/index.ts";
 import { synthesize, writeCheckpoint } from "../model-shards/checkpoint/synth.ts";
+import { TINY_BUILD } from "../model-shards/configs.ts";
 import { AppError } from "../src/shared/errors.ts";
 import type { Manifest } from "../src/shared/manifest.ts";
 import { resolveDevSecrets } from "./lib/dev-secrets.ts";
@@ -31,8 +32,6 @@ import { publishLocal } from "./lib/local-r2.ts";
 import { localLoopbackFetch, serveLocal } from "./lib/serve.ts";
 
 export const HUB_ID = "microsoft/beit-base-patch16-224-pt22k-ft22k";
-/** Stage budget of the tiny development model: one layer per stage, like the tests' model. */
-export const TINY_STAGE_BUDGET = 32_000_000;
 
 const root = resolve(import.meta.dirname, "..");
 
@@ -118,8 +117,7 @@ async function buildSynthetic(size: "base" | "tiny"): Promise<string> {
   const t0 = Date.now();
   await buildShards(await loadCheckpoint(ckDir), {
     outDir: out,
-    precision: "int8",
-    stageBudgetBytes: size === "tiny" ? TINY_STAGE_BUDGET : undefined,
+    ...(size === "tiny" ? TINY_BUILD : { precision: "int8" }),
     onProgress: (m) => progress(m),
   });
   progress(`built in ${((Date.now() - t0) / 1000).toFixed(1)} s`);

@@ -7,7 +7,6 @@
  * test fails if wrangler stops reading it there. Everything is bounded by timeouts and the server
  * is always stopped.
  */
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadLocalModel } from "../model-shards/runner.ts";
 import { initNodeCodecs } from "../src/image/codecs-node.ts";
@@ -16,7 +15,6 @@ import type { Manifest } from "../src/shared/manifest.ts";
 import { testPng } from "./helpers/png.ts";
 import { startTinyService, type TinyService } from "./helpers/tiny-service.ts";
 
-let dir: string;
 let manifest: Manifest;
 let svc: TinyService | null = null;
 const png = testPng(64, 48, 5);
@@ -25,7 +23,7 @@ const bearer = { authorization: `Bearer ${API_KEY}` };
 
 async function expectedTop(k: number): Promise<{ label: string; score: number }[]> {
   await initNodeCodecs();
-  const model = await loadLocalModel(join(dir, "shards"));
+  const model = await loadLocalModel(svc!.shards);
   try {
     const { pixels } = await imageToPixelValues(png, model.manifest.preprocess);
     return (await model.classify(pixels, k)).map((p) => ({ label: p.label, score: p.score }));
@@ -36,7 +34,6 @@ async function expectedTop(k: number): Promise<{ label: string; score: number }[
 
 beforeAll(async () => {
   svc = await startTinyService({ seed: 11, secrets: { API_KEY } });
-  dir = svc.dir;
   manifest = svc.manifest;
 }, 240_000);
 

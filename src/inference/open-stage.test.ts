@@ -25,7 +25,7 @@ const pixels = (n: number) => new Float32Array(n).map((_, i) => Math.sin(i * 0.0
 
 describe("openStage", () => {
   it("opens the same model from a directory and from R2: equal logits and labels, origins reported", async () => {
-    const disk = localModelSource(`${tiny.dir}/out`);
+    const disk = localModelSource(tiny.out);
     const r2 = new ShardStore((await bucketWithModel(tiny)).asBinding(), {
       cache: new MemoryCache() as unknown as Cache,
     });
@@ -52,7 +52,7 @@ describe("openStage", () => {
   });
 
   it("refuses a stage the manifest does not have (400) and a directory refuses another version (422)", async () => {
-    const disk = localModelSource(`${tiny.dir}/out`);
+    const disk = localModelSource(tiny.out);
     const manifest = await disk.manifest();
     const err = await openStage(disk, manifest, manifest.stages.length).catch((e) => e);
     expect(err).toBeInstanceOf(AppError);

@@ -13,7 +13,7 @@ let tiny: TinyModel;
 let raw: Record<string, unknown>;
 beforeAll(async () => {
   tiny = await buildTinyModel(13);
-  raw = JSON.parse(await readFile(join(tiny.dir, "out", "manifest.json"), "utf8"));
+  raw = JSON.parse(await readFile(join(tiny.out, "manifest.json"), "utf8"));
 }, 120_000);
 afterAll(() => tiny.cleanup());
 
@@ -69,7 +69,7 @@ describe("parseManifest", () => {
 describe("parseLabels", () => {
   it("reads the converter's label file and names what is wrong with a bad one", async () => {
     const ref = tiny.manifest.labels;
-    const bytes = new Uint8Array(await readFile(join(tiny.dir, "out", ref.file)));
+    const bytes = new Uint8Array(await readFile(join(tiny.out, ref.file)));
     expect(parseLabels(bytes, ref)).toEqual(tiny.labels);
     const bad = (text: string) => {
       try {

@@ -1,7 +1,7 @@
 /**
  * @module
- * Node-side setup of the workerd test project: builds three tiny synthetic int8 models (3 stages
- * each, under a proportionally small 32 MB stage budget), bundles every Worker kind of
+ * Node-side setup of the workerd test project: builds three tiny synthetic int8 models
+ * (test/helpers/tiny-model.ts: several stages each, under a proportionally small stage budget), bundles every Worker kind of
  * src/topology.ts the way `wrangler deploy` does, from the configs scripts/lib/wrangler-configs.ts
  * generates (the auxiliary Workers of vitest.config.ts run those bundles), makes test images, and
  * computes the expected classifications with onnxruntime-web in Node (the runner, which opens the
@@ -13,9 +13,6 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import type { TestProject } from "vitest/node";
-import { buildShards } from "../../model-shards/build.ts";
-import { loadCheckpoint } from "../../model-shards/checkpoint/index.ts";
-import { synthesize, writeCheckpoint } from "../../model-shards/checkpoint/synth.ts";
 import { loadLocalModel } from "../../model-shards/runner.ts";
 import { writeWranglerConfigs } from "../../scripts/lib/wrangler-configs.ts";
 import { initNodeCodecs } from "../../src/image/codecs-node.ts";
@@ -23,6 +20,7 @@ import { imageToPixelValues } from "../../src/image/index.ts";
 import type { Manifest } from "../../src/shared/manifest.ts";
 import { MAX_STAGES } from "../../src/topology.ts";
 import { testPng } from "../helpers/png.ts";
+import { buildTinyModel } from "../helpers/tiny-model.ts";
 import type {
   ExpectedResult,
   ModelFixture,
@@ -32,21 +30,11 @@ import type {
 } from "./fixtures.ts";
 
 const root = resolve(import.meta.dirname, "../..");
-/** Tiny-model stage budget: splits the 4-layer tiny model into several stages (3-4 with today's planner). */
-export const TINY_STAGE_BUDGET = 32_000_000;
-
 async function buildTiny(
   dir: string,
   seed: number,
 ): Promise<{ manifest: Manifest; fixture: ModelFixture; out: string }> {
-  const ckDir = join(dir, `ck-${seed}`);
-  await writeCheckpoint(ckDir, synthesize({ size: "tiny", seed }), "safetensors");
-  const out = join(dir, `shards-${seed}`);
-  const manifest = await buildShards(await loadCheckpoint(ckDir), {
-    outDir: out,
-    precision: "int8",
-    stageBudgetBytes: TINY_STAGE_BUDGET,
-  });
+  const { manifest, out } = await buildTinyModel(seed, dir);
   const files: Record<string, string> = {};
   for (const f of await readdir(out))
     if (f !== "manifest.json") files[f] = (await readFile(join(out, f))).toString("base64");
