@@ -28,8 +28,9 @@ import {
 import type { Checkpoint } from "./checkpoint/types.ts";
 import { type LocalModelSource, localModelSource } from "./local-source.ts";
 import { buildStageGraph, checkSupported } from "./onnx/beit-graph.ts";
+import { calibrateInputMeans } from "./onnx/calibrate.ts";
 import { readInitializers, serializeModel } from "./onnx/proto.ts";
-import { DEFAULT_QUANT, describeQuant, type QuantOptions } from "./onnx/quantize.ts";
+import { DEFAULT_QUANT, describeQuant, type QuantOptions, selectBiasCorrection } from "./onnx/quantize.ts";
 import { planStages } from "./plan.ts";
 
 /** Converter identity written into manifests. */
@@ -39,6 +40,8 @@ export interface BuildOptions {
   outDir: string;
   precision: Precision;
   stageBudgetBytes?: number;
+  /** See PlanOptions.maxLayersPerStage. */
+  maxLayersPerStage?: number;
   /** int8 scheme (default {@link DEFAULT_QUANT}). */
   quant?: QuantOptions;
   onProgress?: (msg: string, frac?: number) => void;
@@ -67,7 +70,10 @@ export async function buildShards(ck: Checkpoint, opts: BuildOptions): Promise<M
       422,
       "config.json has no id2label entries; the classifier needs labels.",
     );
-  const plan = planStages(ck.config, opts.precision, { stageBudgetBytes: opts.stageBudgetBytes });
+  const plan = planStages(ck.config, opts.precision, {
+    stageBudgetBytes: opts.stageBudgetBytes,
+    maxLayersPerStage: opts.maxLayersPerStage,
+  });
   if (await exists(outDir)) {
     const entries = await readdir(outDir).catch(() => null);
     if (entries === null)
@@ -87,7 +93,14 @@ export async function buildShards(ck: Checkpoint, opts: BuildOptions): Promise<M
   const tmp = join(dirname(outDir), `.${basename(outDir)}.tmp-${process.pid}-${Date.now()}`);
   await mkdir(tmp);
   try {
-    const quant = opts.quant ?? DEFAULT_QUANT;
+    let quant = opts.quant ?? DEFAULT_QUANT;
+    if (opts.precision === "int8" && (quant.biasCorrection ?? "none") !== "none" && !quant.inputMeans) {
+      progress("calibrating bias correction (fp32 model on synthetic pictures)", 0);
+      quant = {
+        ...quant,
+        inputMeans: selectBiasCorrection(quant, await calibrateInputMeans(ck.config, ck.tensors)),
+      };
+    }
     const stages: StageSpec[] = [];
     const total = plan.stages.length + 1;
     for (const [i, p] of plan.stages.entries()) {

@@ -2,9 +2,10 @@
  * @module
  * `npm run model -- <command>`: the converter's command line.
  *
- *   synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both]
+ *   synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both] [--init synth|torch]
  *   build  --from <hub id | dir> --out DIR [--precision int8|fp32] [--stage-budget-mb N] [--revision R]
- *          [--activations per-tensor|per-row] [--weight-bits 8|7]
+ *          [--activations per-tensor|per-row] [--weight-bits 8|7] [--asymmetric none|gelu|all]
+ *          [--bias-correction none|mlp-output|all]
  *   verify DIR
  *   run    --model DIR --pixels FILE [--top K]
  *   plan   --config base|tiny|DIR [--precision int8|fp32] [--stage-budget-mb N]
@@ -28,9 +29,10 @@ import { progressBar } from "./progress.ts";
 import { loadLocalModel } from "./runner.ts";
 
 const USAGE = `usage: npm run model -- <command>
-  synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both]
+  synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both] [--init synth|torch]
   build  --from <hub id | dir> --out DIR [--precision int8|fp32] [--stage-budget-mb N] [--revision R]
-         [--activations per-tensor|per-row] [--weight-bits 8|7]
+         [--activations per-tensor|per-row] [--weight-bits 8|7] [--asymmetric none|gelu|all]
+         [--bias-correction none|mlp-output|all]
   verify DIR
   run    --model DIR --pixels FILE [--top K]
   plan   --config base|tiny|DIR [--precision int8|fp32] [--stage-budget-mb N]`;
@@ -99,6 +101,8 @@ async function build(argv: string[]): Promise<void> {
     "revision",
     "activations",
     "weight-bits",
+    "asymmetric",
+    "bias-correction",
   ]);
   if (!flags.from) throw usage("--from <hub id | dir> is required");
   if (!flags.out) throw usage("--out DIR is required");
@@ -110,7 +114,13 @@ async function build(argv: string[]): Promise<void> {
   const weightBits = Number(flags["weight-bits"] ?? DEFAULT_QUANT.weightBits);
   if (weightBits !== 8 && weightBits !== 7)
     throw usage(`--weight-bits must be 8 or 7, got ${flags["weight-bits"]}`);
-  const quant: QuantOptions = { activation, weightBits };
+  const asymmetric = flags.asymmetric ?? DEFAULT_QUANT.asymmetric ?? "none";
+  if (asymmetric !== "none" && asymmetric !== "gelu" && asymmetric !== "all")
+    throw usage(`--asymmetric must be none, gelu or all, got ${asymmetric}`);
+  const biasCorrection = flags["bias-correction"] ?? DEFAULT_QUANT.biasCorrection ?? "none";
+  if (biasCorrection !== "none" && biasCorrection !== "mlp-output" && biasCorrection !== "all")
+    throw usage(`--bias-correction must be none, mlp-output or all, got ${biasCorrection}`);
+  const quant: QuantOptions = { activation, weightBits, asymmetric, biasCorrection };
   const bar = buildProgress();
   const t0 = performance.now();
   bar(`loading ${flags.from}`, 0);

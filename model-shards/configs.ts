@@ -21,10 +21,12 @@ export function tinySynthConfig(): BeitConfig {
 }
 
 /**
- * Build options of the tiny synthetic model in development, tests and benches: int8 under a
- * proportionally small stage budget, so it splits into several stages as the full-size model does.
+ * Build options of the tiny synthetic model in development, tests and benches: int8, one layer per
+ * stage (4 stages) under a proportionally small stage budget, so it runs through several stage
+ * Workers as the full-size model does.
  */
 export const TINY_BUILD = {
   precision: "int8",
   stageBudgetBytes: 32_000_000,
+  maxLayersPerStage: 1,
 } as const satisfies Partial<BuildOptions>;

@@ -64,7 +64,9 @@ export function localModelSource(dir: string): LocalModelSource {
       return m;
     },
     async file(ref: FileRef): Promise<LoadedFile<"disk">> {
+      const t0 = Date.now();
       const buf = await readFile(join(dir, ref.file)).catch(() => null);
+      const t1 = Date.now();
       if (!buf)
         throw new AppError(
           "shard-missing",
@@ -89,7 +91,7 @@ export function localModelSource(dir: string): LocalModelSource {
           );
         verified.add(key);
       }
-      return { bytes, origin: "disk" };
+      return { bytes, origin: "disk", fetchMs: t1 - t0, verifyMs: Date.now() - t1 };
     },
   };
 }

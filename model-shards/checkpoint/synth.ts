@@ -35,7 +35,19 @@ export interface SynthOptions {
   seed?: number;
   /** Override the number of classes (default 21841 for base, 16 for tiny). */
   numLabels?: number;
+  /**
+   * Weight family (default "synth"). "synth": scaled so logits are spread and input-dependent
+   * (see the module header). "torch": what a freshly constructed PyTorch BeitForImageClassification
+   * holds before `_init_weights`: Linear and Conv2d weights and biases uniform in
+   * +-1/sqrt(fan_in) (kaiming_uniform with a=sqrt(5)), LayerNorm weight 1 and bias 0, layer scale
+   * lambda = config.layer_scale_init_value, CLS token and relative position bias tables 0 (both are
+   * created with torch.zeros). A second family with different statistics for the int8 fidelity
+   * benchmarks.
+   */
+  init?: SynthInit;
 }
+
+export type SynthInit = "synth" | "torch";
 
 const SIZES: Record<
   SynthSize,
@@ -203,6 +215,7 @@ export function synthConfig(opts: SynthOptions): Record<string, unknown> {
     vocab_size: 8192,
     beit_edge_synthetic: true,
     beit_edge_seed: opts.seed ?? 0,
+    beit_edge_init: opts.init ?? "synth",
   };
   return config;
 }
@@ -219,6 +232,8 @@ export function synthesize(opts: SynthOptions): SynthCheckpoint {
   const config = synthConfig(opts);
   const parsed = parseBeitConfig(config);
   const rng = new Prng(opts.seed ?? 0);
+  if ((opts.init ?? "synth") === "torch")
+    return { config, preprocessor: hubPreprocessorConfig(224), tensors: torchInit(parsed, rng) };
   const H = dims.hidden;
   const I = dims.mlp;
   const g = gridSide(parsed);
@@ -258,6 +273,38 @@ export function synthesize(opts: SynthOptions): SynthCheckpoint {
     tensors.set(key, { dtype: "F32", shape, data });
   }
   return { config, preprocessor: hubPreprocessorConfig(224), tensors };
+}
+
+/** The "torch" family of {@link SynthOptions.init}. */
+function torchInit(config: ReturnType<typeof parseBeitConfig>, rng: Prng): StateDict {
+  const tensors: StateDict = new Map();
+  const g = gridSide(config);
+  const H = config.hidden_size;
+  const I = config.intermediate_size;
+  const fanIn = (key: string): number => {
+    if (key.includes("patch_embeddings.projection")) return config.num_channels * config.patch_size ** 2;
+    if (key.endsWith("output.dense.weight") || key.endsWith("output.dense.bias"))
+      return key.includes("attention") ? H : I;
+    return H;
+  };
+  for (const [key, shape] of expectedTensorShapes(config)) {
+    if (isIndexKey(key)) {
+      tensors.set(key, { dtype: "I64", shape, data: relativePositionIndex(g) });
+      continue;
+    }
+    const data = new Float32Array(numel(shape));
+    const leaf = key.slice(key.lastIndexOf(".") + 1);
+    if (leaf === "lambda_1" || leaf === "lambda_2") data.fill(config.layer_scale_init_value);
+    else if (key.includes("layernorm")) data.fill(leaf === "weight" ? 1 : 0);
+    else if (key === "beit.embeddings.cls_token" || key.endsWith("relative_position_bias_table"))
+      data.fill(0);
+    else {
+      const bound = 1 / Math.sqrt(fanIn(key));
+      for (let i = 0; i < data.length; i++) data[i] = (rng.next() * 2 - 1) * bound;
+    }
+    tensors.set(key, { dtype: "F32", shape, data });
+  }
+  return tensors;
 }
 
 export type CheckpointFormat = "bin" | "safetensors" | "both";
@@ -303,7 +350,7 @@ function usage(what: string): AppError {
   return new AppError(
     "invalid-arguments",
     400,
-    `${what}. Usage: npm run model -- synth --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both]`,
+    `${what}. Usage: npm run model -- synth --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both] [--init synth|torch]`,
   );
 }
 
@@ -315,7 +362,7 @@ export async function synthCommand(argv: string[]): Promise<void> {
   const opts: Record<string, string> = {};
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
-    const m = /^--(size|out|seed|format|labels)(?:=(.*))?$/.exec(arg);
+    const m = /^--(size|out|seed|format|labels|init)(?:=(.*))?$/.exec(arg);
     if (!m) throw usage(`unexpected argument ${JSON.stringify(arg)}`);
     const value = m[2] ?? argv[++i];
     if (value === undefined) throw usage(`--${m[1]} needs a value`);
@@ -330,8 +377,10 @@ export async function synthCommand(argv: string[]): Promise<void> {
   if (!["bin", "safetensors", "both"].includes(format))
     throw usage("--format must be bin, safetensors or both");
   const numLabels = opts.labels === undefined ? undefined : Number(opts.labels);
+  const init = (opts.init ?? "synth") as SynthInit;
+  if (init !== "synth" && init !== "torch") throw usage("--init must be synth or torch");
   const t0 = performance.now();
-  const ck = synthesize({ size: opts.size, seed, numLabels });
+  const ck = synthesize({ size: opts.size, seed, numLabels, init });
   await writeCheckpoint(opts.out, ck, format);
   let params = 0;
   for (const t of ck.tensors.values()) if (t.dtype !== "I64") params += t.data.length;
@@ -342,6 +391,6 @@ export async function synthCommand(argv: string[]): Promise<void> {
       files.push(`${f} ${(s.size / 1e6).toFixed(1)} MB`);
   }
   process.stdout.write(
-    `synthetic ${opts.size} checkpoint (seed ${seed}, ${(params / 1e6).toFixed(1)}M parameters, ${numLabels ?? SIZES[opts.size].labels} labels) written to ${opts.out}: ${files.join(", ")} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
+    `synthetic ${opts.size} checkpoint (${init} init, seed ${seed}, ${(params / 1e6).toFixed(1)}M parameters, ${numLabels ?? SIZES[opts.size].labels} labels) written to ${opts.out}: ${files.join(", ")} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
   );
 }

@@ -13,7 +13,7 @@ import type { FileOrigin, ModelSource } from "../shards/source.ts";
 import { slowestOrigin } from "../shards/source.ts";
 import { AppError, RETRY_AFTER_S } from "../shared/errors.ts";
 import { type Manifest, numel, type StageSpec } from "../shared/manifest.ts";
-import { createStageSession, type StageSession } from "./ort.ts";
+import { createStageSession, type SessionTuning, type StageSession } from "./ort.ts";
 import type { PipelineStage } from "./pipeline.ts";
 
 export interface OpenStageOptions {
@@ -23,6 +23,8 @@ export interface OpenStageOptions {
    * wasm heap measured afterwards is the working peak. Default false.
    */
   prime?: boolean;
+  /** ORT session options (bench/stage-load.ts compares them); the Workers use the defaults. */
+  tuning?: SessionTuning;
 }
 
 /** An open stage: its session and specs (a {@link PipelineStage}), where it came from, and how long it took. */
@@ -32,6 +34,8 @@ export interface OpenedStage<O extends FileOrigin = FileOrigin> extends Pipeline
   origin: O;
   /** Reading + verifying the files, creating the session and priming it (ms). */
   loadMs: number;
+  /** Where `loadMs` went (ms): file reads, size + sha256 checks, session create, priming run (0 without). */
+  timings: { fetchMs: number; verifyMs: number; createMs: number; primeMs: number };
   /** Frees the session's native memory. */
   release(): Promise<void>;
 }
@@ -62,10 +66,12 @@ export async function openStage<O extends FileOrigin>(
   const graph = await source.file(spec.graph);
   const weights = spec.weights ? await source.file(spec.weights) : null;
   let session: StageSession;
+  const tCreate = Date.now();
   try {
     session = await createStageSession(
       graph.bytes,
       weights && spec.externalDataPath ? { path: spec.externalDataPath, data: weights.bytes } : null,
+      opts.tuning,
     );
   } catch (e) {
     if (e instanceof AppError) throw e;
@@ -78,6 +84,7 @@ export async function openStage<O extends FileOrigin>(
   }
   const input = spec.inputs[0];
   const output = spec.outputs[0];
+  const tPrime = Date.now();
   if (opts.prime) {
     try {
       await session.run(new Float32Array(numel(input.shape)), input, output);
@@ -91,13 +98,20 @@ export async function openStage<O extends FileOrigin>(
     }
   }
   const origins = weights ? [graph.origin, weights.origin] : [graph.origin];
+  const end = Date.now();
   return {
     session,
     input,
     output,
     spec,
     origin: slowestOrigin(origins),
-    loadMs: Date.now() - t0,
+    loadMs: end - t0,
+    timings: {
+      fetchMs: graph.fetchMs + (weights?.fetchMs ?? 0),
+      verifyMs: graph.verifyMs + (weights?.verifyMs ?? 0),
+      createMs: tPrime - tCreate,
+      primeMs: end - tPrime,
+    },
     release: () => session.release(),
   };
 }

@@ -24,6 +24,10 @@ export type FileOrigin = "cache" | "r2" | "disk";
 export interface LoadedFile<O extends FileOrigin = FileOrigin> {
   bytes: Uint8Array;
   origin: O;
+  /** Time reading the body (Cache API or R2, including the failed cache lookup; or the disk). */
+  fetchMs: number;
+  /** Time checking size and sha256. */
+  verifyMs: number;
 }
 
 export interface ModelSource<O extends FileOrigin = FileOrigin> {

@@ -131,6 +131,7 @@ export class ShardStore implements ModelSource<StoreOrigin> {
    */
   async file(ref: FileRef): Promise<LoadedFile<StoreOrigin>> {
     const url = `${CACHE_ORIGIN}/${ref.file}`;
+    const t0 = Date.now();
     if (this.#cache) {
       const hit = await this.#cache.match(url).catch(() => undefined);
       if (hit) {
@@ -138,12 +139,17 @@ export class ShardStore implements ModelSource<StoreOrigin> {
           (b) => new Uint8Array(b),
           () => null,
         );
-        if (bytes && (await matches(bytes, ref))) return { bytes, origin: "cache" };
+        const t1 = Date.now();
+        if (bytes && (await matches(bytes, ref)))
+          return { bytes, origin: "cache", fetchMs: t1 - t0, verifyMs: Date.now() - t1 };
         await this.#cache.delete(url).catch(() => false);
       }
     }
     const bytes = await this.#readR2(ref);
-    if (!(await matches(bytes, ref)))
+    const t1 = Date.now();
+    const ok = await matches(bytes, ref);
+    const verifyMs = Date.now() - t1;
+    if (!ok)
       throw unavailable(
         `Shard ${ref.file} failed its integrity check (size or sha256 differs from the manifest); it was not used. Republish the model, then retry.`,
         { file: ref.file },
@@ -157,7 +163,7 @@ export class ShardStore implements ModelSource<StoreOrigin> {
       });
       await this.#cache.put(url, res).catch(() => undefined);
     }
-    return { bytes, origin: "r2" };
+    return { bytes, origin: "r2", fetchMs: t1 - t0 + (Date.now() - t1 - verifyMs), verifyMs };
   }
 
   /**

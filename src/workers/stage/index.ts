@@ -23,6 +23,7 @@ import {
   HEADER_STAGE,
   HEADER_STAGE_MS,
   HEADER_VERSION,
+  type LoadPhases,
   type StageStatus,
   type WarmReport,
 } from "../../edge/stage-protocol.ts";
@@ -34,13 +35,15 @@ import { AppError } from "../../shared/errors.ts";
 import { numel } from "../../shared/manifest.ts";
 import { ResidentSession } from "./resident.ts";
 
-/** A resident stage; `loadMs` also counts ORT's set-up and the manifest read. */
-type Loaded = OpenedStage<StoreOrigin>;
+/** A resident stage; `loadMs` also counts ORT's set-up and the manifest read, `phases` splits it. */
+type Loaded = OpenedStage<StoreOrigin> & { phases: LoadPhases };
 
 let store: ShardStore | null = null;
 const sessions = new ResidentSession<Loaded>();
 let peakHeap = 0;
 let ortReady: Promise<void> | null = null;
+/** Breakdown of the most recent successful load (the resident session's when it is warm). */
+let lastLoad: LoadPhases | null = null;
 
 function getStore(env: StageEnv): ShardStore {
   store ??= new ShardStore(env.MODELS);
@@ -65,9 +68,19 @@ async function load(env: StageEnv, version: string, stage: number): Promise<Load
   const t0 = Date.now();
   await ensureOrt();
   const source = getStore(env);
-  const opened = await openStage(source, await source.manifest(version), stage, { prime: true });
+  const manifest = await source.manifest(version);
+  const tManifest = Date.now();
+  const opened = await openStage(source, manifest, stage, { prime: true });
   heap();
-  return { ...opened, loadMs: Date.now() - t0 };
+  const end = Date.now();
+  const phases: LoadPhases = {
+    origin: opened.origin,
+    manifestMs: tManifest - t0,
+    ...opened.timings,
+    totalMs: end - t0,
+  };
+  lastLoad = phases;
+  return { ...opened, loadMs: end - t0, phases };
 }
 
 function target(req: Request): { version: string; stage: number } {
@@ -97,6 +110,7 @@ export async function handleStage(req: Request, env: StageEnv, ctx?: ExecutionCo
         wasmHeapBytes: heap(),
         jsHeapBytes: null,
         peakWasmHeapBytes: peakHeap,
+        lastLoad: r.loaded ? lastLoad : null,
       };
       return Response.json(status);
     }
@@ -141,8 +155,9 @@ export async function handleStage(req: Request, env: StageEnv, ctx?: ExecutionCo
           const out = await l.session.run(new Float32Array(body), spec, l.spec.outputs[0]);
           const ms = Date.now() - t0;
           heap();
+          // `out` is this request's own array (see createStageSession), so its bytes go out uncopied.
           const bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
-          return new Response(bytes.slice(), {
+          return new Response(bytes, {
             headers: {
               "content-type": "application/octet-stream",
               [HEADER_STAGE_MS]: String(ms),
