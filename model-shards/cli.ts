@@ -16,6 +16,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AppError, isAppError } from "../src/shared/errors.ts";
 import type { Precision } from "../src/shared/manifest.ts";
+import { parseCommandLine } from "./args.ts";
 import { buildShards, verifyShards } from "./build.ts";
 import { parseBeitConfig } from "./checkpoint/config.ts";
 import { downloadProgress } from "./checkpoint/hub.ts";
@@ -41,23 +42,17 @@ function usage(msg: string): AppError {
   return new AppError("invalid-arguments", 400, `${msg}\n${USAGE}`);
 }
 
-/** Parses `--name value` / `--name=value` flags and positionals. */
+/** The string options `allowed` (`--name value` / `--name=value`) and positionals (parseCommandLine). */
 function parseFlags(argv: string[], allowed: string[]): { flags: Record<string, string>; rest: string[] } {
-  const flags: Record<string, string> = {};
-  const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith("--")) {
-      rest.push(a);
-      continue;
-    }
-    const [name, inline] = a.slice(2).split(/=(.*)/s, 2);
-    if (!allowed.includes(name)) throw usage(`unknown option --${name}`);
-    const value = inline ?? argv[++i];
-    if (value === undefined) throw usage(`--${name} needs a value`);
-    flags[name] = value;
-  }
-  return { flags, rest };
+  const { values, positionals } = parseCommandLine(
+    {
+      args: argv,
+      allowPositionals: true,
+      options: Object.fromEntries(allowed.map((name) => [name, { type: "string" as const }])),
+    },
+    usage,
+  );
+  return { flags: values as Record<string, string>, rest: positionals };
 }
 
 function precisionOf(v: string | undefined): Precision {
