@@ -16,14 +16,17 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AppError, isAppError } from "../src/shared/errors.ts";
 import type { Precision } from "../src/shared/manifest.ts";
+import { parseCommandLine } from "./args.ts";
 import { buildShards, verifyShards } from "./build.ts";
 import { parseBeitConfig } from "./checkpoint/config.ts";
+import { downloadProgress } from "./checkpoint/hub.ts";
 import { loadCheckpoint } from "./checkpoint/index.ts";
 import { synthCommand } from "./checkpoint/synth.ts";
 import type { BeitConfig } from "./checkpoint/types.ts";
 import { baseConfig, tinySynthConfig } from "./configs.ts";
 import { DEFAULT_QUANT, type QuantOptions } from "./onnx/quantize.ts";
 import { formatPlan, MiB, planStages } from "./plan.ts";
+import { progressBar } from "./progress.ts";
 import { loadLocalModel } from "./runner.ts";
 
 const USAGE = `usage: npm run model -- <command>
@@ -39,23 +42,17 @@ function usage(msg: string): AppError {
   return new AppError("invalid-arguments", 400, `${msg}\n${USAGE}`);
 }
 
-/** Parses `--name value` / `--name=value` flags and positionals. */
+/** The string options `allowed` (`--name value` / `--name=value`) and positionals (parseCommandLine). */
 function parseFlags(argv: string[], allowed: string[]): { flags: Record<string, string>; rest: string[] } {
-  const flags: Record<string, string> = {};
-  const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith("--")) {
-      rest.push(a);
-      continue;
-    }
-    const [name, inline] = a.slice(2).split(/=(.*)/s, 2);
-    if (!allowed.includes(name)) throw usage(`unknown option --${name}`);
-    const value = inline ?? argv[++i];
-    if (value === undefined) throw usage(`--${name} needs a value`);
-    flags[name] = value;
-  }
-  return { flags, rest };
+  const { values, positionals } = parseCommandLine(
+    {
+      args: argv,
+      allowPositionals: true,
+      options: Object.fromEntries(allowed.map((name) => [name, { type: "string" as const }])),
+    },
+    usage,
+  );
+  return { flags: values as Record<string, string>, rest: positionals };
 }
 
 function precisionOf(v: string | undefined): Precision {
@@ -71,17 +68,10 @@ function budgetOf(v: string | undefined): number | undefined {
   return Math.floor(n * MiB);
 }
 
-/** A one-line progress bar on stderr (redrawn in place on a terminal). */
-function progressBar(): (msg: string, frac?: number) => void {
-  const tty = process.stderr.isTTY;
-  return (msg, frac) => {
-    const f = Math.max(0, Math.min(1, frac ?? 0));
-    const width = 24;
-    const filled = Math.round(f * width);
-    const line = `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${String(Math.round(f * 100)).padStart(3)}% ${msg}`;
-    process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
-    if (tty && f >= 1) process.stderr.write("\n");
-  };
+/** The build's steps on the converter's progress bar (model-shards/progress.ts). */
+function buildProgress(): (msg: string, frac?: number) => void {
+  const bar = progressBar();
+  return (label, frac) => bar({ label, frac: frac ?? 0 });
 }
 
 async function configFor(arg: string): Promise<BeitConfig> {
@@ -126,12 +116,12 @@ async function build(argv: string[]): Promise<void> {
   if (biasCorrection !== "none" && biasCorrection !== "mlp-output" && biasCorrection !== "all")
     throw usage(`--bias-correction must be none, mlp-output or all, got ${biasCorrection}`);
   const quant: QuantOptions = { activation, weightBits, asymmetric, biasCorrection };
-  const bar = progressBar();
+  const bar = buildProgress();
   const t0 = performance.now();
   bar(`loading ${flags.from}`, 0);
   const ck = await loadCheckpoint(flags.from, {
     revision: flags.revision,
-    onProgress: (p) => bar(`downloading ${p.file}`, p.total ? p.received / p.total : 0),
+    onProgress: downloadProgress(),
   });
   const manifest = await buildShards(ck, {
     outDir: flags.out,

@@ -8,18 +8,21 @@
  *   transient  = weightBytes            (the .weights body read from R2, alive during session create)
  *   JS heap    = JS_HEAP_ALLOWANCE      (worker code, ORT glue, request and response buffers)
  *   peak       = wasm heap + transient + JS heap
- * The budget is 128 MiB (Cloudflare's per-isolate limit) minus DEFAULT_MARGIN. The constants are
- * calibrated against onnxruntime-web's WebAssembly.Memory byteLength measured after session create
- * and one run (see plan.test.ts and bench/model-heap.ts).
+ * The budget is the isolate limit (ISOLATE_LIMIT_BYTES in src/topology.ts, 128 MiB) minus
+ * DEFAULT_MARGIN. The constants are calibrated against onnxruntime-web's WebAssembly.Memory
+ * byteLength measured after session create and one run (plan.test.ts, and bench/model-base.ts,
+ * which runs model-shards/measure-heap.ts per built stage).
  */
 
 import { AppError } from "../src/shared/errors.ts";
 import type { Precision } from "../src/shared/manifest.ts";
+import { ISOLATE_LIMIT_BYTES } from "../src/topology.ts";
+import { gridSide, numRelativeDistance } from "./checkpoint/layout.ts";
 import type { BeitConfig } from "./checkpoint/types.ts";
 
 export const MiB = 1024 * 1024;
-/** Cloudflare Workers' memory limit per isolate. */
-export const ISOLATE_LIMIT = 128 * MiB;
+/** Cloudflare Workers' memory limit per isolate (the topology's one value). */
+export const ISOLATE_LIMIT = ISOLATE_LIMIT_BYTES;
 /** Safety margin below the isolate limit (estimate error, wasm growth steps, GC slack). */
 export const DEFAULT_MARGIN = 16 * MiB;
 /** ORT's initial wasm memory plus its runtime's own allocations. */
@@ -43,7 +46,7 @@ export function weightParts(config: BeitConfig, precision: Precision): StageWeig
   const H = config.hidden_size;
   const I = config.intermediate_size;
   const heads = config.num_attention_heads;
-  const w = config.image_size / config.patch_size;
+  const w = gridSide(config);
   const T = w * w + 1;
   const L = config.labels.length;
   const C = config.num_channels;
@@ -51,7 +54,7 @@ export function weightParts(config: BeitConfig, precision: Precision): StageWeig
   // A linear [out, in]: fp32 weight + bias; int8 weight + float scale and bias per column.
   const lin = (out: number, inp: number, bias = true) =>
     precision === "fp32" ? 4 * out * inp + (bias ? 4 * out : 0) : out * inp + 4 * out + (bias ? 4 * out : 0);
-  const rows = (2 * w - 1) * (2 * w - 1) + 3;
+  const rows = numRelativeDistance(w);
   // int8: the MLP output projection's asymmetric input codes also store colsum(Wq), float [H].
   const asymColSum = precision === "int8" ? 4 * H : 0;
   const perLayer =
@@ -68,7 +71,7 @@ export function activationBytes(config: BeitConfig, layers: number, head: boolea
   const H = config.hidden_size;
   const I = config.intermediate_size;
   const heads = config.num_attention_heads;
-  const w = config.image_size / config.patch_size;
+  const w = gridSide(config);
   const T = w * w + 1;
   const input = 4 * config.num_channels * config.image_size * config.image_size;
   let bytes = input + 2 * 4 * T * H;
@@ -199,7 +202,7 @@ export function planStages(config: BeitConfig, precision: Precision, opts: PlanO
 export function formatPlan(plan: Plan): string {
   const mb = (b: number) => (b / MiB).toFixed(1).padStart(7);
   const lines = [
-    `precision ${plan.precision}, stage budget ${(plan.stageBudgetBytes / MiB).toFixed(1)} MiB (128 MiB - ${(plan.marginBytes / MiB).toFixed(1)} MiB margin)`,
+    `precision ${plan.precision}, stage budget ${(plan.stageBudgetBytes / MiB).toFixed(1)} MiB (${ISOLATE_LIMIT / MiB} MiB - ${(plan.marginBytes / MiB).toFixed(1)} MiB margin)`,
     "stage  layers     parts             weights MiB  wasm heap MiB  est. peak MiB",
   ];
   plan.stages.forEach((s, i) => {

@@ -11,6 +11,8 @@
 import { mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AppError } from "../../src/shared/errors.ts";
+import { Prng } from "../../src/shared/random.ts";
+import { parseCommandLine } from "../args.ts";
 import { parseBeitConfig } from "./config.ts";
 import { numel } from "./dtypes.ts";
 import { expectedTensorShapes, gridSide, isIndexKey, relativePositionIndex } from "./layout.ts";
@@ -57,60 +59,7 @@ const SIZES: Record<
   tiny: { hidden: 64, layers: 4, heads: 4, mlp: 128, labels: 16 },
 };
 
-/** sfc32 seeded through splitmix32: fast, deterministic, good enough for weights. */
-export class Prng {
-  private a: number;
-  private b: number;
-  private c: number;
-  private d: number;
-  private spare: number | null = null;
-
-  constructor(seed: number) {
-    let s = seed >>> 0;
-    const mix = () => {
-      s = (s + 0x9e3779b9) | 0;
-      let z = s;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-      return (z ^ (z >>> 16)) >>> 0;
-    };
-    this.a = mix();
-    this.b = mix();
-    this.c = mix();
-    this.d = mix();
-    for (let i = 0; i < 12; i++) this.next();
-  }
-
-  /** Uniform 32-bit unsigned integer. */
-  nextU32(): number {
-    const t = (((this.a + this.b) | 0) + this.d) | 0;
-    this.d = (this.d + 1) | 0;
-    this.a = this.b ^ (this.b >>> 9);
-    this.b = (this.c + (this.c << 3)) | 0;
-    this.c = (this.c << 21) | (this.c >>> 11);
-    this.c = (this.c + t) | 0;
-    return t >>> 0;
-  }
-
-  /** Uniform in [0, 1). */
-  next(): number {
-    return this.nextU32() / 4294967296;
-  }
-
-  /** Standard normal (Box-Muller, both values used). */
-  normal(): number {
-    if (this.spare !== null) {
-      const v = this.spare;
-      this.spare = null;
-      return v;
-    }
-    const u = 1 - this.next();
-    const r = Math.sqrt(-2 * Math.log(u));
-    const t = 2 * Math.PI * this.next();
-    this.spare = r * Math.sin(t);
-    return r * Math.cos(t);
-  }
-}
+export { Prng } from "../../src/shared/random.ts";
 
 const SYLLABLES = [
   "ka",
@@ -359,15 +308,11 @@ function usage(what: string): AppError {
  * and prints one line saying what was written.
  */
 export async function synthCommand(argv: string[]): Promise<void> {
-  const opts: Record<string, string> = {};
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    const m = /^--(size|out|seed|format|labels|init)(?:=(.*))?$/.exec(arg);
-    if (!m) throw usage(`unexpected argument ${JSON.stringify(arg)}`);
-    const value = m[2] ?? argv[++i];
-    if (value === undefined) throw usage(`--${m[1]} needs a value`);
-    opts[m[1]] = value;
-  }
+  const names = ["size", "out", "seed", "format", "labels", "init"] as const;
+  const { values: opts } = parseCommandLine(
+    { args: argv, options: Object.fromEntries(names.map((n) => [n, { type: "string" as const }])) },
+    usage,
+  );
   if (opts.size !== "tiny" && opts.size !== "base") throw usage("--size must be tiny or base");
   if (!opts.out) throw usage("--out DIR is required");
   const seed = opts.seed === undefined ? 0 : Number(opts.seed);

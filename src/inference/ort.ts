@@ -19,7 +19,7 @@
  */
 import * as ort from "onnxruntime-web/wasm";
 import { AppError } from "../shared/errors.ts";
-import type { TensorSpec } from "../shared/manifest.ts";
+import { numel, type TensorSpec } from "../shared/manifest.ts";
 
 export type { TensorSpec };
 
@@ -153,7 +153,7 @@ export async function createStageSession(
   }
   return {
     async run(input, inSpec, outSpec) {
-      const expected = inSpec.shape.reduce((a, b) => a * b, 1);
+      const expected = numel(inSpec.shape);
       if (input.length !== expected)
         throw new AppError(
           "bad-stage-input",

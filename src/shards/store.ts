@@ -1,6 +1,6 @@
 /**
  * @module
- * Reading a model from R2 inside a Worker: the active pointer (short isolate cache), manifests by
+ * Reading a model from R2 inside a Worker (the Worker-side {@link ModelSource}): the active pointer (short isolate cache), manifests by
  * version (isolate cache, immutable), and content-addressed files through two cache levels:
  *
  *   isolate memory (caller's choice) -> Cache API (per data center) -> R2.
@@ -14,6 +14,7 @@ import { AppError, RETRY_AFTER_S } from "../shared/errors.ts";
 import { sha256Hex } from "../shared/hash.ts";
 import { type FileRef, type Manifest, parseManifest } from "../shared/manifest.ts";
 import { ACTIVE_KEY, type ActivePointer, manifestKey, parseActivePointer, shardKey } from "./layout.ts";
+import type { KeepAlive, LoadedFile, ModelSource } from "./source.ts";
 
 /** Seconds a client should wait before retrying after `model-unavailable` (one value, src/shared/errors.ts). */
 export const RETRY_AFTER_SECONDS = RETRY_AFTER_S;
@@ -21,23 +22,10 @@ export const RETRY_AFTER_SECONDS = RETRY_AFTER_S;
 /** Origin of the synthetic URLs that key shard bytes in the Cache API. */
 const CACHE_ORIGIN = "https://shards.beit-edge.internal";
 
-/**
- * Keeps a promise's request alive until it settles (`ctx.waitUntil`). Promises cached at module
- * scope are shared by later requests; in workerd, I/O started by a request that is then cancelled
- * (say, its client gave up) never settles, and every later request awaiting it would hang.
- */
-export type KeepAlive = (p: Promise<unknown>) => void;
+export type { KeepAlive };
 
-/** Where a file's bytes came from, for timing headers and the cold-start benchmark. */
-export type FileOrigin = "cache" | "r2";
-
-export interface LoadedFile {
-  bytes: Uint8Array;
-  origin: FileOrigin;
-  /** Time reading the body (Cache API or R2, including the failed cache lookup) and hashing it. */
-  fetchMs: number;
-  verifyMs: number;
-}
+/** Where a file's bytes came from in a Worker, for timing headers and the cold-start benchmark. */
+export type StoreOrigin = "cache" | "r2";
 
 export interface ShardStoreOptions {
   /** How long the active pointer is reused before R2 is asked again (ms). */
@@ -65,7 +53,7 @@ function defaultCache(): Cache | null {
  * const manifest = await store.manifest((await store.active()).version);
  * const { bytes } = await store.file(manifest.stages[0].graph);
  */
-export class ShardStore {
+export class ShardStore implements ModelSource<StoreOrigin> {
   readonly #bucket: R2Bucket;
   readonly #ttl: number;
   readonly #cache: Cache | null;
@@ -107,10 +95,11 @@ export class ShardStore {
   }
 
   /**
-   * The manifest of `version`, validated; cached for the life of the isolate (versions are
-   * immutable). `keepAlive` receives the load when this call starts it.
+   * The manifest of `version` (default: the active one), validated; cached for the life of the
+   * isolate (versions are immutable). `keepAlive` receives the load when this call starts it.
    */
-  manifest(version: string, keepAlive?: KeepAlive): Promise<Manifest> {
+  manifest(version?: string, keepAlive?: KeepAlive): Promise<Manifest> {
+    if (version === undefined) return this.active().then((p) => this.manifest(p.version, keepAlive));
     let p = this.#manifests.get(version);
     if (!p) {
       p = this.#loadManifest(version);
@@ -140,7 +129,7 @@ export class ShardStore {
    * The verified bytes of a content-addressed file: Cache API first, then R2. Bytes whose length
    * or sha256 differs from `ref` are never returned or cached.
    */
-  async file(ref: FileRef): Promise<LoadedFile> {
+  async file(ref: FileRef): Promise<LoadedFile<StoreOrigin>> {
     const url = `${CACHE_ORIGIN}/${ref.file}`;
     const t0 = Date.now();
     if (this.#cache) {
