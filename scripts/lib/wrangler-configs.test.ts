@@ -130,7 +130,11 @@ describe("wrangler.toml", () => {
     expect((c.services ?? []).map((s: { binding: string }) => s.binding)).toEqual(
       Array.from({ length: MAX_STAGES }, (_, i) => `STAGE_${i}`),
     );
-    expect(c.r2_buckets).toEqual([{ binding: "MODELS", bucket_name: "beit-edge-models" }]);
+    // Every bucket the topology gives the gateway (the model bucket first, then e.g. job uploads).
+    expect(c.r2_buckets).toEqual(
+      Object.entries(GATEWAY.r2Buckets ?? {}).map(([binding, bucket_name]) => ({ binding, bucket_name })),
+    );
+    expect(c.r2_buckets[0]).toEqual({ binding: "MODELS", bucket_name: "beit-edge-models" });
   });
 
   it("TOML of a config with queues, D1, KV and crons reads back in wrangler as the same config", async () => {
