@@ -24,13 +24,9 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from
 import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { buildShards } from "../model-shards/build.ts";
-import { loadCheckpoint } from "../model-shards/checkpoint/index.ts";
-import { synthesize, writeCheckpoint } from "../model-shards/checkpoint/synth.ts";
 import { publishLocal, withLocalBucket } from "../scripts/lib/local-r2.ts";
 import { freePort, serveLocal } from "../scripts/lib/serve.ts";
 import { shardKey } from "../src/shards/layout.ts";
-import type { Manifest } from "../src/shared/manifest.ts";
 import {
   animatedWebp,
   jpegWithScans,
@@ -40,6 +36,7 @@ import {
   stillWebpVp8x,
 } from "../test/helpers/hostile.ts";
 import { encodePng, testPicture } from "../test/helpers/png.ts";
+import { buildTinyModel } from "../test/helpers/tiny-model.ts";
 import { imageBenchInputs } from "./image-inputs.ts";
 
 const root = resolve(import.meta.dirname, "..");
@@ -313,17 +310,9 @@ async function main(): Promise<void> {
   let svc: Awaited<ReturnType<typeof serveLocal>> | null = null;
   try {
     process.stderr.write("building the tiny synthetic model ...\n");
-    const model = async (seed: number, out: string): Promise<Manifest> => {
-      await writeCheckpoint(join(work, `ck${seed}`), synthesize({ size: "tiny", seed }), "safetensors");
-      return buildShards(await loadCheckpoint(join(work, `ck${seed}`)), {
-        outDir: out,
-        precision: "int8",
-        stageBudgetBytes: 32_000_000,
-      });
-    };
-    const manifest = await model(3, join(work, "shards"));
+    const { manifest, out } = await buildTinyModel(3, work);
     const state = join(work, "state");
-    await publishLocal(join(work, "shards"), state);
+    await publishLocal(out, state);
     svc = await serveLocal({
       root,
       stages: manifest.stages.length,
@@ -422,9 +411,10 @@ async function main(): Promise<void> {
 
       // A broken deploy: a new version with one shard truncated in R2.
       log("## A shard truncated in R2\n");
-      const broken = await model(4, join(work, "shards-b"));
+      const brokenModel = await buildTinyModel(4, work);
+      const broken = brokenModel.manifest;
       const t0 = Date.now();
-      await publishLocal(join(work, "shards-b"), state);
+      await publishLocal(brokenModel.out, state);
       const target =
         broken.stages[broken.stages.length - 1].weights ?? broken.stages[broken.stages.length - 1].graph;
       const blobs = join(state, "v3/r2/beit-edge-models/blobs");
@@ -438,7 +428,7 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 6_000)); // past POINTER_TTL_S
       const b1 = await send(svc.url, validReq());
       const h1 = await send(svc.url, { method: "GET", path: "/healthz" });
-      const shardBytes = new Uint8Array(await readFile(join(work, "shards-b", target.file)));
+      const shardBytes = new Uint8Array(await readFile(join(brokenModel.out, target.file)));
       await withLocalBucket(state, (bucket) =>
         bucket.put(shardKey(target.file), shardBytes).then(() => undefined),
       );

@@ -8,6 +8,12 @@
  * - per-stage wasm heap measured in workerd (GET /v1/status) against 128 MB;
  * - warm-colo cold start: wrangler dev restarted on the same persist dir (fresh isolates, shards
  *   in the persisted Cache API);
+ * - each stage's load breakdown measured inside workerd after the cold start (GET /v1/status
+ *   lastLoad: manifest, fetch, sha256, session create, priming run);
+ * - 12 MP JPEG: every one of the back-to-back requests listed (to see any alternation);
+ * - 8 concurrent clients: images/s and p95, against 1 client's rate;
+ * - the model alone: the same shard files in onnxruntime-web in Node (1 thread), same pixels, right
+ *   after the service runs, and the ratio service warm p50 / model-alone p50;
  * - the same stages with onnxruntime-node natively (1 thread) on the same pixels, as a reference.
  *
  *   npx tsx bench/service-latency.ts [--model DIR] [--runs N] [--big-runs N]
@@ -17,6 +23,7 @@
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { loadLocalModel } from "../model-shards/runner.ts";
 import { publishLocal, readManifest } from "../scripts/lib/local-r2.ts";
 import { freePort, serveLocal } from "../scripts/lib/serve.ts";
 import { initNodeCodecs } from "../src/image/codecs-node.ts";
@@ -70,6 +77,8 @@ async function main(): Promise<void> {
   const dir = resolve(flag("model", join(root, "model-shards/out/synthetic-base")));
   const runs = Number(flag("runs", "20"));
   const bigRuns = Number(flag("big-runs", "8"));
+  const clients = Number(flag("clients", "8"));
+  const concurrentRequests = Number(flag("concurrent-requests", "32"));
   const manifest = await readManifest(dir).catch(() => {
     throw new Error(
       `no model in ${dir}: run \`npm start -- --prepare-only\` first (builds the full-size synthetic model)`,
@@ -97,13 +106,31 @@ async function main(): Promise<void> {
 
     // 1. Cold: fresh isolates, empty Cache API, shards in R2 only.
     let svc = await serve();
+    type Phases = Record<
+      "manifestMs" | "fetchMs" | "verifyMs" | "createMs" | "primeMs" | "totalMs",
+      number
+    > & {
+      origin: string;
+    };
     let statusJson: {
       stages: {
         index: number;
         wasmHeapBytes: number;
         peakWasmHeapBytes: number;
         estimatedPeakBytes: number;
+        lastLoad?: Phases | null;
       }[];
+    };
+    const phaseRows = (label: string, st: typeof statusJson) => {
+      for (const s of st.stages) {
+        const p = s.lastLoad;
+        if (!p) continue;
+        rows.push([
+          `${label}: stage ${s.index} load inside workerd (${p.origin})`,
+          `${p.totalMs} ms`,
+          `manifest ${p.manifestMs}, fetch ${p.fetchMs}, sha256 ${p.verifyMs}, session create ${p.createMs}, priming run ${p.primeMs} ms`,
+        ]);
+      }
     };
     const warm224: number[] = [];
     const warmBig: number[] = [];
@@ -130,11 +157,39 @@ async function main(): Promise<void> {
         "",
       ]);
       rows.push([
-        `warm, 12 MP JPEG 4032x3024 (${(big.bytes.byteLength / 1e6).toFixed(1)} MB), n=${bigRuns}`,
+        `warm, 12 MP JPEG 4032x3024 (${(big.bytes.byteLength / 1e6).toFixed(1)} MB), n=${bigRuns} back to back`,
         `p50 ${pct(warmBig, 50).toFixed(0)} ms, p95 ${pct(warmBig, 95).toFixed(0)} ms`,
-        lastBig,
+        `each: ${warmBig.map((m) => m.toFixed(0)).join(", ")}; last: ${lastBig}`,
       ]);
-      statusJson = await (await fetch(`${svc.url}/v1/status`)).json();
+      try {
+        // Concurrency: `clients` loops, each posting the 224x224 WebP until the total is reached.
+        const one: number[] = [];
+        const t1 = performance.now();
+        for (let i = 0; i < 8; i++) one.push((await timedClassify(svc.url, small.bytes, "image/webp")).ms);
+        const oneRate = (8 * 1000) / (performance.now() - t1);
+        const lat: number[] = [];
+        let left = concurrentRequests;
+        const t0 = performance.now();
+        await Promise.all(
+          Array.from({ length: clients }, async () => {
+            while (left-- > 0) lat.push((await timedClassify(svc.url, small.bytes, "image/webp")).ms);
+          }),
+        );
+        const rate = (concurrentRequests * 1000) / (performance.now() - t0);
+        rows.push([
+          `${clients} concurrent clients, ${concurrentRequests} x 224x224 WebP`,
+          `${rate.toFixed(2)} images/s, p50 ${pct(lat, 50).toFixed(0)} ms, p95 ${pct(lat, 95).toFixed(0)} ms`,
+          `1 client just before: ${oneRate.toFixed(2)} images/s (p50 ${pct(one, 50).toFixed(0)} ms); ratio ${(rate / oneRate).toFixed(2)} (1.0 = stages serialize, up to ${manifest.stages.length} = full pipeline overlap)`,
+        ]);
+      } catch (e) {
+        rows.push([`${clients} concurrent clients`, "failed", String(e).slice(0, 200)]);
+      }
+      // /v1/status right after a cold start hung in wrangler dev once (full-size model, loaded
+      // machine), so it is read after the warm runs, with a timeout; the loads are unchanged.
+      statusJson = await (
+        await fetch(`${svc.url}/v1/status`, { signal: AbortSignal.timeout(120_000) })
+      ).json();
+      phaseRows("cold", statusJson);
     } catch (e) {
       process.stderr.write(`${svc.output().slice(-3000)}\n`);
       throw e;
@@ -157,14 +212,38 @@ async function main(): Promise<void> {
         `${wc.ms.toFixed(0)} ms`,
         wc.timing,
       ]);
+      for (let i = 0; i < 3; i++) await timedClassify(svc.url, small.bytes, "image/webp");
+      try {
+        phaseRows(
+          "warm-colo",
+          await (await fetch(`${svc.url}/v1/status`, { signal: AbortSignal.timeout(120_000) })).json(),
+        );
+      } catch (e) {
+        notes.push(`warm-colo /v1/status failed: ${String(e)}`);
+      }
     } finally {
       await svc.stop();
     }
 
-    // 3. Native reference: the same stage graphs in onnxruntime-node, 1 thread, same pixels.
-    const ortNode = await loadOrtNode();
+    // 3. The model alone: the same shard files in onnxruntime-web (Node, 1 thread), same pixels.
     await initNodeCodecs();
     const pixels = (await imageToPixelValues(small.bytes, manifest.preprocess)).pixels;
+    const local = await loadLocalModel(dir);
+    await local.run(pixels);
+    const alone: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      const t0 = performance.now();
+      await local.run(pixels);
+      alone.push(performance.now() - t0);
+    }
+    rows.push([
+      `model alone: the same ${manifest.stages.length} stage files in onnxruntime-web in Node, 1 thread, n=${runs}`,
+      `p50 ${pct(alone, 50).toFixed(0)} ms`,
+      `service warm 224 p50 / model alone p50 = ${(pct(warm224, 50) / pct(alone, 50)).toFixed(2)}x`,
+    ]);
+
+    // 4. Native reference: the same stage graphs in onnxruntime-node, 1 thread, same pixels.
+    const ortNode = await loadOrtNode();
     const sessions: OrtSession[] = [];
     for (const s of manifest.stages)
       sessions.push(

@@ -10,23 +10,27 @@
  * directory beside `outDir` and renames it into place at the end, so a failed build never leaves
  * a directory that looks complete.
  */
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
+import { readLabels } from "../src/shards/source.ts";
 import { AppError } from "../src/shared/errors.ts";
 import { sha256Hex } from "../src/shared/hash.ts";
 import {
+  LabelFileError,
   type Manifest,
-  ManifestError,
   manifestFiles,
+  modelShape,
   type Precision,
   parseManifest,
   type StageSpec,
   serializeManifest,
 } from "../src/shared/manifest.ts";
 import type { Checkpoint } from "./checkpoint/types.ts";
+import { type LocalModelSource, localModelSource } from "./local-source.ts";
 import { buildStageGraph, checkSupported } from "./onnx/beit-graph.ts";
+import { calibrateInputMeans } from "./onnx/calibrate.ts";
 import { readInitializers, serializeModel } from "./onnx/proto.ts";
-import { DEFAULT_QUANT, describeQuant, type QuantOptions } from "./onnx/quantize.ts";
+import { DEFAULT_QUANT, describeQuant, type QuantOptions, selectBiasCorrection } from "./onnx/quantize.ts";
 import { planStages } from "./plan.ts";
 
 /** Converter identity written into manifests. */
@@ -36,6 +40,8 @@ export interface BuildOptions {
   outDir: string;
   precision: Precision;
   stageBudgetBytes?: number;
+  /** See PlanOptions.maxLayersPerStage. */
+  maxLayersPerStage?: number;
   /** int8 scheme (default {@link DEFAULT_QUANT}). */
   quant?: QuantOptions;
   onProgress?: (msg: string, frac?: number) => void;
@@ -64,7 +70,10 @@ export async function buildShards(ck: Checkpoint, opts: BuildOptions): Promise<M
       422,
       "config.json has no id2label entries; the classifier needs labels.",
     );
-  const plan = planStages(ck.config, opts.precision, { stageBudgetBytes: opts.stageBudgetBytes });
+  const plan = planStages(ck.config, opts.precision, {
+    stageBudgetBytes: opts.stageBudgetBytes,
+    maxLayersPerStage: opts.maxLayersPerStage,
+  });
   if (await exists(outDir)) {
     const entries = await readdir(outDir).catch(() => null);
     if (entries === null)
@@ -84,7 +93,14 @@ export async function buildShards(ck: Checkpoint, opts: BuildOptions): Promise<M
   const tmp = join(dirname(outDir), `.${basename(outDir)}.tmp-${process.pid}-${Date.now()}`);
   await mkdir(tmp);
   try {
-    const quant = opts.quant ?? DEFAULT_QUANT;
+    let quant = opts.quant ?? DEFAULT_QUANT;
+    if (opts.precision === "int8" && (quant.biasCorrection ?? "none") !== "none" && !quant.inputMeans) {
+      progress("calibrating bias correction (fp32 model on synthetic pictures)", 0);
+      quant = {
+        ...quant,
+        inputMeans: selectBiasCorrection(quant, await calibrateInputMeans(ck.config, ck.tensors)),
+      };
+    }
     const stages: StageSpec[] = [];
     const total = plan.stages.length + 1;
     for (const [i, p] of plan.stages.entries()) {
@@ -147,12 +163,7 @@ export async function buildShards(ck: Checkpoint, opts: BuildOptions): Promise<M
         revision: ck.revision,
         synthetic: ck.synthetic,
         architecture: "BeitForImageClassification",
-        hidden_size: c.hidden_size,
-        num_hidden_layers: c.num_hidden_layers,
-        num_attention_heads: c.num_attention_heads,
-        intermediate_size: c.intermediate_size,
-        image_size: c.image_size,
-        patch_size: c.patch_size,
+        ...modelShape(c),
         num_labels: c.labels.length,
       },
       precision: opts.precision,
@@ -183,58 +194,19 @@ export async function buildShards(ck: Checkpoint, opts: BuildOptions): Promise<M
 }
 
 /**
- * Checks a shard directory: manifest schema, every file's presence, size and sha256, each graph's
- * external-data location and ranges against its weights file, and the label file's count.
- * Throws an AppError naming the first mismatch; returns the manifest when all is well.
+ * Checks a shard directory (or its {@link localModelSource}): manifest schema, every file's
+ * presence, size and sha256, each graph's external-data location and ranges against its weights
+ * file, and the label file (parseLabels). Throws an AppError naming the first mismatch; returns the manifest when all is well.
  *
  * @example
  * await verifyShards("model-shards/out/base-int8");
  */
-export async function verifyShards(dir: string): Promise<Manifest> {
-  const mpath = join(dir, "manifest.json");
-  const text = await readFile(mpath, "utf8").catch(() => {
-    throw new AppError(
-      "manifest-missing",
-      422,
-      `${mpath} does not exist; build shards with \`npm run model -- build\`.`,
-    );
-  });
-  let manifest: Manifest;
-  try {
-    manifest = parseManifest(JSON.parse(text));
-  } catch (e) {
-    const why = e instanceof ManifestError || e instanceof SyntaxError ? e.message : String(e);
-    throw new AppError(
-      "manifest-invalid",
-      422,
-      `${mpath} is not a valid manifest: ${why}. Rebuild the shards.`,
-    );
-  }
-  for (const f of manifestFiles(manifest)) {
-    const p = join(dir, f.file);
-    const bytes = await readFile(p).catch(() => null);
-    if (!bytes)
-      throw new AppError(
-        "shard-missing",
-        422,
-        `${f.file} is listed in manifest.json but missing from ${dir}. Rebuild or re-copy the shards.`,
-      );
-    if (bytes.length !== f.bytes)
-      throw new AppError(
-        "shard-size-mismatch",
-        422,
-        `${f.file} has ${bytes.length} bytes, manifest.json says ${f.bytes}. The file is truncated or replaced; rebuild or re-copy it.`,
-      );
-    const sha = await sha256Hex(bytes);
-    if (sha !== f.sha256)
-      throw new AppError(
-        "shard-hash-mismatch",
-        422,
-        `${f.file} has sha256 ${sha}, manifest.json says ${f.sha256}. The file is corrupted; rebuild or re-copy it.`,
-      );
-  }
+export async function verifyShards(dir: string | LocalModelSource): Promise<Manifest> {
+  const source = typeof dir === "string" ? localModelSource(dir) : dir;
+  const manifest = await source.manifest();
+  for (const f of manifestFiles(manifest)) await source.file(f);
   for (const s of manifest.stages) {
-    const graph = await readFile(join(dir, s.graph.file));
+    const graph = (await source.file(s.graph)).bytes;
     let inits: ReturnType<typeof readInitializers>;
     try {
       inits = readInitializers(graph);
@@ -265,16 +237,11 @@ export async function verifyShards(dir: string): Promise<Manifest> {
         );
     }
   }
-  const labels = JSON.parse(await readFile(join(dir, manifest.labels.file), "utf8")) as unknown;
-  if (
-    !Array.isArray(labels) ||
-    labels.length !== manifest.labels.count ||
-    labels.some((l) => typeof l !== "string")
-  )
-    throw new AppError(
-      "labels-invalid",
-      422,
-      `${manifest.labels.file} must be a JSON array of ${manifest.labels.count} strings.`,
-    );
+  try {
+    await readLabels(source, manifest);
+  } catch (e) {
+    if (e instanceof LabelFileError) throw new AppError("labels-invalid", 422, e.message);
+    throw e;
+  }
   return manifest;
 }

@@ -2,9 +2,10 @@
  * @module
  * `npm run model -- <command>`: the converter's command line.
  *
- *   synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both]
+ *   synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both] [--init synth|torch]
  *   build  --from <hub id | dir> --out DIR [--precision int8|fp32] [--stage-budget-mb N] [--revision R]
- *          [--activations per-tensor|per-row] [--weight-bits 8|7]
+ *          [--activations per-tensor|per-row] [--weight-bits 8|7] [--asymmetric none|gelu|all]
+ *          [--bias-correction none|mlp-output|all]
  *   verify DIR
  *   run    --model DIR --pixels FILE [--top K]
  *   plan   --config base|tiny|DIR [--precision int8|fp32] [--stage-budget-mb N]
@@ -15,20 +16,24 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AppError, isAppError } from "../src/shared/errors.ts";
 import type { Precision } from "../src/shared/manifest.ts";
+import { parseCommandLine } from "./args.ts";
 import { buildShards, verifyShards } from "./build.ts";
 import { parseBeitConfig } from "./checkpoint/config.ts";
+import { downloadProgress } from "./checkpoint/hub.ts";
 import { loadCheckpoint } from "./checkpoint/index.ts";
 import { synthCommand } from "./checkpoint/synth.ts";
 import type { BeitConfig } from "./checkpoint/types.ts";
 import { baseConfig, tinySynthConfig } from "./configs.ts";
 import { DEFAULT_QUANT, type QuantOptions } from "./onnx/quantize.ts";
 import { formatPlan, MiB, planStages } from "./plan.ts";
+import { progressBar } from "./progress.ts";
 import { loadLocalModel } from "./runner.ts";
 
 const USAGE = `usage: npm run model -- <command>
-  synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both]
+  synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both] [--init synth|torch]
   build  --from <hub id | dir> --out DIR [--precision int8|fp32] [--stage-budget-mb N] [--revision R]
-         [--activations per-tensor|per-row] [--weight-bits 8|7]
+         [--activations per-tensor|per-row] [--weight-bits 8|7] [--asymmetric none|gelu|all]
+         [--bias-correction none|mlp-output|all]
   verify DIR
   run    --model DIR --pixels FILE [--top K]
   plan   --config base|tiny|DIR [--precision int8|fp32] [--stage-budget-mb N]`;
@@ -37,23 +42,17 @@ function usage(msg: string): AppError {
   return new AppError("invalid-arguments", 400, `${msg}\n${USAGE}`);
 }
 
-/** Parses `--name value` / `--name=value` flags and positionals. */
+/** The string options `allowed` (`--name value` / `--name=value`) and positionals (parseCommandLine). */
 function parseFlags(argv: string[], allowed: string[]): { flags: Record<string, string>; rest: string[] } {
-  const flags: Record<string, string> = {};
-  const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith("--")) {
-      rest.push(a);
-      continue;
-    }
-    const [name, inline] = a.slice(2).split(/=(.*)/s, 2);
-    if (!allowed.includes(name)) throw usage(`unknown option --${name}`);
-    const value = inline ?? argv[++i];
-    if (value === undefined) throw usage(`--${name} needs a value`);
-    flags[name] = value;
-  }
-  return { flags, rest };
+  const { values, positionals } = parseCommandLine(
+    {
+      args: argv,
+      allowPositionals: true,
+      options: Object.fromEntries(allowed.map((name) => [name, { type: "string" as const }])),
+    },
+    usage,
+  );
+  return { flags: values as Record<string, string>, rest: positionals };
 }
 
 function precisionOf(v: string | undefined): Precision {
@@ -69,17 +68,10 @@ function budgetOf(v: string | undefined): number | undefined {
   return Math.floor(n * MiB);
 }
 
-/** A one-line progress bar on stderr (redrawn in place on a terminal). */
-function progressBar(): (msg: string, frac?: number) => void {
-  const tty = process.stderr.isTTY;
-  return (msg, frac) => {
-    const f = Math.max(0, Math.min(1, frac ?? 0));
-    const width = 24;
-    const filled = Math.round(f * width);
-    const line = `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${String(Math.round(f * 100)).padStart(3)}% ${msg}`;
-    process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
-    if (tty && f >= 1) process.stderr.write("\n");
-  };
+/** The build's steps on the converter's progress bar (model-shards/progress.ts). */
+function buildProgress(): (msg: string, frac?: number) => void {
+  const bar = progressBar();
+  return (label, frac) => bar({ label, frac: frac ?? 0 });
 }
 
 async function configFor(arg: string): Promise<BeitConfig> {
@@ -104,6 +96,8 @@ async function build(argv: string[]): Promise<void> {
     "revision",
     "activations",
     "weight-bits",
+    "asymmetric",
+    "bias-correction",
   ]);
   if (!flags.from) throw usage("--from <hub id | dir> is required");
   if (!flags.out) throw usage("--out DIR is required");
@@ -115,13 +109,19 @@ async function build(argv: string[]): Promise<void> {
   const weightBits = Number(flags["weight-bits"] ?? DEFAULT_QUANT.weightBits);
   if (weightBits !== 8 && weightBits !== 7)
     throw usage(`--weight-bits must be 8 or 7, got ${flags["weight-bits"]}`);
-  const quant: QuantOptions = { activation, weightBits };
-  const bar = progressBar();
+  const asymmetric = flags.asymmetric ?? DEFAULT_QUANT.asymmetric ?? "none";
+  if (asymmetric !== "none" && asymmetric !== "gelu" && asymmetric !== "all")
+    throw usage(`--asymmetric must be none, gelu or all, got ${asymmetric}`);
+  const biasCorrection = flags["bias-correction"] ?? DEFAULT_QUANT.biasCorrection ?? "none";
+  if (biasCorrection !== "none" && biasCorrection !== "mlp-output" && biasCorrection !== "all")
+    throw usage(`--bias-correction must be none, mlp-output or all, got ${biasCorrection}`);
+  const quant: QuantOptions = { activation, weightBits, asymmetric, biasCorrection };
+  const bar = buildProgress();
   const t0 = performance.now();
   bar(`loading ${flags.from}`, 0);
   const ck = await loadCheckpoint(flags.from, {
     revision: flags.revision,
-    onProgress: (p) => bar(`downloading ${p.file}`, p.total ? p.received / p.total : 0),
+    onProgress: downloadProgress(),
   });
   const manifest = await buildShards(ck, {
     outDir: flags.out,

@@ -5,34 +5,29 @@
  * printing JSON {weightBytes, afterCreate, afterRun} (WebAssembly.Memory byteLength). Run it as a
  * child process (wasm memory never shrinks, so each measurement needs its own process):
  *   tsx model-shards/measure-heap.ts tiny|mid|base FROM TO HEAD(0|1) int8|fp32
- *   tsx model-shards/measure-heap.ts --shards DIR STAGE     (a built stage, read from its files)
+ *   tsx model-shards/measure-heap.ts --shards DIR STAGE     (a built stage, opened from its shard
+ *                                                           directory by the one stage loader)
+ * The first form builds a graph in memory (no manifest, no files), so it creates its session
+ * directly at the ORT boundary.
  */
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { openStage } from "../src/inference/open-stage.ts";
 import { createStageSession, wasmHeapBytes } from "../src/inference/ort.ts";
-import { type Precision, parseManifest } from "../src/shared/manifest.ts";
+import { numel, type Precision } from "../src/shared/manifest.ts";
 import { parseBeitConfig } from "./checkpoint/config.ts";
 import { synthesize } from "./checkpoint/synth.ts";
+import { localModelSource } from "./local-source.ts";
 import { buildStageGraph } from "./onnx/beit-graph.ts";
 import { serializeModel } from "./onnx/proto.ts";
 import { randomBeit, randomPixels, tinyConfig } from "./testing/random-beit.ts";
 
 const argv = process.argv.slice(2);
 if (argv[0] === "--shards") {
-  const dir = argv[1];
-  const manifest = parseManifest(JSON.parse(await readFile(join(dir, "manifest.json"), "utf8")));
-  const st = manifest.stages[Number(argv[2])];
-  const graph = new Uint8Array(await readFile(join(dir, st.graph.file)));
-  let data: Uint8Array | null = st.weights
-    ? new Uint8Array(await readFile(join(dir, st.weights.file)))
-    : null;
-  const session = await createStageSession(
-    graph,
-    data && st.externalDataPath ? { path: st.externalDataPath, data } : null,
-  );
-  data = null;
+  const source = localModelSource(argv[1]);
+  const manifest = await source.manifest();
+  // The loader keeps no reference to the shard bytes, so the JS heap below holds ORT's copy only.
+  const { session, spec: st } = await openStage(source, manifest, Number(argv[2]));
   const afterCreate = wasmHeapBytes();
-  const n = st.inputs[0].shape.reduce((a, b) => a * b, 1);
+  const n = numel(st.inputs[0].shape);
   const input = new Float32Array(n).map((_, i) => Math.sin(i * 0.1));
   await session.run(input, st.inputs[0], st.outputs[0]);
   await session.run(input, st.inputs[0], st.outputs[0]);
@@ -73,10 +68,7 @@ tensors.clear();
 const { model, weights } = serializeModel(sg.graph, { location: "w.weights" });
 const session = await createStageSession(model, weights ? { path: "w.weights", data: weights } : null);
 const afterCreate = wasmHeapBytes();
-const input =
-  from === 0
-    ? randomPixels(config, 1)
-    : new Float32Array(sg.input.shape.reduce((a, b) => a * b, 1)).fill(0.5);
+const input = from === 0 ? randomPixels(config, 1) : new Float32Array(numel(sg.input.shape)).fill(0.5);
 await session.run(input, sg.input, sg.output);
 await session.run(input, sg.input, sg.output);
 console.log(JSON.stringify({ weightBytes: sg.weightBytes, afterCreate, afterRun: wasmHeapBytes() }));

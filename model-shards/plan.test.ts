@@ -30,10 +30,31 @@ describe("planStages", () => {
     expect(next).toBe(12);
     expect(plan.stages[0].embeddings).toBe(true);
     expect(plan.stages.at(-1)?.head).toBe(true);
-    // 102.6M parameters at ~1 byte each plus the gathered relative position biases.
+    // 102.6M parameters at ~1 byte each (the relative position bias tables are tiny).
     const total = plan.stages.reduce((s, st) => s + st.weightBytes, 0);
     expect(total / MiB).toBeGreaterThan(100);
-    expect(total / MiB).toBeLessThan(130);
+    expect(total / MiB).toBeLessThan(110);
+  });
+
+  it("fits base in 4 int8 stages now that the relative position bias is a table", () => {
+    expect(planStages(baseConfig(), "int8").stages.map((s) => s.layers)).toEqual([
+      [0, 3],
+      [3, 7],
+      [7, 11],
+      [11, 12],
+    ]);
+  });
+
+  it("caps layers per stage with maxLayersPerStage (the tiny test model's multi-stage pipeline)", () => {
+    const tiny = parseBeitConfig(synthesize({ size: "tiny" }).config);
+    expect(planStages(tiny, "int8", { stageBudgetBytes: 32_000_000 }).stages).toHaveLength(1);
+    const split = planStages(tiny, "int8", { stageBudgetBytes: 32_000_000, maxLayersPerStage: 1 });
+    expect(split.stages.map((s) => s.layers)).toEqual([
+      [0, 1],
+      [1, 2],
+      [2, 3],
+      [3, 4],
+    ]);
   });
 
   it("honours --stage-budget-mb and refuses budgets nothing fits", () => {
@@ -55,7 +76,7 @@ describe("planStages", () => {
         head: true,
         precision,
       });
-      const planned = parts.embeddings + 4 * parts.perLayer + parts.head;
+      const planned = parts.embeddings + 4 * parts.perLayer + parts.perStage + parts.head;
       expect(Math.abs(sg.weightBytes - planned)).toBeLessThan(1024);
     }
     const mid = tinyConfig({ hidden_size: 96, num_attention_heads: 3, intermediate_size: 384 });
@@ -67,7 +88,8 @@ describe("planStages", () => {
       head: false,
       precision: "int8",
     });
-    expect(Math.abs(sg.weightBytes - 2 * weightParts(mid, "int8").perLayer)).toBeLessThan(1024);
+    const midParts = weightParts(mid, "int8");
+    expect(Math.abs(sg.weightBytes - 2 * midParts.perLayer - midParts.perStage)).toBeLessThan(1024);
   });
 
   // Measured after session create and two runs, each in its own process; the estimate must cover

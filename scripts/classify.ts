@@ -10,7 +10,7 @@
 
 import { readFile, writeFile } from "node:fs/promises";
 import { pathToFileURL } from "node:url";
-import { parseArgs } from "node:util";
+import { parseCommandLine } from "../model-shards/args.ts";
 import { loadLocalModel } from "../model-shards/runner.ts";
 import { initNodeCodecs } from "../src/image/codecs-node.ts";
 import { imageToPixelValues } from "../src/image/index.ts";
@@ -84,8 +84,8 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
 }
 
 function parseCli(argv: string[]) {
-  try {
-    return parseArgs({
+  return parseCommandLine(
+    {
       args: argv,
       allowPositionals: true,
       options: {
@@ -95,10 +95,9 @@ function parseCli(argv: string[]) {
         "no-exif-transpose": { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
-    });
-  } catch (e) {
-    throw usage(e instanceof Error ? e.message : String(e));
-  }
+    },
+    (m) => usage(`${m}.`),
+  );
 }
 
 function littleEndianBytes(a: Float32Array): Uint8Array {

@@ -26,6 +26,7 @@ import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { parseCommandLine } from "../model-shards/args.ts";
 import { verifyShards } from "../model-shards/build.ts";
 import { ACTIVE_KEY } from "../src/shards/layout.ts";
 import { type PublishTarget, publishModel } from "../src/shards/publish.ts";
@@ -49,26 +50,29 @@ interface DeployArgs {
 }
 
 function parseArgs(argv: string[]): DeployArgs {
-  const args: DeployArgs = { bucket: BUCKET_NAME, dryRun: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const value = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new AppError("usage", 2, `${a} needs a value.`);
-      return v;
-    };
-    if (a === "--model") args.model = resolve(value());
-    else if (a === "--bucket") args.bucket = value();
-    else if (a === "--dry-run") args.dryRun = true;
-    else if (a === "--outdir") args.outdir = resolve(value());
-    else
-      throw new AppError(
+  const { values: v } = parseCommandLine(
+    {
+      args: argv,
+      options: {
+        model: { type: "string" },
+        bucket: { type: "string", default: BUCKET_NAME },
+        "dry-run": { type: "boolean", default: false },
+        outdir: { type: "string" },
+      },
+    },
+    (m) =>
+      new AppError(
         "usage",
         2,
-        `unknown option ${a}. Usage: npm run deploy [-- --model DIR] [--bucket NAME] [--dry-run [--outdir DIR]]`,
-      );
-  }
-  return args;
+        `${m}. Usage: npm run deploy [-- --model DIR] [--bucket NAME] [--dry-run [--outdir DIR]]`,
+      ),
+  );
+  return {
+    model: v.model === undefined ? undefined : resolve(v.model),
+    bucket: v.bucket,
+    dryRun: v["dry-run"],
+    outdir: v.outdir === undefined ? undefined : resolve(v.outdir),
+  };
 }
 
 async function exists(p: string): Promise<boolean> {

@@ -20,9 +20,11 @@
  */
 import { stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { parseCommandLine } from "../model-shards/args.ts";
 import { buildShards, verifyShards } from "../model-shards/build.ts";
 import { loadCheckpoint } from "../model-shards/checkpoint/index.ts";
 import { synthesize, writeCheckpoint } from "../model-shards/checkpoint/synth.ts";
+import { TINY_BUILD } from "../model-shards/configs.ts";
 import { AppError } from "../src/shared/errors.ts";
 import type { Manifest } from "../src/shared/manifest.ts";
 import { resolveDevSecrets } from "./lib/dev-secrets.ts";
@@ -31,8 +33,6 @@ import { localLoopbackFetch, serveLocal } from "./lib/serve.ts";
 import { localWebhookSecret } from "./lib/webhook-secret.ts";
 
 export const HUB_ID = "microsoft/beit-base-patch16-224-pt22k-ft22k";
-/** Stage budget of the tiny development model: one layer per stage, like the tests' model. */
-export const TINY_STAGE_BUDGET = 32_000_000;
 
 const root = resolve(import.meta.dirname, "..");
 
@@ -45,41 +45,37 @@ interface StartArgs {
   verbose: boolean;
 }
 
+const START_USAGE =
+  "Usage: npm start [-- --model DIR | --size base|tiny] [--port N] [--persist DIR] [--prepare-only] [--verbose]";
+
 function parseArgs(argv: string[]): StartArgs {
-  const args: StartArgs = {
-    size: (process.env.BEIT_EDGE_SIZE as "tiny" | "base" | undefined) ?? "base",
-    port: 8787,
-    persist: join(root, ".wrangler/state"),
-    prepareOnly: false,
-    verbose: false,
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const value = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new AppError("usage", 2, `${a} needs a value.`);
-      return v;
-    };
-    if (a === "--model") args.model = resolve(value());
-    else if (a === "--size") {
-      const s = value();
-      if (s !== "base" && s !== "tiny")
-        throw new AppError("usage", 2, `--size must be base or tiny, got ${s}.`);
-      args.size = s;
-    } else if (a === "--port") args.port = Number(value());
-    else if (a === "--persist") args.persist = resolve(value());
-    else if (a === "--prepare-only") args.prepareOnly = true;
-    else if (a === "--verbose") args.verbose = true;
-    else
-      throw new AppError(
-        "usage",
-        2,
-        `unknown option ${a}. Usage: npm start [-- --model DIR | --size base|tiny] [--port N] [--persist DIR] [--prepare-only] [--verbose]`,
-      );
-  }
-  if (!Number.isInteger(args.port) || args.port < 1 || args.port > 65535)
+  const { values: v } = parseCommandLine(
+    {
+      args: argv,
+      options: {
+        model: { type: "string" },
+        size: { type: "string", default: process.env.BEIT_EDGE_SIZE ?? "base" },
+        port: { type: "string", default: "8787" },
+        persist: { type: "string", default: join(root, ".wrangler/state") },
+        "prepare-only": { type: "boolean", default: false },
+        verbose: { type: "boolean", default: false },
+      },
+    },
+    (m) => new AppError("usage", 2, `${m}. ${START_USAGE}`),
+  );
+  if (v.size !== "base" && v.size !== "tiny")
+    throw new AppError("usage", 2, `--size must be base or tiny, got ${v.size}.`);
+  const port = Number(v.port);
+  if (!Number.isInteger(port) || port < 1 || port > 65535)
     throw new AppError("usage", 2, "--port must be an integer from 1 to 65535.");
-  return args;
+  return {
+    model: v.model === undefined ? undefined : resolve(v.model),
+    size: v.size,
+    port,
+    persist: resolve(v.persist),
+    prepareOnly: v["prepare-only"],
+    verbose: v.verbose,
+  };
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -122,8 +118,7 @@ async function buildSynthetic(size: "base" | "tiny"): Promise<string> {
   const t0 = Date.now();
   await buildShards(await loadCheckpoint(ckDir), {
     outDir: out,
-    precision: "int8",
-    stageBudgetBytes: size === "tiny" ? TINY_STAGE_BUDGET : undefined,
+    ...(size === "tiny" ? TINY_BUILD : { precision: "int8" }),
     onProgress: (m) => progress(m),
   });
   progress(`built in ${((Date.now() - t0) / 1000).toFixed(1)} s`);

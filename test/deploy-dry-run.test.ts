@@ -4,33 +4,26 @@
  * nothing is left in the temporary directory. (What a real deploy uploads: test/deploy.test.ts.)
  */
 import { execFile } from "node:child_process";
-import { mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildShards } from "../model-shards/build.ts";
-import { loadCheckpoint } from "../model-shards/checkpoint/index.ts";
-import { synthesize, writeCheckpoint } from "../model-shards/checkpoint/synth.ts";
+import { buildTinyModel, type TinyModel } from "./helpers/tiny-model.ts";
 
 const root = resolve(import.meta.dirname, "..");
 const LIMIT = 64 * 1024 * 1024;
+let tiny: TinyModel | undefined;
 let dir: string;
 let stages: number;
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), "beit-edge-deploy-test-"));
-  await writeCheckpoint(join(dir, "ck"), synthesize({ size: "tiny", seed: 4 }), "safetensors");
-  const manifest = await buildShards(await loadCheckpoint(join(dir, "ck")), {
-    outDir: join(dir, "shards"),
-    precision: "int8",
-    stageBudgetBytes: 32_000_000,
-  });
-  stages = manifest.stages.length;
+  tiny = await buildTinyModel(4);
+  dir = tiny.dir;
+  stages = tiny.manifest.stages.length;
 }, 120_000);
 
 afterAll(async () => {
-  if (dir) await rm(dir, { recursive: true, force: true });
+  await tiny?.cleanup();
 });
 
 describe("npm run deploy -- --dry-run", () => {
@@ -39,13 +32,7 @@ describe("npm run deploy -- --dry-run", () => {
     await mkdir(tmp);
     const { stdout, stderr } = await promisify(execFile)(
       process.execPath,
-      [
-        join(root, "node_modules/tsx/dist/cli.mjs"),
-        "scripts/deploy.ts",
-        "--model",
-        join(dir, "shards"),
-        "--dry-run",
-      ],
+      [join(root, "node_modules/tsx/dist/cli.mjs"), "scripts/deploy.ts", "--model", tiny!.out, "--dry-run"],
       {
         cwd: root,
         timeout: 240_000,

@@ -26,12 +26,15 @@ let manifest: Manifest;
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "beit-edge-deploy-real-"));
   await writeCheckpoint(join(dir, "ck"), synthesize({ size: "tiny", seed: 21 }), "safetensors");
-  // A larger stage budget than the other tests' gives fewer stages (each costs a wrangler bundle
-  // per deploy), still more than one, so the stage order is tested.
+  // Fewer stages than the other tests' (each costs a wrangler bundle per deploy), still more than
+  // one, so the stage order is tested.
   manifest = await buildShards(await loadCheckpoint(join(dir, "ck")), {
     outDir: join(dir, "shards"),
     precision: "int8",
-    stageBudgetBytes: 33_000_000, // ~31.5 MiB: 2 stages of 2 layers
+    stageBudgetBytes: 33_000_000,
+    // The tiny model's layers are too small for a budget to split (the relative position bias is a
+    // table now), so the split is by layer count: 2 stages of 2 layers.
+    maxLayersPerStage: 2,
   });
   expect(manifest.stages.length).toBeGreaterThanOrEqual(2);
   await mkdir(join(dir, "home"));
@@ -80,6 +83,8 @@ function writes(fake: FakeCloudflare): string[] {
   for (const c of fake.calls) {
     const rest = c.path.replace(`/accounts/${fake.account}`, "");
     if (c.method === "POST" && rest === "/r2/buckets") out.push("bucket");
+    if (c.method === "POST" && rest === "/queues") out.push("queue");
+    if (c.method === "POST" && /^\/d1\/database\/[^/]+\/(query|raw)$/.test(rest)) out.push("d1 sql");
     const obj = new RegExp(`^/r2/buckets/${BUCKET}/objects/(.+)$`).exec(rest);
     if (c.method === "PUT" && obj) out.push(`put ${decodeURIComponent(obj[1])}`);
     const script = /^\/workers\/scripts\/([^/]+)$/.exec(rest);
@@ -105,14 +110,39 @@ describe("npm run deploy against a local Cloudflare API stand-in", () => {
       const { code, stderr } = await deploy(fake);
       expect(code, stderr).toBe(0);
       const n = manifest.stages.length;
-      expect(writes(fake)).toEqual([
+      // Account resources first (buckets, queues, D1 + its migrations), then the model files,
+      // the Workers in topology order, the pointer last. Repeated "already exists" answers and
+      // the migration bookkeeping statements collapse to one entry each.
+      const collapsed = writes(fake).filter((w, i, all) => w !== all[i - 1]);
+      expect(collapsed).toEqual([
         "bucket",
+        "queue",
+        "d1 sql",
         ...files.filter((f) => f !== present).map((f) => `put ${f}`),
         `put manifests/${manifest.version}.json`,
         ...Array.from({ length: n }, (_, i) => `script beit-edge-stage-${i}`),
         "script beit-edge",
+        "script beit-edge-jobs",
         "put active.json",
       ]);
+      expect([...fake.buckets].sort()).toEqual(["beit-edge-models", "beit-edge-uploads"]);
+      expect([...fake.queues.keys()].sort()).toEqual([
+        "beit-edge-deliveries",
+        "beit-edge-jobs",
+        "beit-edge-jobs-dlq",
+      ]);
+      // The jobs Worker consumes its two queues and the dead-letter queue.
+      for (const q of fake.queues.values()) expect(q.consumers).toEqual(["beit-edge-jobs"]);
+      const db = fake.databases.get("beit-edge")!;
+      const migration = await readFile(join(root, "migrations/0001_jobs.sql"), "utf8");
+      const firstTable = /CREATE TABLE[^(]+/i.exec(migration)![0];
+      expect(db.sql.some((q) => q.includes(firstTable))).toBe(true);
+      // The D1 id the account gave goes into the deployed jobs Worker's binding.
+      const jobsBindings = fake.scripts.get("beit-edge-jobs")!.metadata.bindings as unknown as {
+        type: string;
+        id?: string;
+      }[];
+      expect(jobsBindings.find((b) => b.type === "d1")?.id).toBe(db.uuid);
       expect(JSON.parse(pointer(fake))).toMatchObject({ version: manifest.version });
       // What was uploaded: the gateway binds exactly the manifest's stages; stages carry ORT's wasm.
       const gateway = fake.scripts.get("beit-edge")!;

@@ -7,18 +7,14 @@
  * test fails if wrangler stops reading it there. Everything is bounded by timeouts and the server
  * is always stopped.
  */
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadLocalModel } from "../model-shards/runner.ts";
 import { initNodeCodecs } from "../src/image/codecs-node.ts";
 import { imageToPixelValues } from "../src/image/index.ts";
-import { createStageSession, initOrt } from "../src/inference/ort.ts";
-import { topK } from "../src/inference/pipeline.ts";
 import type { Manifest } from "../src/shared/manifest.ts";
 import { testPng } from "./helpers/png.ts";
 import { startTinyService, type TinyService } from "./helpers/tiny-service.ts";
 
-let dir: string;
 let manifest: Manifest;
 let svc: TinyService | null = null;
 const png = testPng(64, 48, 5);
@@ -26,27 +22,18 @@ const API_KEY = "e2e-secret-key";
 const bearer = { authorization: `Bearer ${API_KEY}` };
 
 async function expectedTop(k: number): Promise<{ label: string; score: number }[]> {
-  const shards = join(dir, "shards");
   await initNodeCodecs();
-  await initOrt();
-  let x = (await imageToPixelValues(png, manifest.preprocess)).pixels;
-  for (const s of manifest.stages) {
-    const session = await createStageSession(
-      new Uint8Array(await readFile(join(shards, s.graph.file))),
-      s.weights && s.externalDataPath
-        ? { path: s.externalDataPath, data: new Uint8Array(await readFile(join(shards, s.weights.file))) }
-        : null,
-    );
-    x = await session.run(x, s.inputs[0], s.outputs[0]);
-    await session.release();
+  const model = await loadLocalModel(svc!.shards);
+  try {
+    const { pixels } = await imageToPixelValues(png, model.manifest.preprocess);
+    return (await model.classify(pixels, k)).map((p) => ({ label: p.label, score: p.score }));
+  } finally {
+    await model.release();
   }
-  const labels = JSON.parse(await readFile(join(shards, manifest.labels.file), "utf8")) as string[];
-  return topK(x, labels, k).map((p) => ({ label: p.label, score: p.score }));
 }
 
 beforeAll(async () => {
   svc = await startTinyService({ seed: 11, secrets: { API_KEY } });
-  dir = svc.dir;
   manifest = svc.manifest;
 }, 240_000);
 

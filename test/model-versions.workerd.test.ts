@@ -102,6 +102,7 @@ describe("stage isolate memory", () => {
         wasmHeapBytes: number;
         peakWasmHeapBytes: number;
         estimatedPeakBytes: number;
+        lastLoad: Record<string, number | string> | null;
       }[];
     };
     // The tiny model is planned against a 32 MB stage budget (the full-size one against 128 MB).
@@ -115,6 +116,13 @@ describe("stage isolate memory", () => {
       );
       expect(s.peakWasmHeapBytes).toBeLessThanOrEqual(status.stageBudgetBytes);
       expect(s.peakWasmHeapBytes).toBeLessThanOrEqual(s.estimatedPeakBytes);
+      // The load breakdown measured inside the stage isolate adds up to no more than its total.
+      const l = s.lastLoad as Record<string, number>;
+      expect(["r2", "cache"]).toContain(s.lastLoad?.origin);
+      const parts = l.manifestMs + l.fetchMs + l.verifyMs + l.createMs + l.primeMs;
+      for (const k of ["manifestMs", "fetchMs", "verifyMs", "createMs", "primeMs"])
+        expect(l[k]).toBeGreaterThanOrEqual(0);
+      expect(parts).toBeLessThanOrEqual(l.totalMs);
     }
   });
 });

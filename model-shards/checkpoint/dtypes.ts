@@ -13,12 +13,8 @@ export function isStoredDType(s: unknown): s is StoredDType {
   return s === "F32" || s === "F16" || s === "BF16" || s === "I64";
 }
 
-/** Number of elements of a shape (1 for a scalar `[]`). */
-export function numel(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
-}
+/** Number of elements of a shape (src/shared/manifest.ts, shared with the Workers). */
+export { numel } from "../../src/shared/manifest.ts";
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);

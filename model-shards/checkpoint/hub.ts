@@ -33,6 +33,7 @@ import {
 import { homedir } from "node:os";
 import { dirname, join, posix, relative } from "node:path";
 import { AppError } from "../../src/shared/errors.ts";
+import { progressBar } from "../progress.ts";
 
 /** A progress report for one file. */
 export interface DownloadProgress {
@@ -137,7 +138,7 @@ export async function downloadFromHub(repoId: string, opts: HubOptions = {}): Pr
   const endpoint = (opts.endpoint ?? process.env.HF_ENDPOINT ?? "https://huggingface.co").replace(/\/+$/, "");
   const token = opts.token ?? process.env.HF_TOKEN;
   const repoDir = repoCacheDir(opts.cacheDir ?? hubCacheDir(), repoId);
-  const progress = opts.onProgress ?? progressBar();
+  const progress = opts.onProgress ?? downloadProgress();
 
   // Offline first: a ref (or a commit) whose snapshot holds every file we need.
   const refFile = join(repoDir, "refs", revision);
@@ -368,30 +369,25 @@ async function fetchBlob(
 }
 
 /**
- * A progress reporter for stderr: a bar redrawn in place on a TTY (at most 10 times a second),
- * one line per finished file otherwise.
+ * Download progress on stderr (model-shards/progress.ts): a bar with sizes and rate per file on a
+ * terminal, one line per finished file otherwise.
  */
-export function progressBar(stream: NodeJS.WriteStream = process.stderr): (p: DownloadProgress) => void {
-  let last = 0;
+export function downloadProgress(stream: NodeJS.WriteStream = process.stderr): (p: DownloadProgress) => void {
+  const bar = progressBar(stream);
   const started = new Map<string, number>();
+  const mb = (n: number) => (n / 1e6).toFixed(1);
   return (p) => {
     const now = Date.now();
     if (!started.has(p.file)) started.set(p.file, now);
-    const mb = (n: number) => (n / 1e6).toFixed(1);
-    if (!stream.isTTY) {
-      if (p.done)
-        stream.write(
-          `${p.cached ? "cached" : "downloaded"} ${p.file} (${mb(p.received)} MB, sha256 ${p.sha256})\n`,
-        );
-      return;
-    }
-    if (!p.done && now - last < 100) return;
-    last = now;
-    const frac = p.total ? Math.min(1, p.received / p.total) : 0;
-    const width = 30;
-    const fill = Math.round(frac * width);
     const secs = Math.max(0.001, (now - (started.get(p.file) ?? now)) / 1000);
-    const line = `${p.file} [${"#".repeat(fill)}${".".repeat(width - fill)}] ${p.total ? `${(frac * 100).toFixed(0)}% ` : ""}${mb(p.received)}${p.total ? `/${mb(p.total)}` : ""} MB ${mb(p.received / secs)} MB/s`;
-    stream.write(`\r${line.slice(0, (stream.columns ?? 100) - 1)}\x1b[K${p.done ? "\n" : ""}`);
+    bar({
+      label: p.file,
+      frac: p.total ? p.received / p.total : undefined,
+      suffix: `${mb(p.received)}${p.total ? `/${mb(p.total)}` : ""} MB ${mb(p.received / secs)} MB/s`,
+      final: p.done,
+      plain: p.done
+        ? `${p.cached ? "cached" : "downloaded"} ${p.file} (${mb(p.received)} MB, sha256 ${p.sha256})`
+        : null,
+    });
   };
 }

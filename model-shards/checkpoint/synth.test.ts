@@ -182,7 +182,7 @@ describe("synthCommand", () => {
       process.stdout.write = write;
     }
     expect(lines.join("")).toMatch(
-      /synthetic tiny checkpoint \(seed 9, .* 16 labels\) written to .*: model\.safetensors/,
+      /synthetic tiny checkpoint \(synth init, seed 9, .* 16 labels\) written to .*: model\.safetensors/,
     );
     expect((await readdir(out)).sort()).toEqual([
       "config.json",
@@ -256,5 +256,39 @@ print(json.dumps({"names": names[:2] + names[-1:], "type": type(sd).__name__, "c
     ]);
     expect(out.version).toBe("3\n");
     expect(out.byteorder).toBe("little");
+  });
+});
+
+describe("torch init family", () => {
+  it("follows PyTorch's defaults: uniform +-1/sqrt(fan_in), LayerNorm 1/0, layer scale from config, zero CLS and bias tables", () => {
+    const ck = synthesize({ size: "tiny", seed: 2, init: "torch" });
+    const config = parseBeitConfig(ck.config);
+    expect(ck.config.beit_edge_init).toBe("torch");
+    const t = (k: string) => ck.tensors.get(k)?.data as Float32Array;
+    const l = "beit.encoder.layer.1";
+    expect(t(`${l}.layernorm_before.weight`).every((v) => v === 1)).toBe(true);
+    expect(t(`${l}.layernorm_after.bias`).every((v) => v === 0)).toBe(true);
+    expect(t(`${l}.lambda_2`).every((v) => Math.abs(v - config.layer_scale_init_value) < 1e-7)).toBe(true);
+    expect(t("beit.embeddings.cls_token").every((v) => v === 0)).toBe(true);
+    expect(
+      t(`${l}.attention.attention.relative_position_bias.relative_position_bias_table`).every((v) => v === 0),
+    ).toBe(true);
+    const bounds: [string, number][] = [
+      ["beit.embeddings.patch_embeddings.projection.weight", 1 / Math.sqrt(3 * 16 * 16)],
+      [`${l}.attention.attention.query.weight`, 1 / Math.sqrt(64)],
+      [`${l}.output.dense.weight`, 1 / Math.sqrt(128)],
+      [`${l}.output.dense.bias`, 1 / Math.sqrt(128)],
+      ["classifier.weight", 1 / Math.sqrt(64)],
+    ];
+    for (const [k, bound] of bounds) {
+      const d = t(k);
+      const max = d.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      expect(max).toBeLessThanOrEqual(bound);
+      expect(max).toBeGreaterThan(0.9 * bound);
+      // Uniform on [-b, b] has variance b^2 / 3.
+      const variance = d.reduce((s, v) => s + v * v, 0) / d.length;
+      expect(variance / ((bound * bound) / 3)).toBeGreaterThan(0.8);
+      expect(variance / ((bound * bound) / 3)).toBeLessThan(1.2);
+    }
   });
 });

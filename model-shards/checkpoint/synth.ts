@@ -11,6 +11,8 @@
 import { mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AppError } from "../../src/shared/errors.ts";
+import { Prng } from "../../src/shared/random.ts";
+import { parseCommandLine } from "../args.ts";
 import { parseBeitConfig } from "./config.ts";
 import { numel } from "./dtypes.ts";
 import { expectedTensorShapes, gridSide, isIndexKey, relativePositionIndex } from "./layout.ts";
@@ -35,7 +37,19 @@ export interface SynthOptions {
   seed?: number;
   /** Override the number of classes (default 21841 for base, 16 for tiny). */
   numLabels?: number;
+  /**
+   * Weight family (default "synth"). "synth": scaled so logits are spread and input-dependent
+   * (see the module header). "torch": what a freshly constructed PyTorch BeitForImageClassification
+   * holds before `_init_weights`: Linear and Conv2d weights and biases uniform in
+   * +-1/sqrt(fan_in) (kaiming_uniform with a=sqrt(5)), LayerNorm weight 1 and bias 0, layer scale
+   * lambda = config.layer_scale_init_value, CLS token and relative position bias tables 0 (both are
+   * created with torch.zeros). A second family with different statistics for the int8 fidelity
+   * benchmarks.
+   */
+  init?: SynthInit;
 }
+
+export type SynthInit = "synth" | "torch";
 
 const SIZES: Record<
   SynthSize,
@@ -45,60 +59,7 @@ const SIZES: Record<
   tiny: { hidden: 64, layers: 4, heads: 4, mlp: 128, labels: 16 },
 };
 
-/** sfc32 seeded through splitmix32: fast, deterministic, good enough for weights. */
-export class Prng {
-  private a: number;
-  private b: number;
-  private c: number;
-  private d: number;
-  private spare: number | null = null;
-
-  constructor(seed: number) {
-    let s = seed >>> 0;
-    const mix = () => {
-      s = (s + 0x9e3779b9) | 0;
-      let z = s;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-      return (z ^ (z >>> 16)) >>> 0;
-    };
-    this.a = mix();
-    this.b = mix();
-    this.c = mix();
-    this.d = mix();
-    for (let i = 0; i < 12; i++) this.next();
-  }
-
-  /** Uniform 32-bit unsigned integer. */
-  nextU32(): number {
-    const t = (((this.a + this.b) | 0) + this.d) | 0;
-    this.d = (this.d + 1) | 0;
-    this.a = this.b ^ (this.b >>> 9);
-    this.b = (this.c + (this.c << 3)) | 0;
-    this.c = (this.c << 21) | (this.c >>> 11);
-    this.c = (this.c + t) | 0;
-    return t >>> 0;
-  }
-
-  /** Uniform in [0, 1). */
-  next(): number {
-    return this.nextU32() / 4294967296;
-  }
-
-  /** Standard normal (Box-Muller, both values used). */
-  normal(): number {
-    if (this.spare !== null) {
-      const v = this.spare;
-      this.spare = null;
-      return v;
-    }
-    const u = 1 - this.next();
-    const r = Math.sqrt(-2 * Math.log(u));
-    const t = 2 * Math.PI * this.next();
-    this.spare = r * Math.sin(t);
-    return r * Math.cos(t);
-  }
-}
+export { Prng } from "../../src/shared/random.ts";
 
 const SYLLABLES = [
   "ka",
@@ -203,6 +164,7 @@ export function synthConfig(opts: SynthOptions): Record<string, unknown> {
     vocab_size: 8192,
     beit_edge_synthetic: true,
     beit_edge_seed: opts.seed ?? 0,
+    beit_edge_init: opts.init ?? "synth",
   };
   return config;
 }
@@ -219,6 +181,8 @@ export function synthesize(opts: SynthOptions): SynthCheckpoint {
   const config = synthConfig(opts);
   const parsed = parseBeitConfig(config);
   const rng = new Prng(opts.seed ?? 0);
+  if ((opts.init ?? "synth") === "torch")
+    return { config, preprocessor: hubPreprocessorConfig(224), tensors: torchInit(parsed, rng) };
   const H = dims.hidden;
   const I = dims.mlp;
   const g = gridSide(parsed);
@@ -258,6 +222,38 @@ export function synthesize(opts: SynthOptions): SynthCheckpoint {
     tensors.set(key, { dtype: "F32", shape, data });
   }
   return { config, preprocessor: hubPreprocessorConfig(224), tensors };
+}
+
+/** The "torch" family of {@link SynthOptions.init}. */
+function torchInit(config: ReturnType<typeof parseBeitConfig>, rng: Prng): StateDict {
+  const tensors: StateDict = new Map();
+  const g = gridSide(config);
+  const H = config.hidden_size;
+  const I = config.intermediate_size;
+  const fanIn = (key: string): number => {
+    if (key.includes("patch_embeddings.projection")) return config.num_channels * config.patch_size ** 2;
+    if (key.endsWith("output.dense.weight") || key.endsWith("output.dense.bias"))
+      return key.includes("attention") ? H : I;
+    return H;
+  };
+  for (const [key, shape] of expectedTensorShapes(config)) {
+    if (isIndexKey(key)) {
+      tensors.set(key, { dtype: "I64", shape, data: relativePositionIndex(g) });
+      continue;
+    }
+    const data = new Float32Array(numel(shape));
+    const leaf = key.slice(key.lastIndexOf(".") + 1);
+    if (leaf === "lambda_1" || leaf === "lambda_2") data.fill(config.layer_scale_init_value);
+    else if (key.includes("layernorm")) data.fill(leaf === "weight" ? 1 : 0);
+    else if (key === "beit.embeddings.cls_token" || key.endsWith("relative_position_bias_table"))
+      data.fill(0);
+    else {
+      const bound = 1 / Math.sqrt(fanIn(key));
+      for (let i = 0; i < data.length; i++) data[i] = (rng.next() * 2 - 1) * bound;
+    }
+    tensors.set(key, { dtype: "F32", shape, data });
+  }
+  return tensors;
 }
 
 export type CheckpointFormat = "bin" | "safetensors" | "both";
@@ -303,7 +299,7 @@ function usage(what: string): AppError {
   return new AppError(
     "invalid-arguments",
     400,
-    `${what}. Usage: npm run model -- synth --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both]`,
+    `${what}. Usage: npm run model -- synth --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both] [--init synth|torch]`,
   );
 }
 
@@ -312,15 +308,11 @@ function usage(what: string): AppError {
  * and prints one line saying what was written.
  */
 export async function synthCommand(argv: string[]): Promise<void> {
-  const opts: Record<string, string> = {};
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    const m = /^--(size|out|seed|format|labels)(?:=(.*))?$/.exec(arg);
-    if (!m) throw usage(`unexpected argument ${JSON.stringify(arg)}`);
-    const value = m[2] ?? argv[++i];
-    if (value === undefined) throw usage(`--${m[1]} needs a value`);
-    opts[m[1]] = value;
-  }
+  const names = ["size", "out", "seed", "format", "labels", "init"] as const;
+  const { values: opts } = parseCommandLine(
+    { args: argv, options: Object.fromEntries(names.map((n) => [n, { type: "string" as const }])) },
+    usage,
+  );
   if (opts.size !== "tiny" && opts.size !== "base") throw usage("--size must be tiny or base");
   if (!opts.out) throw usage("--out DIR is required");
   const seed = opts.seed === undefined ? 0 : Number(opts.seed);
@@ -330,8 +322,10 @@ export async function synthCommand(argv: string[]): Promise<void> {
   if (!["bin", "safetensors", "both"].includes(format))
     throw usage("--format must be bin, safetensors or both");
   const numLabels = opts.labels === undefined ? undefined : Number(opts.labels);
+  const init = (opts.init ?? "synth") as SynthInit;
+  if (init !== "synth" && init !== "torch") throw usage("--init must be synth or torch");
   const t0 = performance.now();
-  const ck = synthesize({ size: opts.size, seed, numLabels });
+  const ck = synthesize({ size: opts.size, seed, numLabels, init });
   await writeCheckpoint(opts.out, ck, format);
   let params = 0;
   for (const t of ck.tensors.values()) if (t.dtype !== "I64") params += t.data.length;
@@ -342,6 +336,6 @@ export async function synthCommand(argv: string[]): Promise<void> {
       files.push(`${f} ${(s.size / 1e6).toFixed(1)} MB`);
   }
   process.stdout.write(
-    `synthetic ${opts.size} checkpoint (seed ${seed}, ${(params / 1e6).toFixed(1)}M parameters, ${numLabels ?? SIZES[opts.size].labels} labels) written to ${opts.out}: ${files.join(", ")} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
+    `synthetic ${opts.size} checkpoint (${init} init, seed ${seed}, ${(params / 1e6).toFixed(1)}M parameters, ${numLabels ?? SIZES[opts.size].labels} labels) written to ${opts.out}: ${files.join(", ")} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
   );
 }

@@ -3,7 +3,7 @@
  * What a checkpoint reader returns: the contract between the readers (safetensors, pytorch_model.bin,
  * hub download) and the graph builder / float64 reference.
  */
-import type { PreprocessSpec } from "../../src/shared/manifest.ts";
+import type { ModelShape, PreprocessSpec } from "../../src/shared/manifest.ts";
 
 /** Element type as stored in the checkpoint file. */
 export type StoredDType = "F32" | "F16" | "BF16" | "I64";
@@ -21,14 +21,11 @@ export interface Tensor {
 /** State dict keyed by the Hugging Face names (beit.encoder.layer.0.attention.attention.query.weight, ...). */
 export type StateDict = Map<string, Tensor>;
 
-/** The options of config.json that the graph builder and the reference use, already validated. */
-export interface BeitConfig {
-  hidden_size: number;
-  num_hidden_layers: number;
-  num_attention_heads: number;
-  intermediate_size: number;
-  image_size: number;
-  patch_size: number;
+/**
+ * The options of config.json that the graph builder and the reference use, already validated.
+ * The architecture numbers (hidden_size ... patch_size) are the manifest's {@link ModelShape}.
+ */
+export interface BeitConfig extends ModelShape {
   num_channels: number;
   layer_norm_eps: number;
   /** Present as lambda_1/lambda_2 parameters when layer_scale_init_value > 0. */

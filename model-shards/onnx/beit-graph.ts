@@ -6,8 +6,11 @@
  *
  * Build-time folds, all exact in real arithmetic: Q, K and V are one [H, 3H] MatMul (key bias 0);
  * the 1/sqrt(head_dim) scale is folded into the query weight and bias; layer scale lambda_1 and
- * lambda_2 are folded into the attention output and MLP output projections; the relative position
- * bias table is gathered by relative_position_index into a constant [heads, T, T] per layer.
+ * lambda_2 are folded into the attention output and MLP output projections. The relative position
+ * bias stays a table: each layer stores it transposed, [heads, (2w-1)^2 + 3] (35 KiB for base),
+ * and one relative_position_index [T, T] per stage (shared by every layer whose index is equal)
+ * gathers it at run time into [heads, T, T]; a constant [heads, T, T] per layer would cost
+ * 1.8 MiB per layer (21 MiB for base) of weights, wasm heap and R2 transfer.
  * GELU is the exact erf form (x/2 (1 + erf(x/sqrt 2))), which ORT fuses into its Gelu kernel.
  */
 
@@ -28,6 +31,11 @@ export interface StageGraphOptions {
   head: boolean;
   precision: Precision;
   quant?: QuantOptions;
+  /**
+   * Calibration graph: the output is not the stage's but the per-channel means over tokens of
+   * every linear layer's input, concatenated in the order of {@link StageGraph.probes}.
+   */
+  probeInputMeans?: boolean;
 }
 
 export interface StageGraph {
@@ -36,6 +44,8 @@ export interface StageGraph {
   output: TensorSpec;
   /** Sum of initializer bytes. */
   weightBytes: number;
+  /** With probeInputMeans: which linear layer each slice of the output belongs to. */
+  probes: { prefix: string; length: number }[];
 }
 
 /** Tokens per image: patches + CLS. */
@@ -159,7 +169,8 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
   const eps = config.layer_norm_eps;
   const g = new GraphBuilder();
   const int8 = opts.precision === "int8";
-  const { input, output } = stageSpecs(config, opts.embeddings, opts.head);
+  const { input, output: stageOutput } = stageSpecs(config, opts.embeddings, opts.head);
+  const probes: { prefix: string; length: number; value: string }[] = [];
 
   const linear = (
     x: string,
@@ -169,7 +180,12 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
     inp: number,
     prefix: string,
   ) => {
-    if (int8 && !(prefix === "classifier" && q.headFloat))
+    if (opts.probeInputMeans) {
+      const rows = g.op1("Reshape", [x, g.i64(`${prefix}_probe_shape`, [-1, inp])]);
+      const value = g.op1("ReduceMean", [rows], { axes: attr.ints([0]), keepdims: attr.int(0) });
+      probes.push({ prefix, length: inp, value });
+    }
+    if (int8 && !(prefix === "classifier" && q.headFloat) && (q.select?.(prefix) ?? true))
       return quantizedLinear(g, x, w, b, out, inp, q, prefix);
     const y = g.op1("MatMul", [x, g.f32(`${prefix}_w`, transpose(w, out, inp), [inp, out])]);
     return b ? g.op1("Add", [y, g.f32(`${prefix}_b`, b, [out])]) : y;
@@ -213,6 +229,8 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
   const qkvShape = g.i64("qkv_shape", [T, 3, heads, d]);
   const ctxShape = g.i64("ctx_shape", [1, T, H]);
   const idx = [0, 1, 2].map((i) => g.i64(`idx${i}`, [i], []));
+  // relative_position_index initializers already emitted, so equal indices are stored once.
+  const indexInits: { data: BigInt64Array; name: string }[] = [];
   for (let l = from; l < to; l++) {
     const k = `beit.encoder.layer.${l}`;
     const a = `${k}.attention.attention`;
@@ -242,14 +260,33 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
         422,
         `${a}.relative_position_bias.relative_position_index must be int64`,
       );
-    const bias = gatherRelativeBias(table, indexT.data, heads, T);
+    const index = indexT.data;
+    for (let i = 0; i < index.length; i++)
+      if (index[i] < 0n || index[i] >= BigInt(rows))
+        throw new AppError(
+          "checkpoint-bad-index",
+          422,
+          `relative_position_index has ${index[i]}, table has ${rows} rows`,
+        );
+    let indexName = indexInits.find((e) => e.data.every((v, i) => v === index[i]))?.name;
+    if (!indexName) {
+      indexName = g.i64(`l${l}_relpos_index`, Array.from(index, Number), [T, T]);
+      indexInits.push({ data: index, name: indexName });
+    }
+    const relbias = g.op1(
+      "Gather",
+      [g.f32(`l${l}_relbias_table`, transpose(table, rows, heads), [heads, rows]), indexName],
+      {
+        axis: attr.int(1),
+      },
+    );
 
     const ln1 = layerNorm(x, `l${l}_ln1`, `${k}.layernorm_before`);
     const qkv = linear(ln1, wqkv, bqkv, 3 * H, H, `l${l}_qkv`);
     const split = g.op1("Transpose", [g.op1("Reshape", [qkv, qkvShape])], { perm: attr.ints([1, 2, 0, 3]) });
     const [qh, kh, vh] = idx.map((i) => g.op1("Gather", [split, i], { axis: attr.int(0) }));
     const kt = g.op1("Transpose", [kh], { perm: attr.ints([0, 2, 1]) });
-    const scores = g.op1("Add", [g.op1("MatMul", [qh, kt]), g.f32(`l${l}_relbias`, bias, [heads, T, T])]);
+    const scores = g.op1("Add", [g.op1("MatMul", [qh, kt]), relbias]);
     const probs = g.op1("Softmax", [scores], { axis: attr.int(-1) });
     const ctx = g.op1("Transpose", [g.op1("MatMul", [probs, vh])], { perm: attr.ints([1, 0, 2]) });
     const ctxFlat = g.op1("Reshape", [ctx, ctxShape]);
@@ -282,6 +319,18 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
     const bc = f32(need(tensors, "classifier.bias", [L]));
     x = linear(pn, wc, bc, L, H, "classifier");
   }
+  let output = stageOutput;
+  if (opts.probeInputMeans) {
+    const total = probes.reduce((a, p) => a + p.length, 0);
+    output = { name: "input_means", shape: [total], dtype: "float32" };
+    x = probes.length
+      ? g.op1(
+          "Concat",
+          probes.map((p) => p.value),
+          { axis: attr.int(0) },
+        )
+      : g.op1("Identity", [x]);
+  }
   if (x === input.name) x = g.op1("Identity", [x]);
   g.rename(x, output.name);
   const graph = g.graph(
@@ -289,5 +338,11 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
     [{ name: input.name, elemType: DataType.FLOAT, shape: input.shape }],
     [{ name: output.name, elemType: DataType.FLOAT, shape: output.shape }],
   );
-  return { graph, input, output, weightBytes: g.initializerBytes() };
+  return {
+    graph,
+    input,
+    output,
+    weightBytes: g.initializerBytes(),
+    probes: probes.map(({ prefix, length }) => ({ prefix, length })),
+  };
 }

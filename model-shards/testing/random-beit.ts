@@ -6,29 +6,12 @@
  */
 
 import { mulberry32 } from "../../src/shared/random.ts";
+import { numel } from "../checkpoint/dtypes.ts";
+import { numRelativeDistance, relativePositionIndex } from "../checkpoint/layout.ts";
 import type { BeitConfig, StateDict } from "../checkpoint/types.ts";
 
 /** Deterministic uniform [0, 1) generator for `seed`. */
 export const rng = mulberry32;
-
-/** Relative position index exactly as transformers' BeitRelativePositionBias builds it. */
-export function relativePositionIndex(w: number): BigInt64Array {
-  const n = w * w;
-  const T = n + 1;
-  const numRel = (2 * w - 1) * (2 * w - 1) + 3;
-  const out = new BigInt64Array(T * T);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j < n; j++) {
-      const dy = Math.floor(i / w) - Math.floor(j / w) + w - 1;
-      const dx = (i % w) - (j % w) + w - 1;
-      out[(i + 1) * T + (j + 1)] = BigInt(dy * (2 * w - 1) + dx);
-    }
-  }
-  for (let j = 0; j < T; j++) out[j] = BigInt(numRel - 3);
-  for (let i = 0; i < T; i++) out[i * T] = BigInt(numRel - 2);
-  out[0] = BigInt(numRel - 1);
-  return out;
-}
 
 /** A small config (patch 16 at 224, so the token count matches the real model). */
 export function tinyConfig(overrides: Partial<BeitConfig> = {}): BeitConfig {
@@ -64,7 +47,7 @@ export function randomBeit(config: BeitConfig, seed = 1): StateDict {
   const T = w * w + 1;
   const heads = config.num_attention_heads;
   const put = (key: string, shape: number[], scale: number, offset = 0) => {
-    const n = shape.reduce((a, b) => a * b, 1);
+    const n = numel(shape);
     const data = new Float32Array(n);
     for (let i = 0; i < n; i++) data[i] = offset + (r() * 2 - 1) * scale;
     sd.set(key, { dtype: "F32", shape, data });
@@ -83,11 +66,7 @@ export function randomBeit(config: BeitConfig, seed = 1): StateDict {
     put(`${a}.key.weight`, [H, H], s(H) * 2);
     put(`${a}.value.weight`, [H, H], s(H));
     put(`${a}.value.bias`, [H], 0.1);
-    put(
-      `${a}.relative_position_bias.relative_position_bias_table`,
-      [(2 * w - 1) * (2 * w - 1) + 3, heads],
-      1,
-    );
+    put(`${a}.relative_position_bias.relative_position_bias_table`, [numRelativeDistance(w), heads], 1);
     sd.set(`${a}.relative_position_bias.relative_position_index`, {
       dtype: "I64",
       shape: [T, T],

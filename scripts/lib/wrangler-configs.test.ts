@@ -1,14 +1,27 @@
 /**
  * The wrangler configs generated from src/topology.ts: the gateway binds exactly the manifest's
  * stages, every entry file exists, var defaults come from the topology, and a Worker added to the
- * topology with queues, D1, KV and a cron gets those bindings in its config.
+ * topology with queues, D1, KV and a cron gets those bindings in its config. The committed
+ * wrangler.toml is the gateway template generated from the topology (fails on drift) and is read by
+ * wrangler's own config reader without errors.
  */
-import { access, mkdtemp, readFile, rm } from "node:fs/promises";
+import { access, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CLASSIFIER_VARS, GATEWAY, WORKERS, type WorkerSpec } from "../../src/topology.ts";
-import { writeWranglerConfigs } from "./wrangler-configs.ts";
+import { experimental_readRawConfig, unstable_readConfig } from "wrangler";
+import {
+  CLASSIFIER_VARS,
+  GATEWAY,
+  MAX_STAGES,
+  resolveTopology,
+  STAGE,
+  varDefaults,
+  WORKERS,
+  type WorkerSpec,
+} from "../../src/topology.ts";
+import { toToml } from "./toml.ts";
+import { gatewayTemplate, TEMPLATE_FILE, wranglerConfig, writeWranglerConfigs } from "./wrangler-configs.ts";
 
 const root = resolve(import.meta.dirname, "../..");
 let out: string;
@@ -28,6 +41,21 @@ interface WranglerJson {
   triggers: unknown;
 }
 const read = async (p: string) => JSON.parse(await readFile(p, "utf8")) as WranglerJson;
+
+/** A Worker with every kind of binding the topology can declare. */
+const jobs: WorkerSpec = {
+  kind: "jobs",
+  name: "beit-edge-jobs",
+  entry: GATEWAY.entry,
+  bindsStages: true,
+  queueProducers: { DELIVERIES: "beit-edge-deliveries" },
+  queueConsumers: [
+    { queue: "beit-edge-jobs", maxBatchSize: 4, maxRetries: 3, deadLetterQueue: "beit-edge-jobs-dlq" },
+  ],
+  d1Databases: [{ binding: "DB", databaseName: "beit-edge", migrationsDir: "migrations" }],
+  kvNamespaces: { TAGS: "beit-edge-tags" },
+  crons: ["*/5 * * * *"],
+};
 
 describe("writeWranglerConfigs", () => {
   it("writes the stage Workers and a gateway bound to exactly those stages, with the topology's vars", async () => {
@@ -60,19 +88,6 @@ describe("writeWranglerConfigs", () => {
   });
 
   it("gives a Worker added to the topology its queues, D1, KV and cron bindings", async () => {
-    const jobs: WorkerSpec = {
-      kind: "jobs",
-      name: "beit-edge-jobs",
-      entry: GATEWAY.entry,
-      bindsStages: true,
-      queueProducers: { DELIVERIES: "beit-edge-deliveries" },
-      queueConsumers: [
-        { queue: "beit-edge-jobs", maxBatchSize: 4, maxRetries: 3, deadLetterQueue: "beit-edge-jobs-dlq" },
-      ],
-      d1Databases: [{ binding: "DB", databaseName: "beit-edge", migrationsDir: "migrations" }],
-      kvNamespaces: { TAGS: "beit-edge-tags" },
-      crons: ["*/5 * * * *"],
-    };
     const c = await writeWranglerConfigs({
       root,
       outDir: join(out, "c"),
@@ -96,5 +111,34 @@ describe("writeWranglerConfigs", () => {
     expect(j.d1_databases[0].migrations_dir).toBe(join(root, "migrations"));
     expect(j.kv_namespaces).toEqual([{ binding: "TAGS", id: "beit-edge-tags" }]);
     expect(j.triggers).toEqual({ crons: ["*/5 * * * *"] });
+  });
+});
+
+describe("wrangler.toml", () => {
+  it("is the gateway template generated from the topology (rerun `npm run topology` when this fails)", async () => {
+    const committed = await readFile(join(root, TEMPLATE_FILE), "utf8");
+    expect(committed).toBe(gatewayTemplate());
+    const changed = { ...GATEWAY, vars: { ...GATEWAY.vars, NEW_VAR: { default: "1", doc: "" } } };
+    expect(gatewayTemplate([STAGE, changed])).not.toBe(committed);
+  });
+
+  it("is read by wrangler without errors: the gateway entry, its vars and every stage binding", () => {
+    const c = unstable_readConfig({ config: join(root, TEMPLATE_FILE) }, {});
+    expect(c.name).toBe(GATEWAY.name);
+    expect(c.main).toBe(join(root, GATEWAY.entry));
+    expect(c.vars).toEqual(varDefaults(GATEWAY));
+    expect((c.services ?? []).map((s: { binding: string }) => s.binding)).toEqual(
+      Array.from({ length: MAX_STAGES }, (_, i) => `STAGE_${i}`),
+    );
+    expect(c.r2_buckets).toEqual([{ binding: "MODELS", bucket_name: "beit-edge-models" }]);
+  });
+
+  it("TOML of a config with queues, D1, KV and crons reads back in wrangler as the same config", async () => {
+    const w = resolveTopology(2, [...WORKERS, jobs]).find((x) => x.spec.kind === "jobs")!;
+    const json = wranglerConfig(w, { root, relativePaths: true });
+    const file = join(out, "jobs.toml");
+    await writeFile(file, toToml(json));
+    expect(experimental_readRawConfig({ config: file }).rawConfig).toEqual(json);
+    expect(() => unstable_readConfig({ config: file }, {})).not.toThrow();
   });
 });

@@ -6,7 +6,7 @@
  * `npm start`, `npm run deploy`, the e2e test, the workerd test bundles and the benchmarks all use
  * these, so the number of Workers always follows the manifest.
  */
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import {
   BUCKETS,
@@ -20,6 +20,7 @@ import {
   WORKERS,
   type WorkerSpec,
 } from "../../src/topology.ts";
+import { toToml } from "./toml.ts";
 
 export { COMPATIBILITY_DATE, GATEWAY_NAME, MAX_STAGES };
 export const BUCKET_NAME = BUCKETS.MODELS;
@@ -42,6 +43,8 @@ export interface ConfigOptions {
   resourceIds?: Record<string, string>;
   /** The topology (default: src/topology.ts WORKERS). */
   workers?: WorkerSpec[];
+  /** Paths (`main`, `migrations_dir`) relative to `root`, as in a committed template; default absolute. */
+  relativePaths?: boolean;
 }
 
 export interface GeneratedConfig {
@@ -63,15 +66,16 @@ const wasmRules = [{ type: "CompiledWasm", globs: ["**/*.wasm"], fallthrough: fa
 /** The wrangler config (JSON form) of one resolved Worker. */
 export function wranglerConfig(
   w: ResolvedWorker,
-  opts: Pick<ConfigOptions, "root" | "bucketName" | "vars" | "varsByKind" | "resourceIds">,
+  opts: Pick<ConfigOptions, "root" | "bucketName" | "vars" | "varsByKind" | "resourceIds" | "relativePaths">,
 ): Record<string, unknown> {
   const root = resolve(opts.root);
+  const path = (p: string) => (opts.relativePaths ? p : join(root, p));
   const s = w.spec;
   const extraVars = { ...(s.kind === "gateway" ? opts.vars : {}), ...opts.varsByKind?.[s.kind] };
   const vars = { ...varDefaults(s), ...extraVars };
   const cfg: Record<string, unknown> = {
     name: w.name,
-    main: join(root, s.entry),
+    main: path(s.entry),
     compatibility_date: COMPATIBILITY_DATE,
   };
   if (s.compatibilityFlags?.length) cfg.compatibility_flags = s.compatibilityFlags;
@@ -101,7 +105,7 @@ export function wranglerConfig(
       binding: d.binding,
       database_name: d.databaseName,
       database_id: opts.resourceIds?.[d.binding] ?? d.databaseName,
-      ...(d.migrationsDir && { migrations_dir: join(root, d.migrationsDir) }),
+      ...(d.migrationsDir && { migrations_dir: path(d.migrationsDir) }),
     }));
   if (s.kvNamespaces)
     cfg.kv_namespaces = Object.entries(s.kvNamespaces).map(([binding, title]) => ({
@@ -135,4 +139,34 @@ export async function writeWranglerConfigs(opts: ConfigOptions): Promise<Generat
     stages: workers.filter((w) => w.kind === "stage").map((w) => w.path),
     workers,
   };
+}
+
+/** The committed template at the repository root. */
+export const TEMPLATE_FILE = "wrangler.toml";
+
+const templateHeader = `# GENERATED from src/topology.ts by \`npm run topology\`: do not edit, edit the topology and rerun.
+# scripts/lib/wrangler-configs.test.ts fails when this file drifts from the topology.
+#
+# The gateway Worker as wrangler sees it (\`wrangler types\`, \`wrangler deploy --dry-run\`), bound to
+# every stage the gateway can address (STAGE_0..STAGE_${MAX_STAGES - 1}). \`npm start\` and \`npm run deploy\`
+# do not read it: they generate one config per Worker for the manifest being served (the gateway
+# bound to exactly its stages, one beit-edge-stage-<i> per stage) under .wrangler/generated/ and
+# .wrangler/deploy/, from the same topology (scripts/lib/wrangler-configs.ts).
+`;
+
+/** The text of wrangler.toml: the gateway of the topology with all {@link MAX_STAGES} stage bindings. */
+export function gatewayTemplate(workers: WorkerSpec[] = WORKERS): string {
+  const gateway = resolveTopology(MAX_STAGES, workers).find((w) => w.spec.kind === "gateway");
+  if (!gateway) throw new Error("the topology has no gateway Worker");
+  return `${templateHeader}\n${toToml(wranglerConfig(gateway, { root: ".", relativePaths: true }))}`;
+}
+
+/** Writes wrangler.toml under `root`; with `check`, only compares. Returns whether it was up to date. */
+export async function writeGatewayTemplate(root: string, check = false): Promise<boolean> {
+  const file = join(root, TEMPLATE_FILE);
+  const want = gatewayTemplate();
+  const have = await readFile(file, "utf8").catch(() => null);
+  if (have === want) return true;
+  if (!check) await writeFile(file, want);
+  return false;
 }

@@ -110,14 +110,18 @@ export interface ClassifierDeps {
   keepAlive?: KeepAlive;
 }
 
-/** Throws 422 unless `k` is an integer from 1 to `labelCount`. */
-export function checkTopK(k: number | undefined, labelCount: number): number {
+/**
+ * The one top_k rule: undefined means {@link DEFAULT_TOP_K} (capped at the label count); anything
+ * but an integer from 1 to `labelCount` is a 422. `given` is how the caller's input is echoed in
+ * the message (the gateway passes the raw, capped text it parsed `k` from).
+ */
+export function checkTopK(k: number | undefined, labelCount: number, given = String(k)): number {
   if (k === undefined) return Math.min(DEFAULT_TOP_K, labelCount);
   if (!Number.isInteger(k) || k < 1 || k > labelCount)
     throw new AppError(
       "invalid-parameter",
       422,
-      `top_k must be an integer from 1 to ${labelCount} (the label count), got ${JSON.stringify(k)}.`,
+      `top_k must be an integer from 1 to ${labelCount} (the label count), got ${given}.`,
       { parameter: "top_k", max: labelCount },
     );
   return k;

@@ -8,9 +8,10 @@
 
 import { configOf } from "../edge/config.ts";
 import type { ClassifierEnv } from "../edge/env.ts";
+import { readLabels } from "../shards/source.ts";
 import { type KeepAlive, ShardStore } from "../shards/store.ts";
 import { AppError, RETRY_AFTER_S } from "../shared/errors.ts";
-import type { Manifest } from "../shared/manifest.ts";
+import { LabelFileError, type Manifest } from "../shared/manifest.ts";
 
 /** Which model answered: on every classification outcome and in the x-model-* headers. */
 export interface ModelIdentity {
@@ -41,25 +42,17 @@ export function gatewayStore(env: ClassifierEnv): ShardStore {
 }
 
 async function loadLabels(s: ShardStore, manifest: Manifest): Promise<string[]> {
-  const { bytes } = await s.file(manifest.labels);
-  let labels: unknown;
   try {
-    labels = JSON.parse(new TextDecoder().decode(bytes));
-  } catch {
-    labels = null;
-  }
-  if (
-    !Array.isArray(labels) ||
-    labels.length !== manifest.labels.count ||
-    !labels.every((l) => typeof l === "string")
-  )
+    return await readLabels(s, manifest);
+  } catch (e) {
+    if (!(e instanceof LabelFileError)) throw e;
     throw new AppError(
       "model-unavailable",
       503,
-      "The label file is not a JSON array of the manifest's label count.",
+      `The label file of model version ${manifest.version.slice(0, 12)} is invalid: ${e.message} Republish the model.`,
       { retryAfter: RETRY_AFTER_S },
     );
-  return labels as string[];
+  }
 }
 
 /**

@@ -20,7 +20,7 @@ import {
 } from "../edge/stage-protocol.ts";
 import type { KeepAlive } from "../shards/store.ts";
 import { AppError, RETRY_AFTER_REDEPLOY_S, RETRY_AFTER_S } from "../shared/errors.ts";
-import type { Manifest } from "../shared/manifest.ts";
+import { type Manifest, numel } from "../shared/manifest.ts";
 
 /** Per-stage timings of one pipeline run (ms, measured at the gateway, and as the stage reported). */
 export interface StageTiming {
@@ -148,7 +148,7 @@ async function runStages(
       loadMs: Number(res.headers.get(HEADER_LOAD_MS) ?? 0),
     });
   }
-  const expected = manifest.stages[manifest.stages.length - 1].outputs[0].shape.reduce((a, b) => a * b, 1);
+  const expected = numel(manifest.stages[manifest.stages.length - 1].outputs[0].shape);
   if (x.byteLength !== expected * 4)
     throw new AppError(
       "model-unavailable",

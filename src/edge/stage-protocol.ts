@@ -30,6 +30,25 @@ export interface WarmReport {
   wasmHeapBytes: number;
 }
 
+/**
+ * Where a stage load's time went, measured inside the stage isolate with Date.now() (which only
+ * advances across I/O in production, so these are meaningful locally).
+ */
+export interface LoadPhases {
+  origin: "cache" | "r2";
+  /** Manifest read and parse (0 when the isolate had it). */
+  manifestMs: number;
+  /** Graph + weights bodies read (Cache API or R2; with an R2 read, also the Cache API write). */
+  fetchMs: number;
+  /** sha256 and size checks of both files. */
+  verifyMs: number;
+  /** onnxruntime-web session create (on the isolate's first load, also ORT's wasm instantiation). */
+  createMs: number;
+  /** The priming run on zeros (first-run allocations and the wasm tier-up of its kernels). */
+  primeMs: number;
+  totalMs: number;
+}
+
 export interface StageStatus {
   /** Index of the resident session's stage, or null when nothing is loaded. */
   stage: number | null;
@@ -41,4 +60,6 @@ export interface StageStatus {
   jsHeapBytes: number | null;
   /** Largest wasm heap seen by this isolate. */
   peakWasmHeapBytes: number;
+  /** The resident session's load breakdown, or null when nothing is loaded. */
+  lastLoad?: LoadPhases | null;
 }

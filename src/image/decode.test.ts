@@ -1,7 +1,7 @@
 import { deflateSync } from "node:zlib";
 import { beforeAll, describe, expect, it } from "vitest";
-import { expected, fixture, maxAbsDiff, pillowRgb } from "../../test/helpers/image-fixtures.ts";
-import { AppError } from "../shared/errors.ts";
+import { expected, fixture, maxAbsDiff, pillowRgb, refusal } from "../../test/helpers/image-fixtures.ts";
+import type { AppError } from "../shared/errors.ts";
 import { codecMemoryBytes, RELEASE_AFTER_BYTES } from "./codecs.ts";
 import { initNodeCodecs } from "./codecs-node.ts";
 import { decodeImage, inspectImage } from "./decode.ts";
@@ -9,16 +9,6 @@ import { decodeJpegTs } from "./jpeg-ts.ts";
 import { DEFAULT_LIMITS, estimateDecodeBytes, resolveLimits } from "./limits.ts";
 
 beforeAll(() => initNodeCodecs());
-
-async function refusal(bytes: Uint8Array, opts = {}): Promise<AppError> {
-  try {
-    await decodeImage(bytes, opts);
-  } catch (e) {
-    expect(e).toBeInstanceOf(AppError);
-    return e as AppError;
-  }
-  throw new Error("expected decodeImage to refuse the input");
-}
 
 const decodable = Object.entries(expected.images).filter(([, e]) => !e.refusal);
 const refused = Object.entries(expected.images).filter(([, e]) => e.refusal);

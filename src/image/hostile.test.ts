@@ -14,7 +14,8 @@ import {
   stillWebpVp8x,
   zlibZeros,
 } from "../../test/helpers/hostile.ts";
-import { AppError } from "../shared/errors.ts";
+import { refusal } from "../../test/helpers/image-fixtures.ts";
+import type { AppError } from "../shared/errors.ts";
 import { initNodeCodecs } from "./codecs-node.ts";
 import { decodeImage } from "./decode.ts";
 import { countJpegScans } from "./header.ts";
@@ -22,16 +23,6 @@ import { inflateZlibInto } from "./inflate.ts";
 import { DEFAULT_LIMITS } from "./limits.ts";
 
 beforeAll(() => initNodeCodecs());
-
-async function refusal(bytes: Uint8Array, opts = {}): Promise<AppError> {
-  try {
-    await decodeImage(bytes, opts);
-  } catch (e) {
-    expect(e).toBeInstanceOf(AppError);
-    return e as AppError;
-  }
-  throw new Error("expected decodeImage to refuse the input");
-}
 
 /** `bytes` as 1 KiB views, recording the highest view the decoder asked for. */
 function tracked(bytes: Uint8Array): { parts: Uint8Array[]; highest: () => number } {

@@ -19,7 +19,7 @@
  */
 import * as ort from "onnxruntime-web/wasm";
 import { AppError } from "../shared/errors.ts";
-import type { TensorSpec } from "../shared/manifest.ts";
+import { numel, type TensorSpec } from "../shared/manifest.ts";
 
 export type { TensorSpec };
 
@@ -35,6 +35,14 @@ export interface StageSession {
   run(input: Float32Array, inSpec: TensorSpec, outSpec: TensorSpec): Promise<Float32Array>;
   /** Frees the session's native memory (the wasm heap itself never shrinks). */
   release(): Promise<void>;
+}
+
+/** Session options the benchmarks compare (bench/stage-load.ts); the Workers use the defaults. */
+export interface SessionTuning {
+  /** Default "all". */
+  graphOptimizationLevel?: "disabled" | "basic" | "extended" | "all";
+  enableCpuMemArena?: boolean;
+  enableMemPattern?: boolean;
 }
 
 const MARKER = new Uint8Array([0x62, 0x65, 0x69, 0x74, 0x2d, 0x65, 0x64, 0x67, 0x65]); // "beit-edge"
@@ -122,13 +130,16 @@ export function initOrt(opts: InitOrtOptions = {}): Promise<void> {
 export async function createStageSession(
   graph: Uint8Array,
   weights: { path: string; data: Uint8Array } | null,
+  tuning: SessionTuning = {},
 ): Promise<StageSession> {
   await initOrt();
   let session: ort.InferenceSession;
   try {
     session = await ort.InferenceSession.create(graph, {
       executionProviders: ["wasm"],
-      graphOptimizationLevel: "all",
+      graphOptimizationLevel: tuning.graphOptimizationLevel ?? "all",
+      ...(tuning.enableCpuMemArena === undefined ? {} : { enableCpuMemArena: tuning.enableCpuMemArena }),
+      ...(tuning.enableMemPattern === undefined ? {} : { enableMemPattern: tuning.enableMemPattern }),
       ...(weights ? { externalData: [{ path: weights.path, data: weights.data }] } : {}),
     });
   } catch (e) {
@@ -142,7 +153,7 @@ export async function createStageSession(
   }
   return {
     async run(input, inSpec, outSpec) {
-      const expected = inSpec.shape.reduce((a, b) => a * b, 1);
+      const expected = numel(inSpec.shape);
       if (input.length !== expected)
         throw new AppError(
           "bad-stage-input",
@@ -158,10 +169,11 @@ export async function createStageSession(
           500,
           `Stage graph produced no float32 output "${outSpec.name}".`,
         );
+      // onnxruntime-web already copied a "cpu" output out of the wasm heap into this array, and
+      // dispose() only drops the tensor's reference to it, so it is returned without another copy.
       const data = out.data as Float32Array;
-      const copy = new Float32Array(data);
       for (const t of Object.values(results)) t.dispose();
-      return copy;
+      return data;
     },
     async release() {
       await session.release();

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { bucketWithModel, buildTinyModel, type TinyModel } from "../../test/helpers/fake-classifier.ts";
-import { MemoryR2 } from "../../test/helpers/memory-r2.ts";
+import { MemoryCache, MemoryR2 } from "../../test/helpers/memory-r2.ts";
 import { AppError } from "../shared/errors.ts";
 import { ACTIVE_KEY, manifestKey, shardKey } from "./layout.ts";
 import { ShardStore } from "./store.ts";
@@ -16,20 +16,6 @@ beforeAll(async () => {
   tiny = await buildTinyModel(14);
 }, 120_000);
 afterAll(() => tiny.cleanup());
-
-class MemoryCache {
-  readonly entries = new Map<string, Uint8Array>();
-  async match(url: string): Promise<Response | undefined> {
-    const b = this.entries.get(url);
-    return b ? new Response(b.slice()) : undefined;
-  }
-  async put(url: string, res: Response): Promise<void> {
-    this.entries.set(url, new Uint8Array(await res.arrayBuffer()));
-  }
-  async delete(url: string): Promise<boolean> {
-    return this.entries.delete(url);
-  }
-}
 
 async function codeOf(p: Promise<unknown>): Promise<string> {
   try {

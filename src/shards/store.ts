@@ -1,6 +1,6 @@
 /**
  * @module
- * Reading a model from R2 inside a Worker: the active pointer (short isolate cache), manifests by
+ * Reading a model from R2 inside a Worker (the Worker-side {@link ModelSource}): the active pointer (short isolate cache), manifests by
  * version (isolate cache, immutable), and content-addressed files through two cache levels:
  *
  *   isolate memory (caller's choice) -> Cache API (per data center) -> R2.
@@ -14,6 +14,7 @@ import { AppError, RETRY_AFTER_S } from "../shared/errors.ts";
 import { sha256Hex } from "../shared/hash.ts";
 import { type FileRef, type Manifest, parseManifest } from "../shared/manifest.ts";
 import { ACTIVE_KEY, type ActivePointer, manifestKey, parseActivePointer, shardKey } from "./layout.ts";
+import type { KeepAlive, LoadedFile, ModelSource } from "./source.ts";
 
 /** Seconds a client should wait before retrying after `model-unavailable` (one value, src/shared/errors.ts). */
 export const RETRY_AFTER_SECONDS = RETRY_AFTER_S;
@@ -21,20 +22,10 @@ export const RETRY_AFTER_SECONDS = RETRY_AFTER_S;
 /** Origin of the synthetic URLs that key shard bytes in the Cache API. */
 const CACHE_ORIGIN = "https://shards.beit-edge.internal";
 
-/**
- * Keeps a promise's request alive until it settles (`ctx.waitUntil`). Promises cached at module
- * scope are shared by later requests; in workerd, I/O started by a request that is then cancelled
- * (say, its client gave up) never settles, and every later request awaiting it would hang.
- */
-export type KeepAlive = (p: Promise<unknown>) => void;
+export type { KeepAlive };
 
-/** Where a file's bytes came from, for timing headers and the cold-start benchmark. */
-export type FileOrigin = "cache" | "r2";
-
-export interface LoadedFile {
-  bytes: Uint8Array;
-  origin: FileOrigin;
-}
+/** Where a file's bytes came from in a Worker, for timing headers and the cold-start benchmark. */
+export type StoreOrigin = "cache" | "r2";
 
 export interface ShardStoreOptions {
   /** How long the active pointer is reused before R2 is asked again (ms). */
@@ -62,7 +53,7 @@ function defaultCache(): Cache | null {
  * const manifest = await store.manifest((await store.active()).version);
  * const { bytes } = await store.file(manifest.stages[0].graph);
  */
-export class ShardStore {
+export class ShardStore implements ModelSource<StoreOrigin> {
   readonly #bucket: R2Bucket;
   readonly #ttl: number;
   readonly #cache: Cache | null;
@@ -104,10 +95,11 @@ export class ShardStore {
   }
 
   /**
-   * The manifest of `version`, validated; cached for the life of the isolate (versions are
-   * immutable). `keepAlive` receives the load when this call starts it.
+   * The manifest of `version` (default: the active one), validated; cached for the life of the
+   * isolate (versions are immutable). `keepAlive` receives the load when this call starts it.
    */
-  manifest(version: string, keepAlive?: KeepAlive): Promise<Manifest> {
+  manifest(version?: string, keepAlive?: KeepAlive): Promise<Manifest> {
+    if (version === undefined) return this.active().then((p) => this.manifest(p.version, keepAlive));
     let p = this.#manifests.get(version);
     if (!p) {
       p = this.#loadManifest(version);
@@ -137,8 +129,9 @@ export class ShardStore {
    * The verified bytes of a content-addressed file: Cache API first, then R2. Bytes whose length
    * or sha256 differs from `ref` are never returned or cached.
    */
-  async file(ref: FileRef): Promise<LoadedFile> {
+  async file(ref: FileRef): Promise<LoadedFile<StoreOrigin>> {
     const url = `${CACHE_ORIGIN}/${ref.file}`;
+    const t0 = Date.now();
     if (this.#cache) {
       const hit = await this.#cache.match(url).catch(() => undefined);
       if (hit) {
@@ -146,12 +139,17 @@ export class ShardStore {
           (b) => new Uint8Array(b),
           () => null,
         );
-        if (bytes && (await matches(bytes, ref))) return { bytes, origin: "cache" };
+        const t1 = Date.now();
+        if (bytes && (await matches(bytes, ref)))
+          return { bytes, origin: "cache", fetchMs: t1 - t0, verifyMs: Date.now() - t1 };
         await this.#cache.delete(url).catch(() => false);
       }
     }
     const bytes = await this.#readR2(ref);
-    if (!(await matches(bytes, ref)))
+    const t1 = Date.now();
+    const ok = await matches(bytes, ref);
+    const verifyMs = Date.now() - t1;
+    if (!ok)
       throw unavailable(
         `Shard ${ref.file} failed its integrity check (size or sha256 differs from the manifest); it was not used. Republish the model, then retry.`,
         { file: ref.file },
@@ -165,7 +163,7 @@ export class ShardStore {
       });
       await this.#cache.put(url, res).catch(() => undefined);
     }
-    return { bytes, origin: "r2" };
+    return { bytes, origin: "r2", fetchMs: t1 - t0 + (Date.now() - t1 - verifyMs), verifyMs };
   }
 
   /**

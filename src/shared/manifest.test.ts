@@ -7,13 +7,13 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildTinyModel, type TinyModel } from "../../test/helpers/fake-classifier.ts";
-import { ManifestError, parseManifest, serializeManifest } from "./manifest.ts";
+import { LabelFileError, ManifestError, parseLabels, parseManifest, serializeManifest } from "./manifest.ts";
 
 let tiny: TinyModel;
 let raw: Record<string, unknown>;
 beforeAll(async () => {
   tiny = await buildTinyModel(13);
-  raw = JSON.parse(await readFile(join(tiny.dir, "out", "manifest.json"), "utf8"));
+  raw = JSON.parse(await readFile(join(tiny.out, "manifest.json"), "utf8"));
 }, 120_000);
 afterAll(() => tiny.cleanup());
 
@@ -63,5 +63,28 @@ describe("parseManifest", () => {
     ];
     for (const [path, edit] of cases) expect(pathOf(damaged(edit)), path).toBe(path);
     expect(pathOf(null)).toBe("$");
+  });
+});
+
+describe("parseLabels", () => {
+  it("reads the converter's label file and names what is wrong with a bad one", async () => {
+    const ref = tiny.manifest.labels;
+    const bytes = new Uint8Array(await readFile(join(tiny.out, ref.file)));
+    expect(parseLabels(bytes, ref)).toEqual(tiny.labels);
+    const bad = (text: string) => {
+      try {
+        parseLabels(text, ref);
+        return "ok";
+      } catch (e) {
+        expect(e).toBeInstanceOf(LabelFileError);
+        return (e as Error).message.replace(/^.* strings; /, "");
+      }
+    };
+    expect(bad("[")).toBe("it is not JSON.");
+    expect(bad('{"0":"a"}')).toBe("it is not an array.");
+    expect(bad(JSON.stringify(tiny.labels.slice(1)))).toBe(`it has ${ref.count - 1} entries.`);
+    expect(bad(JSON.stringify([...tiny.labels.slice(0, -1), 7]))).toBe(
+      `entry ${ref.count - 1} is not a string.`,
+    );
   });
 });

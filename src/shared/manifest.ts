@@ -29,6 +29,13 @@ export interface TensorSpec {
   dtype: "float32";
 }
 
+/** Number of elements of a shape (1 for a scalar `[]`). */
+export function numel(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
 export interface StageSpec {
   /** 0-based position in the pipeline. */
   index: number;
@@ -67,6 +74,22 @@ export interface PreprocessSpec {
   do_reduce_labels: boolean;
 }
 
+/** The architecture numbers a manifest carries from config.json (the converter's BeitConfig has them too). */
+export const MODEL_SHAPE_KEYS = [
+  "hidden_size",
+  "num_hidden_layers",
+  "num_attention_heads",
+  "intermediate_size",
+  "image_size",
+  "patch_size",
+] as const;
+export type ModelShape = Record<(typeof MODEL_SHAPE_KEYS)[number], number>;
+
+/** Just the {@link ModelShape} fields of a config or manifest model, in their manifest order. */
+export function modelShape(from: ModelShape): ModelShape {
+  return Object.fromEntries(MODEL_SHAPE_KEYS.map((k) => [k, from[k]])) as ModelShape;
+}
+
 export interface Manifest {
   schema: typeof MANIFEST_SCHEMA;
   /** Content id of this model build: sha256 over the stage and label file hashes (hex, 64). */
@@ -79,14 +102,8 @@ export interface Manifest {
     /** True for random-weight checkpoints made by `model synth`: shown wherever the model is named. */
     synthetic: boolean;
     architecture: "BeitForImageClassification";
-    hidden_size: number;
-    num_hidden_layers: number;
-    num_attention_heads: number;
-    intermediate_size: number;
-    image_size: number;
-    patch_size: number;
     num_labels: number;
-  };
+  } & ModelShape;
   precision: Precision;
   /** Human-readable description of the quantization scheme (empty for fp32). */
   quantization: string;
@@ -249,12 +266,7 @@ export function parseManifest(value: unknown): Manifest {
     revision: str(m.revision, "$.model.revision"),
     synthetic: bool(m.synthetic, "$.model.synthetic"),
     architecture: "BeitForImageClassification",
-    hidden_size: int(m.hidden_size, "$.model.hidden_size", 1),
-    num_hidden_layers: int(m.num_hidden_layers, "$.model.num_hidden_layers", 1),
-    num_attention_heads: int(m.num_attention_heads, "$.model.num_attention_heads", 1),
-    intermediate_size: int(m.intermediate_size, "$.model.intermediate_size", 1),
-    image_size: int(m.image_size, "$.model.image_size", 1),
-    patch_size: int(m.patch_size, "$.model.patch_size", 1),
+    ...(Object.fromEntries(MODEL_SHAPE_KEYS.map((k) => [k, int(m[k], `$.model.${k}`, 1)])) as ModelShape),
     num_labels: int(m.num_labels, "$.model.num_labels", 1),
   };
   const precision = o.precision;
@@ -321,4 +333,35 @@ export function manifestFiles(manifest: Manifest): FileRef[] {
 /** Stable JSON text for manifest.json (2-space indent, trailing newline). */
 export function serializeManifest(manifest: Manifest): string {
   return `${JSON.stringify(manifest, null, 2)}\n`;
+}
+
+/** The labels file is not what its manifest entry says (see {@link parseLabels}). */
+export class LabelFileError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "LabelFileError";
+  }
+}
+
+/**
+ * The one reader of a labels file (index = class id): a JSON array of exactly
+ * `manifest.labels.count` strings. Throws a {@link LabelFileError} saying what is wrong; callers
+ * choose the status (the converter's verify: 422, a Worker reading R2: 503).
+ *
+ * @example
+ * const labels = parseLabels((await source.file(manifest.labels)).bytes, manifest.labels);
+ */
+export function parseLabels(content: Uint8Array | string, ref: Manifest["labels"]): string[] {
+  const want = `${ref.file} must be a JSON array of ${ref.count} strings`;
+  let value: unknown;
+  try {
+    value = JSON.parse(typeof content === "string" ? content : new TextDecoder().decode(content));
+  } catch {
+    throw new LabelFileError(`${want}; it is not JSON.`);
+  }
+  if (!Array.isArray(value)) throw new LabelFileError(`${want}; it is not an array.`);
+  if (value.length !== ref.count) throw new LabelFileError(`${want}; it has ${value.length} entries.`);
+  const bad = value.findIndex((l) => typeof l !== "string");
+  if (bad >= 0) throw new LabelFileError(`${want}; entry ${bad} is not a string.`);
+  return value as string[];
 }

@@ -1,55 +1,32 @@
 /**
  * @module
- * Fakes for Node unit tests of the classification core and the gateway app: a tiny synthetic model
- * built and published to an in-memory R2, stage Workers that speak the stage protocol without ORT,
+ * Fakes for Node unit tests of the classification core and the gateway app: the tiny synthetic
+ * model (tiny-model.ts) published to an in-memory R2, stage Workers that speak the stage protocol without ORT,
  * and a decoder that needs no codecs.
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { buildShards } from "../../model-shards/build.ts";
-import { loadCheckpoint } from "../../model-shards/checkpoint/index.ts";
-import { synthesize, writeCheckpoint } from "../../model-shards/checkpoint/synth.ts";
 import type { PixelDecoder } from "../../src/classify/index.ts";
 import type { ClassifierEnv } from "../../src/edge/env.ts";
 import { HEADER_STAGE, HEADER_VERSION, type WarmReport } from "../../src/edge/stage-protocol.ts";
 import { publishModel, r2Target } from "../../src/shards/publish.ts";
 import { AppError } from "../../src/shared/errors.ts";
-import type { Manifest } from "../../src/shared/manifest.ts";
+import { type Manifest, numel } from "../../src/shared/manifest.ts";
 import { MemoryR2 } from "./memory-r2.ts";
+import type { TinyModel } from "./tiny-model.ts";
 
-export interface TinyModel {
-  dir: string;
-  manifest: Manifest;
-  labels: string[];
-  cleanup(): Promise<void>;
-}
-
-/** Synthesizes and converts a tiny int8 model with several stages (a small stage budget). */
-export async function buildTinyModel(seed = 11): Promise<TinyModel> {
-  const dir = await mkdtemp(join(tmpdir(), "beit-fake-model-"));
-  await writeCheckpoint(join(dir, "ck"), synthesize({ size: "tiny", seed }), "safetensors");
-  const manifest = await buildShards(await loadCheckpoint(join(dir, "ck")), {
-    outDir: join(dir, "out"),
-    precision: "int8",
-    stageBudgetBytes: 32_000_000,
-  });
-  const labels = JSON.parse(await readFile(join(dir, "out", manifest.labels.file), "utf8")) as string[];
-  return { dir, manifest, labels, cleanup: () => rm(dir, { recursive: true, force: true }) };
-}
+export { buildTinyModel, type TinyModel } from "./tiny-model.ts";
 
 /** A fresh in-memory bucket with `model` published and active. */
 export async function bucketWithModel(model: TinyModel): Promise<MemoryR2> {
   const r2 = new MemoryR2();
   await publishModel(
     model.manifest,
-    async (f) => new Uint8Array(await readFile(join(model.dir, "out", f))),
+    async (f) => new Uint8Array(await readFile(join(model.out, f))),
     r2Target(r2.asBinding()),
   );
   return r2;
 }
-
-const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 
 export interface FakeStageOptions {
   /** This stage answers /run with a 503 problem+json. */
@@ -105,7 +82,7 @@ export function fakeStages(manifest: Manifest, opts: FakeStageOptions = {}): Rec
               { status: 503, headers: { "content-type": "application/problem+json" } },
             );
           const x = new Float32Array(await req.arrayBuffer());
-          const out = new Float32Array(size(s.outputs[0].shape));
+          const out = new Float32Array(numel(s.outputs[0].shape));
           if (i === manifest.stages.length - 1) {
             out.fill(-10);
             out[x[0]] = 10;

@@ -1,8 +1,9 @@
 /**
  * A local stand-in for the parts of the Cloudflare API that `npm run deploy` uses (through
  * wrangler, which honours CLOUDFLARE_API_BASE_URL, and through our own R2 existence checks), on
- * 127.0.0.1. It keeps R2 buckets and objects and uploaded Worker scripts in memory, records every
- * call in order, and can be told to fail a call (to test that a failed deploy leaves the active
+ * 127.0.0.1. It keeps R2 buckets and objects, queues (and their consumers), D1 databases (the SQL
+ * sent to each, with the d1_migrations bookkeeping `wrangler d1 migrations apply` reads back), KV
+ * namespaces and uploaded Worker scripts in memory, records every call in order, and can be told to fail a call (to test that a failed deploy leaves the active
  * model pointer untouched). Answers follow the API's envelope: { success, errors, messages, result }.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -33,6 +34,12 @@ export interface FakeCloudflare {
   objects: Map<string, Uint8Array>;
   /** Worker name -> its multipart upload (metadata part parsed, part names listed). */
   scripts: Map<string, ScriptUpload>;
+  /** Queue name -> its id and the Worker scripts registered as its consumers. */
+  queues: Map<string, { id: string; consumers: string[] }>;
+  /** D1 database name -> its uuid and every SQL statement text sent to it, in order. */
+  databases: Map<string, { uuid: string; sql: string[] }>;
+  /** KV namespace title -> id. */
+  kv: Map<string, string>;
   /** Fail (HTTP 500, API error) every call whose "METHOD path" matches, retries included. */
   failOn: RegExp | null;
   close(): Promise<void>;
@@ -62,6 +69,9 @@ export async function startFakeCloudflare(
     buckets: new Set(),
     objects: new Map(),
     scripts: new Map(),
+    queues: new Map(),
+    databases: new Map(),
+    kv: new Map(),
     failOn: null,
     close: async () => {},
   };
@@ -118,6 +128,138 @@ export async function startFakeCloudflare(
         res.writeHead(200, { "content-type": "application/octet-stream" });
         return res.end(obj);
       }
+    }
+    const text = () => new TextDecoder().decode(data);
+    let seq = fake.queues.size + fake.databases.size + fake.kv.size;
+    const newId = () => (++seq).toString(16).padStart(32, "0");
+    // Queues: create (409-style error when it exists), list (optionally by name), consumers.
+    if (rest === "/queues" && method === "POST") {
+      const { queue_name } = JSON.parse(text()) as { queue_name: string };
+      if (fake.queues.has(queue_name))
+        return json(res, 409, apiError(11009, `A queue with name ${queue_name} already exists`));
+      const q = { id: newId(), consumers: [] };
+      fake.queues.set(queue_name, q);
+      return json(res, 200, envelope({ queue_id: q.id, queue_name, created_on: new Date().toISOString() }));
+    }
+    const queueView = (name: string, q: { id: string; consumers: string[] }) => ({
+      queue_id: q.id,
+      queue_name: name,
+      consumers: q.consumers.map((script) => ({ script, service: script, type: "worker", settings: {} })),
+      producers: [],
+    });
+    if (rest === "/queues" && method === "GET") {
+      // wrangler asks by one or several `name` parameters (getQueue, ensureQueuesExist).
+      const names = url.searchParams.getAll("name");
+      const list = [...fake.queues]
+        .filter(([n]) => !names.length || names.includes(n))
+        .map(([n, q]) => queueView(n, q));
+      return json(res, 200, {
+        ...envelope(list),
+        result_info: { page: 1, per_page: 100, count: list.length, total_count: list.length },
+      });
+    }
+    m = /^\/queues\/([^/]+)$/.exec(rest);
+    if (m && method === "GET") {
+      const hit = [...fake.queues].find(([n, q]) => q.id === m![1] || n === m![1]);
+      if (!hit) return json(res, 404, apiError(11000, "Queue does not exist"));
+      return json(res, 200, envelope(queueView(hit[0], hit[1])));
+    }
+    m = /^\/queues\/([^/]+)\/consumers(?:\/([^/]+))?$/.exec(rest);
+    if (m) {
+      const hit = [...fake.queues.values()].find((q) => q.id === m![1]);
+      if (!hit) return json(res, 404, apiError(11000, "Queue does not exist"));
+      if (method === "POST" || method === "PUT") {
+        const b = JSON.parse(text() || "{}") as { script_name?: string; script?: string };
+        const script = b.script_name ?? b.script ?? m[2] ?? "";
+        if (!hit.consumers.includes(script)) hit.consumers.push(script);
+        return json(res, 200, envelope({ script, settings: {} }));
+      }
+      if (method === "DELETE") {
+        hit.consumers = hit.consumers.filter((c) => c !== m![2]);
+        return json(res, 200, envelope(null));
+      }
+      return json(res, 200, envelope(hit.consumers.map((script) => ({ script, settings: {} }))));
+    }
+    // D1: list, create, and query (the statements are kept; d1_migrations is answered from them).
+    if (rest === "/d1/database" && method === "GET") {
+      const name = url.searchParams.get("name");
+      const list = [...fake.databases]
+        .filter(([n]) => !name || n === name)
+        .map(([n, d]) => ({
+          uuid: d.uuid,
+          name: n,
+          created_at: "2026-01-01T00:00:00Z",
+          version: "production",
+        }));
+      return json(res, 200, {
+        ...envelope(list),
+        result_info: { page: 1, per_page: 1000, count: list.length, total_count: list.length },
+      });
+    }
+    if (rest === "/d1/database" && method === "POST") {
+      const { name } = JSON.parse(text()) as { name: string };
+      if (fake.databases.has(name))
+        return json(res, 400, apiError(7502, `A database with that name already exists`));
+      const d = { uuid: newId(), sql: [] };
+      fake.databases.set(name, d);
+      return json(res, 200, envelope({ uuid: d.uuid, name, created_at: new Date().toISOString() }));
+    }
+    m = /^\/d1\/database\/([^/]+)(\/(query|raw))?$/.exec(rest);
+    if (m) {
+      const hit = [...fake.databases].find(([, d]) => d.uuid === m![1]);
+      if (!hit) return json(res, 404, apiError(7404, "The database could not be found"));
+      const [name, db] = hit;
+      if (!m[2])
+        return json(res, 200, envelope({ uuid: db.uuid, name, version: "production", num_tables: 0 }));
+      const { sql } = JSON.parse(text()) as { sql: string };
+      db.sql.push(sql);
+      const applied = db.sql.flatMap((q) =>
+        [...q.matchAll(/INSERT INTO (?:"?d1_migrations"?)\s*\(name\)\s*values\s*\('([^']+)'\)/gi)].map(
+          (x) => x[1],
+        ),
+      );
+      const rows = /SELECT[\s\S]*FROM\s+"?d1_migrations"?/i.test(sql)
+        ? applied.map((n, i) => ({ id: i + 1, name: n, applied_at: "2026-01-01 00:00:00" }))
+        : [];
+      const meta = {
+        changed_db: false,
+        changes: 0,
+        duration: 1,
+        last_row_id: 0,
+        rows_read: 0,
+        rows_written: 0,
+        size_after: 0,
+      };
+      const result =
+        m[3] === "raw"
+          ? [
+              {
+                results: {
+                  columns: rows[0] ? Object.keys(rows[0]) : [],
+                  rows: rows.map((r) => Object.values(r)),
+                },
+                success: true,
+                meta,
+              },
+            ]
+          : [{ results: rows, success: true, meta }];
+      return json(res, 200, envelope(result));
+    }
+    // KV namespaces: list and create.
+    if (rest === "/storage/kv/namespaces" && method === "GET") {
+      const list = [...fake.kv].map(([title, id]) => ({ id, title, supports_url_encoding: true }));
+      return json(res, 200, {
+        ...envelope(list),
+        result_info: { page: 1, per_page: 100, count: list.length, total_count: list.length },
+      });
+    }
+    if (rest === "/storage/kv/namespaces" && method === "POST") {
+      const { title } = JSON.parse(text()) as { title: string };
+      if (fake.kv.has(title))
+        return json(res, 400, apiError(10014, "A namespace with this account ID and title already exists"));
+      const id = newId();
+      fake.kv.set(title, id);
+      return json(res, 200, envelope({ id, title, supports_url_encoding: true }));
     }
     m = /^\/workers\/services\/([^/]+)$/.exec(rest);
     if (m && method === "GET") {

@@ -1,13 +1,16 @@
 /**
  * @module
  * Test helpers for the image path: loads the committed fixtures (test/fixtures/images, made by
- * scripts/make-image-fixtures.py with Pillow) and generates the resize pattern both sides share.
+ * scripts/make-image-fixtures.py with Pillow), generates the resize pattern both sides share, and
+ * says how decodeImage refuses an input.
  */
 
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gunzipSync } from "node:zlib";
+import { type DecodeOptions, decodeImage } from "../../src/image/decode.ts";
+import { AppError } from "../../src/shared/errors.ts";
 
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "images");
 
@@ -73,4 +76,15 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
   return m;
+}
+
+/** The AppError decodeImage refuses `bytes` with; anything else (a decode, another error) fails. */
+export async function refusal(bytes: Uint8Array, opts: DecodeOptions = {}): Promise<AppError> {
+  try {
+    await decodeImage(bytes, opts);
+  } catch (e) {
+    if (e instanceof AppError) return e;
+    throw e;
+  }
+  throw new Error("expected decodeImage to refuse the input");
 }

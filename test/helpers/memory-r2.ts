@@ -1,7 +1,8 @@
 /**
  * @module
  * An in-memory stand-in for the part of an R2 bucket binding that ShardStore and r2Target use
- * (get, head, put), for Node unit tests. The workerd tests use miniflare's real local R2.
+ * (get, head, put), and of the Cache API (match, put, delete), for Node unit tests. The workerd
+ * tests use miniflare's real local R2 and Cache API.
  */
 
 class MemoryObject {
@@ -44,5 +45,20 @@ export class MemoryR2 {
   /** This object typed as the binding it stands in for. */
   asBinding(): R2Bucket {
     return this as unknown as R2Bucket;
+  }
+}
+
+/** The Cache API calls ShardStore makes, in memory (pass as `cache as unknown as Cache`). */
+export class MemoryCache {
+  readonly entries = new Map<string, Uint8Array>();
+  async match(url: string): Promise<Response | undefined> {
+    const b = this.entries.get(url);
+    return b ? new Response(b.slice()) : undefined;
+  }
+  async put(url: string, res: Response): Promise<void> {
+    this.entries.set(url, new Uint8Array(await res.arrayBuffer()));
+  }
+  async delete(url: string): Promise<boolean> {
+    return this.entries.delete(url);
   }
 }

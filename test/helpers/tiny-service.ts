@@ -1,22 +1,20 @@
 /**
- * The real local service for end-to-end tests: a tiny synthetic int8 model (several stages) built
- * into a temporary directory, published to a temporary local R2, and served by `wrangler dev`
+ * The real local service for end-to-end tests: the tiny synthetic int8 model (tiny-model.ts,
+ * several stages) built into a temporary directory, published to a temporary local R2, and served by `wrangler dev`
  * (gateway + every stage Worker, as `npm start` does) on a free port. `stop()` ends the server
  * and removes the directory.
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { buildShards } from "../../model-shards/build.ts";
-import { loadCheckpoint } from "../../model-shards/checkpoint/index.ts";
-import { synthesize, writeCheckpoint } from "../../model-shards/checkpoint/synth.ts";
 import { publishLocal } from "../../scripts/lib/local-r2.ts";
 import { freePort, type RunningService, serveLocal } from "../../scripts/lib/serve.ts";
 import type { Manifest } from "../../src/shared/manifest.ts";
+import { buildTinyModel } from "./tiny-model.ts";
 
 export interface TinyService {
   url: string;
   dir: string;
+  /** The model's shard directory. */
+  shards: string;
   manifest: Manifest;
   service: RunningService;
   stop(): Promise<void>;
@@ -27,16 +25,11 @@ export async function startTinyService(opts: {
   secrets?: Record<string, string>;
 }): Promise<TinyService> {
   const root = resolve(import.meta.dirname, "../..");
-  const dir = await mkdtemp(join(tmpdir(), "beit-edge-e2e-"));
+  const tiny = await buildTinyModel(opts.seed);
+  const { dir, manifest } = tiny;
   let service: RunningService | null = null;
   try {
-    await writeCheckpoint(join(dir, "ck"), synthesize({ size: "tiny", seed: opts.seed }), "safetensors");
-    const manifest = await buildShards(await loadCheckpoint(join(dir, "ck")), {
-      outDir: join(dir, "shards"),
-      precision: "int8",
-      stageBudgetBytes: 32_000_000,
-    });
-    await publishLocal(join(dir, "shards"), join(dir, "state"));
+    await publishLocal(tiny.out, join(dir, "state"));
     service = await serveLocal({
       root,
       stages: manifest.stages.length,
@@ -51,16 +44,17 @@ export async function startTinyService(opts: {
     return {
       url: svc.url,
       dir,
+      shards: tiny.out,
       manifest,
       service: svc,
       stop: async () => {
         await svc.stop();
-        await rm(dir, { recursive: true, force: true });
+        await tiny.cleanup();
       },
     };
   } catch (e) {
     await service?.stop();
-    await rm(dir, { recursive: true, force: true });
+    await tiny.cleanup();
     throw e;
   }
 }

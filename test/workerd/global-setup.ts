@@ -1,10 +1,11 @@
 /**
  * @module
- * Node-side setup of the workerd test project: builds three tiny synthetic int8 models (3 stages
- * each, under a proportionally small 32 MB stage budget), bundles every Worker kind of
+ * Node-side setup of the workerd test project: builds three tiny synthetic int8 models
+ * (test/helpers/tiny-model.ts: several stages each, under a proportionally small stage budget), bundles every Worker kind of
  * src/topology.ts the way `wrangler deploy` does, from the configs scripts/lib/wrangler-configs.ts
  * generates (the auxiliary Workers of vitest.config.ts run those bundles), makes test images, and
- * computes the expected classifications with onnxruntime-web in Node.
+ * computes the expected classifications with onnxruntime-web in Node (the runner, which opens the
+ * stages with the same loader as the stage Worker).
  */
 import { execFile } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
@@ -12,17 +13,14 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import type { TestProject } from "vitest/node";
-import { buildShards } from "../../model-shards/build.ts";
-import { loadCheckpoint } from "../../model-shards/checkpoint/index.ts";
-import { synthesize, writeCheckpoint } from "../../model-shards/checkpoint/synth.ts";
+import { loadLocalModel } from "../../model-shards/runner.ts";
 import { writeWranglerConfigs } from "../../scripts/lib/wrangler-configs.ts";
 import { initNodeCodecs } from "../../src/image/codecs-node.ts";
 import { imageToPixelValues } from "../../src/image/index.ts";
-import { createStageSession, initOrt } from "../../src/inference/ort.ts";
-import { topK } from "../../src/inference/pipeline.ts";
 import type { Manifest } from "../../src/shared/manifest.ts";
 import { MAX_STAGES } from "../../src/topology.ts";
 import { testPng } from "../helpers/png.ts";
+import { buildTinyModel } from "../helpers/tiny-model.ts";
 import type {
   ExpectedResult,
   ModelFixture,
@@ -32,21 +30,11 @@ import type {
 } from "./fixtures.ts";
 
 const root = resolve(import.meta.dirname, "../..");
-/** Tiny-model stage budget: splits the 4-layer tiny model into several stages (3-4 with today's planner). */
-export const TINY_STAGE_BUDGET = 32_000_000;
-
 async function buildTiny(
   dir: string,
   seed: number,
 ): Promise<{ manifest: Manifest; fixture: ModelFixture; out: string }> {
-  const ckDir = join(dir, `ck-${seed}`);
-  await writeCheckpoint(ckDir, synthesize({ size: "tiny", seed }), "safetensors");
-  const out = join(dir, `shards-${seed}`);
-  const manifest = await buildShards(await loadCheckpoint(ckDir), {
-    outDir: out,
-    precision: "int8",
-    stageBudgetBytes: TINY_STAGE_BUDGET,
-  });
+  const { manifest, out } = await buildTinyModel(seed, dir);
   const files: Record<string, string> = {};
   for (const f of await readdir(out))
     if (f !== "manifest.json") files[f] = (await readFile(join(out, f))).toString("base64");
@@ -63,28 +51,20 @@ async function buildTiny(
 }
 
 async function expectedFor(
-  manifest: Manifest,
   out: string,
   images: Record<string, Uint8Array>,
 ): Promise<Record<string, ExpectedResult>> {
-  const labels = JSON.parse(await readFile(join(out, manifest.labels.file), "utf8")) as string[];
-  const sessions = [];
-  for (const s of manifest.stages) {
-    const graph = new Uint8Array(await readFile(join(out, s.graph.file)));
-    const weights =
-      s.weights && s.externalDataPath
-        ? { path: s.externalDataPath, data: new Uint8Array(await readFile(join(out, s.weights.file))) }
-        : null;
-    sessions.push(await createStageSession(graph, weights));
-  }
+  const model = await loadLocalModel(out);
   const result: Record<string, ExpectedResult> = {};
-  for (const [name, bytes] of Object.entries(images)) {
-    let x = (await imageToPixelValues(bytes, manifest.preprocess)).pixels;
-    for (let i = 0; i < sessions.length; i++)
-      x = await sessions[i].run(x, manifest.stages[i].inputs[0], manifest.stages[i].outputs[0]);
-    result[name] = { top: topK(x, labels, 5).map((p) => ({ label: p.label, score: p.score })) };
+  try {
+    for (const [name, bytes] of Object.entries(images)) {
+      const { pixels } = await imageToPixelValues(bytes, model.manifest.preprocess);
+      const top = await model.classify(pixels, 5);
+      result[name] = { top: top.map((p) => ({ label: p.label, score: p.score })) };
+    }
+  } finally {
+    await model.release();
   }
-  for (const s of sessions) await s.release();
   return result;
 }
 
@@ -144,7 +124,6 @@ export default async function setup(project: TestProject): Promise<() => Promise
     exifRotated: await fixture("exif-orientation-6.jpeg"),
   };
   await initNodeCodecs();
-  await initOrt();
   const fixtures: WorkerdFixtures = {
     modelA: a.fixture,
     modelB: b.fixture,
@@ -153,9 +132,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
       Object.entries(images).map(([k, v]) => [k, Buffer.from(v).toString("base64")]),
     ),
     expected: {
-      modelA: await expectedFor(a.manifest, a.out, images),
-      modelB: await expectedFor(b.manifest, b.out, images),
-      modelC: await expectedFor(c.manifest, c.out, images),
+      modelA: await expectedFor(a.out, images),
+      modelB: await expectedFor(b.out, images),
+      modelC: await expectedFor(c.out, images),
     },
   };
   project.provide("workerdFixtures", fixtures);

@@ -23,6 +23,7 @@ import { Deadline } from "../../edge/limits.ts";
 import { routeMethods } from "../../edge/methods.ts";
 import { problemResponse, toAppError } from "../../edge/problem.ts";
 import { AppError } from "../../shared/errors.ts";
+import { modelShape } from "../../shared/manifest.ts";
 import { ISOLATE_LIMIT_BYTES } from "../../topology.ts";
 import { FAVICON_SVG, homePage } from "./home-page.ts";
 import { readClassifyInput, resolveExifTranspose, resolveTopK, withCurlHint } from "./input.ts";
@@ -208,14 +209,7 @@ export function modelSummary(model: ModelView) {
     architecture: m.model.architecture,
     precision: m.precision,
     quantization: m.quantization,
-    config: {
-      hidden_size: m.model.hidden_size,
-      num_hidden_layers: m.model.num_hidden_layers,
-      num_attention_heads: m.model.num_attention_heads,
-      intermediate_size: m.model.intermediate_size,
-      image_size: m.model.image_size,
-      patch_size: m.model.patch_size,
-    },
+    config: modelShape(m.model),
     num_labels: m.labels.count,
     preprocess: m.preprocess,
     stages: m.stages.map((s) => ({

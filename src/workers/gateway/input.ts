@@ -12,6 +12,8 @@
  * The answer is a batch (array of arrays) exactly when the client used a batch form. POST /v1/jobs
  * reads the same bodies plus `callback_url` and `metadata` (JSON members or multipart fields).
  */
+
+import { checkTopK } from "../../classify/index.ts";
 import { readBounded } from "../../edge/limits.ts";
 import { fetchImage, type UrlFetchOptions } from "../../edge/url-fetch.ts";
 import { DEFAULT_LIMITS } from "../../image/limits.ts";
@@ -358,24 +360,18 @@ export function resolveExifTranspose(query: string | undefined, fromBody: unknow
 }
 
 /**
- * Validates top_k from the query string or body: an integer from 1 to the label count; default 5
- * (capped at the label count). Anything else is a 422.
+ * Parses top_k from the query string or body (a number, or a string of digits) and checks it
+ * with the core's one rule (checkTopK): an integer from 1 to the label count, default 5 capped at
+ * the label count; anything else is a 422 that echoes the input capped.
  */
 export function resolveTopK(query: string | undefined, fromBody: unknown, labelCount: number): number {
   const raw = query ?? fromBody;
-  if (raw === undefined || raw === null || raw === "") return Math.min(5, labelCount);
+  if (raw === undefined || raw === null || raw === "") return checkTopK(undefined, labelCount);
   const n =
     typeof raw === "number"
       ? raw
       : typeof raw === "string" && /^\s*\d+\s*$/.test(raw)
         ? Number(raw)
         : Number.NaN;
-  if (!Number.isInteger(n) || n < 1 || n > labelCount)
-    throw new AppError(
-      "invalid-parameter",
-      422,
-      `top_k must be an integer from 1 to ${labelCount} (the label count), got ${shown(raw)}.`,
-      { parameter: "top_k", max: labelCount },
-    );
-  return n;
+  return checkTopK(n, labelCount, shown(raw));
 }

@@ -6,7 +6,8 @@
  * the shard bytes come from {@link ShardStore} (verified, Cache API, R2) and are dropped once the
  * session owns them.
  *
- * Loading = shard bytes (verified) -> session -> one priming run on zeros.
+ * Loading = manifest -> shard bytes (verified) -> session -> one priming run on zeros, all done by
+ * the one stage loader (src/inference/open-stage.ts) over the R2 shard store.
  *
  * Lifecycle (resident.ts): a request for another version (or stage) waits until runs on the
  * resident session have finished, releases it, then loads the requested one. Wasm memory never
@@ -22,28 +23,27 @@ import {
   HEADER_STAGE,
   HEADER_STAGE_MS,
   HEADER_VERSION,
+  type LoadPhases,
   type StageStatus,
   type WarmReport,
 } from "../../edge/stage-protocol.ts";
-import { createStageSession, initOrt, type StageSession, wasmHeapBytes } from "../../inference/ort.ts";
+import { type OpenedStage, openStage } from "../../inference/open-stage.ts";
+import { initOrt, wasmHeapBytes } from "../../inference/ort.ts";
 import { isVersion } from "../../shards/layout.ts";
-import { type KeepAlive, ShardStore } from "../../shards/store.ts";
-import { AppError, RETRY_AFTER_S } from "../../shared/errors.ts";
-import type { Manifest, StageSpec } from "../../shared/manifest.ts";
+import { type KeepAlive, ShardStore, type StoreOrigin } from "../../shards/store.ts";
+import { AppError } from "../../shared/errors.ts";
+import { numel } from "../../shared/manifest.ts";
 import { ResidentSession } from "./resident.ts";
 
-interface Loaded {
-  session: StageSession;
-  spec: StageSpec;
-  origin: "cache" | "r2";
-  loadMs: number;
-  release(): Promise<void>;
-}
+/** A resident stage; `loadMs` also counts ORT's set-up and the manifest read, `phases` splits it. */
+type Loaded = OpenedStage<StoreOrigin> & { phases: LoadPhases };
 
 let store: ShardStore | null = null;
 const sessions = new ResidentSession<Loaded>();
 let peakHeap = 0;
 let ortReady: Promise<void> | null = null;
+/** Breakdown of the most recent successful load (the resident session's when it is warm). */
+let lastLoad: LoadPhases | null = null;
 
 function getStore(env: StageEnv): ShardStore {
   store ??= new ShardStore(env.MODELS);
@@ -67,48 +67,20 @@ function heap(): number {
 async function load(env: StageEnv, version: string, stage: number): Promise<Loaded> {
   const t0 = Date.now();
   await ensureOrt();
-  const manifest: Manifest = await getStore(env).manifest(version);
-  const spec = manifest.stages[stage];
-  if (!spec)
-    throw new AppError(
-      "bad-stage-request",
-      400,
-      `Model version ${version.slice(0, 12)} has ${manifest.stages.length} stages; stage ${stage} does not exist.`,
-    );
-  const graph = await getStore(env).file(spec.graph);
-  const weights = spec.weights ? await getStore(env).file(spec.weights) : null;
-  let session: StageSession;
-  try {
-    session = await createStageSession(
-      graph.bytes,
-      weights && spec.externalDataPath ? { path: spec.externalDataPath, data: weights.bytes } : null,
-    );
-  } catch (e) {
-    if (e instanceof AppError) throw e;
-    throw new AppError(
-      "model-unavailable",
-      503,
-      `Stage ${stage} of model version ${version.slice(0, 12)} could not be loaded: ${String(e)}`,
-      { retryAfter: RETRY_AFTER_S },
-    );
-  }
-  // Prime the session with one run on zeros: ORT's first run allocates its buffers and is several
-  // times slower than later ones. Done here, it happens during the parallel warm-up instead of on
-  // the request's sequential path, and the wasm heap reported afterwards is the working peak.
-  const input = spec.inputs[0];
-  try {
-    await session.run(new Float32Array(input.shape.reduce((a, b) => a * b, 1)), input, spec.outputs[0]);
-  } catch (e) {
-    await session.release().catch(() => undefined);
-    throw e instanceof AppError
-      ? e
-      : new AppError("model-unavailable", 503, `Stage ${stage} failed its first run: ${String(e)}`, {
-          retryAfter: RETRY_AFTER_S,
-        });
-  }
+  const source = getStore(env);
+  const manifest = await source.manifest(version);
+  const tManifest = Date.now();
+  const opened = await openStage(source, manifest, stage, { prime: true });
   heap();
-  const origin = graph.origin === "r2" || weights?.origin === "r2" ? "r2" : "cache";
-  return { session, spec, origin, loadMs: Date.now() - t0, release: () => session.release() };
+  const end = Date.now();
+  const phases: LoadPhases = {
+    origin: opened.origin,
+    manifestMs: tManifest - t0,
+    ...opened.timings,
+    totalMs: end - t0,
+  };
+  lastLoad = phases;
+  return { ...opened, loadMs: end - t0, phases };
 }
 
 function target(req: Request): { version: string; stage: number } {
@@ -138,6 +110,7 @@ export async function handleStage(req: Request, env: StageEnv, ctx?: ExecutionCo
         wasmHeapBytes: heap(),
         jsHeapBytes: null,
         peakWasmHeapBytes: peakHeap,
+        lastLoad: r.loaded ? lastLoad : null,
       };
       return Response.json(status);
     }
@@ -171,7 +144,7 @@ export async function handleStage(req: Request, env: StageEnv, ctx?: ExecutionCo
         keepAlive,
         async (l, fresh) => {
           const spec = l.spec.inputs[0];
-          const want = spec.shape.reduce((a, b) => a * b, 1);
+          const want = numel(spec.shape);
           if (body.byteLength !== want * 4)
             throw new AppError(
               "bad-stage-request",
@@ -182,8 +155,9 @@ export async function handleStage(req: Request, env: StageEnv, ctx?: ExecutionCo
           const out = await l.session.run(new Float32Array(body), spec, l.spec.outputs[0]);
           const ms = Date.now() - t0;
           heap();
+          // `out` is this request's own array (see createStageSession), so its bytes go out uncopied.
           const bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
-          return new Response(bytes.slice(), {
+          return new Response(bytes, {
             headers: {
               "content-type": "application/octet-stream",
               [HEADER_STAGE_MS]: String(ms),

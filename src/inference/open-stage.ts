@@ -1,0 +1,136 @@
+/**
+ * @module
+ * The one way to open a model stage: a manifest's stage spec -> its graph and external weights
+ * from a {@link ModelSource} (verified bytes) -> an onnxruntime-web session, optionally primed with
+ * one run on zeros. Used by the stage Worker (source: the R2 shard store), the Node runner
+ * (model-shards/runner.ts, source: a shard directory; through it the workerd test setup and the
+ * e2e test compute their expected results) and the heap measurement (model-shards/measure-heap.ts).
+ *
+ * The shard bytes are referenced only while the session is created, so once this returns, ORT's
+ * copy (in the wasm heap) is the only one left.
+ */
+import type { FileOrigin, ModelSource } from "../shards/source.ts";
+import { slowestOrigin } from "../shards/source.ts";
+import { AppError, RETRY_AFTER_S } from "../shared/errors.ts";
+import { type Manifest, numel, type StageSpec } from "../shared/manifest.ts";
+import { createStageSession, type SessionTuning, type StageSession } from "./ort.ts";
+import type { PipelineStage } from "./pipeline.ts";
+
+export interface OpenStageOptions {
+  /**
+   * Run the session once on zeros before returning: ORT's first run allocates its buffers and is
+   * several times slower than later ones, so the stage Worker does it during the warm-up, and the
+   * wasm heap measured afterwards is the working peak. Default false.
+   */
+  prime?: boolean;
+  /** ORT session options (bench/stage-load.ts compares them); the Workers use the defaults. */
+  tuning?: SessionTuning;
+}
+
+/** An open stage: its session and specs (a {@link PipelineStage}), where it came from, and how long it took. */
+export interface OpenedStage<O extends FileOrigin = FileOrigin> extends PipelineStage {
+  spec: StageSpec;
+  /** The slowest origin of the stage's files. */
+  origin: O;
+  /** Reading + verifying the files, creating the session and priming it (ms). */
+  loadMs: number;
+  /** Where `loadMs` went (ms): file reads, size + sha256 checks, session create, priming run (0 without). */
+  timings: { fetchMs: number; verifyMs: number; createMs: number; primeMs: number };
+  /** Frees the session's native memory. */
+  release(): Promise<void>;
+}
+
+/**
+ * Opens stage `index` of `manifest`. A stage the manifest does not have is a 400
+ * `bad-stage-request`; a session ORT cannot create or run is a 503 (`model-load-failed`,
+ * `model-unavailable`) with Retry-After; the source's own errors pass through.
+ *
+ * @example
+ * const stage = await openStage(store, await store.manifest(version), 2, { prime: true });
+ * const out = await stage.session.run(x, stage.input, stage.output);
+ */
+export async function openStage<O extends FileOrigin>(
+  source: ModelSource<O>,
+  manifest: Manifest,
+  index: number,
+  opts: OpenStageOptions = {},
+): Promise<OpenedStage<O>> {
+  const t0 = Date.now();
+  const spec = manifest.stages[index];
+  if (!spec)
+    throw new AppError(
+      "bad-stage-request",
+      400,
+      `Model version ${manifest.version.slice(0, 12)} has ${manifest.stages.length} stages; stage ${index} does not exist.`,
+    );
+  const graph = await source.file(spec.graph);
+  const weights = spec.weights ? await source.file(spec.weights) : null;
+  let session: StageSession;
+  const tCreate = Date.now();
+  try {
+    session = await createStageSession(
+      graph.bytes,
+      weights && spec.externalDataPath ? { path: spec.externalDataPath, data: weights.bytes } : null,
+      opts.tuning,
+    );
+  } catch (e) {
+    if (e instanceof AppError) throw e;
+    throw new AppError(
+      "model-unavailable",
+      503,
+      `Stage ${index} of model version ${manifest.version.slice(0, 12)} could not be loaded: ${String(e)}`,
+      { retryAfter: RETRY_AFTER_S },
+    );
+  }
+  const input = spec.inputs[0];
+  const output = spec.outputs[0];
+  const tPrime = Date.now();
+  if (opts.prime) {
+    try {
+      await session.run(new Float32Array(numel(input.shape)), input, output);
+    } catch (e) {
+      await session.release().catch(() => undefined);
+      throw e instanceof AppError
+        ? e
+        : new AppError("model-unavailable", 503, `Stage ${index} failed its first run: ${String(e)}`, {
+            retryAfter: RETRY_AFTER_S,
+          });
+    }
+  }
+  const origins = weights ? [graph.origin, weights.origin] : [graph.origin];
+  const end = Date.now();
+  return {
+    session,
+    input,
+    output,
+    spec,
+    origin: slowestOrigin(origins),
+    loadMs: end - t0,
+    timings: {
+      fetchMs: graph.fetchMs + (weights?.fetchMs ?? 0),
+      verifyMs: graph.verifyMs + (weights?.verifyMs ?? 0),
+      createMs: tPrime - tCreate,
+      primeMs: end - tPrime,
+    },
+    release: () => session.release(),
+  };
+}
+
+/**
+ * Opens every stage of `manifest` in pipeline order (for running the whole model in one
+ * process); on a failure the stages already open are released.
+ */
+export async function openStages<O extends FileOrigin>(
+  source: ModelSource<O>,
+  manifest: Manifest,
+  opts: OpenStageOptions = {},
+): Promise<OpenedStage<O>[]> {
+  const open: OpenedStage<O>[] = [];
+  try {
+    for (const s of manifest.stages) open.push(await openStage(source, manifest, s.index, opts));
+  } catch (e) {
+    for (const s of open) await s.release().catch(() => undefined);
+    throw e;
+  }
+  return open;
+}
