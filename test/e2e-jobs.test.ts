@@ -6,7 +6,7 @@
  * so scoping is checked too. Everything is bounded by timeouts and the servers are always stopped.
  * The first test (opt-in: E2E_CLASSIFY_FIRST=1) classifies synchronously (POST /v1/classify) in
  * the same wrangler dev before the jobs round trips. It is the reproducer of the local known issue
- * (README, webhook section): in 5 of 9 runs the whole local runtime then stopped answering right
+ * (README, webhook section): in 5 of 10 runs the whole local runtime then stopped answering right
  * after the first delayed delivery retry, so the round trips below time out. Off by default until
  * that is fixed; the jobs tests without it pass.
  */
