@@ -4,8 +4,11 @@
  * loopback (scripts/lib/webhook-receiver.ts). The retry schedule is shortened through
  * configuration (WEBHOOK_RETRY_SCHEDULE), not by another code path. Two API keys are configured,
  * so scoping is checked too. Everything is bounded by timeouts and the servers are always stopped.
- * (No /v1/classify call here: with a gateway classification and delayed delivery retries in one
- * wrangler dev, Miniflare's local runtime was seen to spin and stop answering, see README.)
+ * The first test (opt-in: E2E_CLASSIFY_FIRST=1) classifies synchronously (POST /v1/classify) in
+ * the same wrangler dev before the jobs round trips. It is the reproducer of the local known issue
+ * (README, webhook section): in 5 of 10 runs the whole local runtime then stopped answering right
+ * after the first delayed delivery retry, so the round trips below time out. Off by default until
+ * that is fixed; the jobs tests without it pass.
  */
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -142,6 +145,26 @@ afterAll(async () => {
 }, 30_000);
 
 describe("webhook jobs over wrangler dev", () => {
+  it.runIf(process.env.E2E_CLASSIFY_FIRST === "1")(
+    "answers POST /v1/classify, then runs a polled job to the same labels",
+    async () => {
+      const sync = await api("/v1/classify?top_k=3", {
+        method: "POST",
+        body: png,
+        headers: { "content-type": "image/png" },
+      });
+      expect(sync.status).toBe(200);
+      const labels = (await sync.json()) as unknown;
+      const expected = await expectedTop(3);
+      expect(labels).toEqual(expected);
+      const { id } = (await (await submit(null)).json()) as Job;
+      const done = await final(id);
+      expect(done.status).toBe("succeeded");
+      expect(done.results).toEqual(expected);
+    },
+    90_000,
+  );
+
   it("runs a polled job (no callback) to what onnxruntime-web in Node computes for the image", async () => {
     const res = await submit(null);
     expect(res.status).toBe(202);
