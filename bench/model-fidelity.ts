@@ -17,12 +17,11 @@ import { parseBeitConfig } from "../model-shards/checkpoint/config.ts";
 import { type SynthInit, synthesize } from "../model-shards/checkpoint/synth.ts";
 import type { BeitConfig, StateDict } from "../model-shards/checkpoint/types.ts";
 import { argmax, median, relL2, topKOverlap } from "../model-shards/metrics.ts";
-import { buildStageGraph } from "../model-shards/onnx/beit-graph.ts";
 import { calibrateInputMeans } from "../model-shards/onnx/calibrate.ts";
 import { serializeModel } from "../model-shards/onnx/proto.ts";
 import { DEFAULT_QUANT, type QuantOptions } from "../model-shards/onnx/quantize.ts";
+import { webSession, wholeModelGraph } from "../model-shards/onnx/whole-model.ts";
 import { randomPixels } from "../model-shards/testing/random-beit.ts";
-import { createStageSession } from "../src/inference/ort.ts";
 import { syntheticPhoto } from "./image-inputs.ts";
 import { loadOrtNode } from "./lib/ort-node.ts";
 
@@ -59,20 +58,11 @@ async function runGraph(
   precision: "fp32" | "int8",
   quant?: QuantOptions,
 ): Promise<{ outs: Float32Array[]; ms: number }> {
-  const sg = buildStageGraph({
-    config,
-    tensors,
-    layers: [0, config.num_hidden_layers],
-    embeddings: true,
-    head: true,
-    precision,
-    quant,
-  });
+  const sg = wholeModelGraph(config, tensors, { precision, quant });
   const outs: Float32Array[] = [];
   const times: number[] = [];
   if (runtime === "web") {
-    const { model, weights } = serializeModel(sg.graph, { location: "w.weights" });
-    const session = await createStageSession(model, weights ? { path: "w.weights", data: weights } : null);
+    const session = await webSession(sg.graph);
     await session.run(inputs[0], sg.input, sg.output);
     for (const x of inputs) {
       const t0 = performance.now();
@@ -157,17 +147,8 @@ for (const family of families) {
     const list = schemes(inputMeans);
     const sessions = [];
     for (const [, q] of list) {
-      const sg = buildStageGraph({
-        config,
-        tensors: synth.tensors,
-        layers: [0, config.num_hidden_layers],
-        embeddings: true,
-        head: true,
-        precision: "int8",
-        quant: q,
-      });
-      const { model, weights } = serializeModel(sg.graph, { location: "w.weights" });
-      const session = await createStageSession(model, weights ? { path: "w.weights", data: weights } : null);
+      const sg = wholeModelGraph(config, synth.tensors, { precision: "int8", quant: q });
+      const session = await webSession(sg.graph);
       await session.run(inputs[0], sg.input, sg.output);
       sessions.push({ session, sg, outs: [] as Float32Array[], times: [] as number[] });
     }

@@ -8,11 +8,9 @@
 
 import { baseConfig } from "../model-shards/configs.ts";
 import { median } from "../model-shards/metrics.ts";
-import { buildStageGraph } from "../model-shards/onnx/beit-graph.ts";
-import { serializeModel } from "../model-shards/onnx/proto.ts";
 import type { QuantOptions } from "../model-shards/onnx/quantize.ts";
+import { webSession, wholeModelGraph } from "../model-shards/onnx/whole-model.ts";
 import { randomBeit, randomPixels } from "../model-shards/testing/random-beit.ts";
-import { createStageSession } from "../src/inference/ort.ts";
 
 const rounds = Number(process.argv[2] ?? 10);
 const layers = Number(process.argv[3] ?? 12);
@@ -27,17 +25,8 @@ const variants: [string, "fp32" | "int8", QuantOptions | undefined][] = [
 const x = randomPixels(config, 3);
 const sessions = [];
 for (const [name, precision, quant] of variants) {
-  const sg = buildStageGraph({
-    config,
-    tensors,
-    layers: [0, layers],
-    embeddings: true,
-    head: true,
-    precision,
-    quant,
-  });
-  const { model, weights } = serializeModel(sg.graph, { location: "w" });
-  const session = await createStageSession(model, weights ? { path: "w", data: weights } : null);
+  const sg = wholeModelGraph(config, tensors, { precision, quant, layers });
+  const session = await webSession(sg.graph);
   await session.run(x, sg.input, sg.output);
   sessions.push({ name, session, sg, times: [] as number[] });
 }

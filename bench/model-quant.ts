@@ -10,11 +10,9 @@
 import { parseBeitConfig } from "../model-shards/checkpoint/config.ts";
 import { synthesize } from "../model-shards/checkpoint/synth.ts";
 import { argmax, median, relL2, topKOverlap } from "../model-shards/metrics.ts";
-import { buildStageGraph } from "../model-shards/onnx/beit-graph.ts";
-import { serializeModel } from "../model-shards/onnx/proto.ts";
 import type { QuantOptions } from "../model-shards/onnx/quantize.ts";
+import { webSession, wholeModelGraph } from "../model-shards/onnx/whole-model.ts";
 import { randomPixels } from "../model-shards/testing/random-beit.ts";
-import { createStageSession } from "../src/inference/ort.ts";
 
 const N = Number(process.argv[2] ?? 20);
 const size = (process.argv[3] ?? "base") as "base" | "tiny";
@@ -24,17 +22,8 @@ const tensors = synth.tensors;
 const inputs = Array.from({ length: N }, (_, i) => randomPixels(config, 1000 + i));
 
 async function runAll(precision: "fp32" | "int8", quant?: QuantOptions) {
-  const sg = buildStageGraph({
-    config,
-    tensors,
-    layers: [0, config.num_hidden_layers],
-    embeddings: true,
-    head: true,
-    precision,
-    quant,
-  });
-  const { model, weights } = serializeModel(sg.graph, { location: "w.weights" });
-  const session = await createStageSession(model, weights ? { path: "w.weights", data: weights } : null);
+  const sg = wholeModelGraph(config, tensors, { precision, quant });
+  const session = await webSession(sg.graph);
   const outs: Float32Array[] = [];
   const times: number[] = [];
   await session.run(inputs[0], sg.input, sg.output);

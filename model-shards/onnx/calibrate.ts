@@ -8,11 +8,9 @@
  * uniform random pixels) and come from a generator of their own, so benchmarks that evaluate on
  * other pictures do not test on the calibration set.
  */
-import { createStageSession } from "../../src/inference/ort.ts";
 import { mulberry32 } from "../../src/shared/random.ts";
 import type { BeitConfig, StateDict } from "../checkpoint/types.ts";
-import { buildStageGraph } from "./beit-graph.ts";
-import { serializeModel } from "./proto.ts";
+import { webSession, wholeModelGraph } from "./whole-model.ts";
 
 /** Calibration pictures used by the converter (pixel_values, normalized to [-1, 1]). */
 export const CALIBRATION_IMAGES = 8;
@@ -61,20 +59,8 @@ export async function calibrateInputMeans(
   tensors: StateDict,
   images = CALIBRATION_IMAGES,
 ): Promise<Map<string, Float32Array>> {
-  const sg = buildStageGraph({
-    config,
-    tensors,
-    layers: [0, config.num_hidden_layers],
-    embeddings: true,
-    head: true,
-    precision: "fp32",
-    probeInputMeans: true,
-  });
-  const { model, weights } = serializeModel(sg.graph, { location: "calibration.weights" });
-  const session = await createStageSession(
-    model,
-    weights ? { path: "calibration.weights", data: weights } : null,
-  );
+  const sg = wholeModelGraph(config, tensors, { precision: "fp32", probeInputMeans: true });
+  const session = await webSession(sg.graph);
   const sum = new Float64Array(sg.output.shape[0]);
   try {
     for (let n = 0; n < images; n++) {
