@@ -70,18 +70,21 @@ describe("writeWranglerConfigs", () => {
       "beit-edge-stage-0",
       "beit-edge-stage-1",
       "beit-edge-stage-2",
+      "beit-edge-tagging",
       "beit-edge",
       "beit-edge-jobs",
     ]);
     const g = await read(c.gateway);
-    expect(g.services).toEqual(
-      [0, 1, 2].map((i) => ({ binding: `STAGE_${i}`, service: `beit-edge-stage-${i}` })),
-    );
+    expect(g.services).toEqual([
+      ...[0, 1, 2].map((i) => ({ binding: `STAGE_${i}`, service: `beit-edge-stage-${i}` })),
+      { binding: "TAGGING", service: "beit-edge-tagging" },
+    ]);
     expect(g.vars.MAX_BATCH).toBe("2");
     expect(g.vars.REQUEST_DEADLINE_MS).toBe(CLASSIFIER_VARS.REQUEST_DEADLINE_MS.default);
     expect(g.r2_buckets).toEqual([
       { binding: "MODELS", bucket_name: "beit-edge-models" },
       { binding: "UPLOADS", bucket_name: "beit-edge-uploads" },
+      { binding: "IMAGES", bucket_name: "beit-edge-images" },
     ]);
     for (const w of c.workers) await access((await read(w.path)).main);
     await expect(writeWranglerConfigs({ root, outDir: join(out, "b"), stages: 9 })).rejects.toThrow(/1\.\.8/);
@@ -127,14 +130,16 @@ describe("wrangler.toml", () => {
     expect(c.name).toBe(GATEWAY.name);
     expect(c.main).toBe(join(root, GATEWAY.entry));
     expect(c.vars).toEqual(varDefaults(GATEWAY));
-    expect((c.services ?? []).map((s: { binding: string }) => s.binding)).toEqual(
-      Array.from({ length: MAX_STAGES }, (_, i) => `STAGE_${i}`),
-    );
-    // Every bucket the topology gives the gateway (the model bucket first, then e.g. job uploads).
-    expect(c.r2_buckets).toEqual(
-      Object.entries(GATEWAY.r2Buckets ?? {}).map(([binding, bucket_name]) => ({ binding, bucket_name })),
-    );
-    expect(c.r2_buckets[0]).toEqual({ binding: "MODELS", bucket_name: "beit-edge-models" });
+    // Every stage binding, then the gateway's own service bindings (TAGGING).
+    expect((c.services ?? []).map((s: { binding: string }) => s.binding)).toEqual([
+      ...Array.from({ length: MAX_STAGES }, (_, i) => `STAGE_${i}`),
+      "TAGGING",
+    ]);
+    expect(c.r2_buckets).toEqual([
+      { binding: "MODELS", bucket_name: "beit-edge-models" },
+      { binding: "UPLOADS", bucket_name: "beit-edge-uploads" },
+      { binding: "IMAGES", bucket_name: "beit-edge-images" },
+    ]);
   });
 
   it("TOML of a config with queues, D1, KV and crons reads back in wrangler as the same config", async () => {
