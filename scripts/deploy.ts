@@ -28,11 +28,9 @@
  * test/deploy.test.ts does with a local stand-in. A real deploy needs `wrangler login` or CLOUDFLARE_API_TOKEN (and
  * CLOUDFLARE_ACCOUNT_ID for the existence checks; without it every file is uploaded).
  */
-import { execFile } from "node:child_process";
 import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { promisify } from "node:util";
 import { parseCommandLine } from "../model-shards/args.ts";
 import { verifyShards } from "../model-shards/build.ts";
 import { ACTIVE_KEY } from "../src/shards/layout.ts";
@@ -42,6 +40,7 @@ import { type Manifest, manifestFiles } from "../src/shared/manifest.ts";
 import { BUCKETS, TAGGING_NAME, TAGGING_QUEUE } from "../src/topology.ts";
 import { applyMigrations } from "./lib/d1-migrations.ts";
 import { ensureResources, resourcePlan } from "./lib/deploy-resources.ts";
+import { runWrangler } from "./lib/run-wrangler.ts";
 import { addRoute, ensureNotificationRule, type NotificationRule } from "./lib/tagging-deploy.ts";
 import { BUCKET_NAME, type GeneratedConfigs, writeWranglerConfigs } from "./lib/wrangler-configs.ts";
 
@@ -49,7 +48,6 @@ import { BUCKET_NAME, type GeneratedConfigs, writeWranglerConfigs } from "./lib/
 export const SCRIPT_LIMIT_BYTES = 64 * 1024 * 1024;
 
 const root = resolve(import.meta.dirname, "..");
-const run = promisify(execFile);
 
 interface DeployArgs {
   model?: string;
@@ -109,13 +107,12 @@ async function defaultModel(): Promise<string> {
   );
 }
 
-function wrangler(args: string[], opts: { input?: string } = {}) {
-  return run(process.execPath, [join(root, "node_modules/wrangler/bin/wrangler.js"), ...args], {
-    cwd: root,
-    maxBuffer: 64 * 1024 * 1024,
-    env: { ...process.env, WRANGLER_SEND_METRICS: "false" },
-    ...opts,
-  });
+/**
+ * Every wrangler call of the deploy: stdin closed, bounded by WRANGLER_TIMEOUT_MS (default 300 s),
+ * so a call that never returns fails the deploy with the command's name (scripts/lib/run-wrangler.ts).
+ */
+function wrangler(args: string[]) {
+  return runWrangler(args, { root });
 }
 
 /** Total bytes of the files wrangler wrote for one Worker (modules + wasm; source maps excluded). */
@@ -165,7 +162,11 @@ function remoteTarget(bucket: string, dir: string): PublishTarget {
         .split("/")
         .map(encodeURIComponent)
         .join("/")}`;
-      const res = await fetch(url, { headers: { authorization: `Bearer ${token}`, range: "bytes=0-0" } });
+      const res = await fetch(url, {
+        headers: { authorization: `Bearer ${token}`, range: "bytes=0-0" },
+        // Bounded like every wrangler call: an API that never answers fails the deploy.
+        signal: AbortSignal.timeout(60_000),
+      });
       await res.body?.cancel();
       return res.status === 200 || res.status === 206;
     },

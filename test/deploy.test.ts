@@ -75,6 +75,9 @@ function deploy(fake: FakeCloudflare, extra: string[] = []): Promise<{ code: num
           CLOUDFLARE_API_TOKEN: "test-token",
           CLOUDFLARE_ACCOUNT_ID: fake.account,
           WRANGLER_SEND_METRICS: "false",
+          // Each wrangler call of the deploy is bounded: a call the stand-in never ends fails the
+          // test with that command's name within 2 minutes instead of hanging it.
+          WRANGLER_TIMEOUT_MS: "120000",
           CI: "1",
         },
       },

@@ -6,6 +6,8 @@
  * namespaces, R2 event-notification rules, zones (one per name asked for) with their Worker routes
  * and uploaded Worker scripts in memory, records every call in order, and can be told to fail a call (to test that a failed deploy leaves the active
  * model pointer untouched). Answers follow the API's envelope: { success, errors, messages, result }.
+ * Lists are paged as the API pages them (`page`, `per_page`, an empty page past the end; see
+ * {@link paged}): wrangler's list calls loop on the page number.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 
@@ -58,6 +60,34 @@ const apiError = (code: number, message: string) => ({
   result: null,
 });
 
+/**
+ * One page of a list, as the API pages it: `page` (from 1) and `per_page` from the query, the
+ * rest of the list on later pages, an empty `result` past the end, and `result_info` telling the
+ * truth. wrangler's list calls rely on this in different ways (the Cloudflare SDK's iterator asks
+ * for the next page until one comes back empty; older helpers stop on a short page or on
+ * page x per_page >= total_count), so a stand-in that ignored `page` made `wrangler kv namespace
+ * list` ask for page 2, 3, ... forever once one namespace existed.
+ */
+function paged(url: URL, list: unknown[], defaultPerPage: number) {
+  const num = (name: string, fallback: number) => {
+    const n = Number(url.searchParams.get(name));
+    return Number.isInteger(n) && n >= 1 ? n : fallback;
+  };
+  const perPage = num("per_page", defaultPerPage);
+  const page = num("page", 1);
+  const items = list.slice((page - 1) * perPage, page * perPage);
+  return {
+    ...envelope(items),
+    result_info: {
+      page,
+      per_page: perPage,
+      count: items.length,
+      total_count: list.length,
+      total_pages: Math.ceil(list.length / perPage),
+    },
+  };
+}
+
 async function body(req: IncomingMessage): Promise<Uint8Array> {
   const chunks: Buffer[] = [];
   for await (const c of req) chunks.push(c as Buffer);
@@ -97,18 +127,12 @@ export async function startFakeCloudflare(
     if (path === "/zones" && method === "GET") {
       const name = url.searchParams.get("name");
       const list = name ? [{ id: `zone-${name}`, name }] : [];
-      return json(res, 200, {
-        ...envelope(list),
-        result_info: { page: 1, per_page: 50, count: list.length, total_count: list.length },
-      });
+      return json(res, 200, paged(url, list, 50));
     }
     const z = /^\/zones\/([^/]+)\/workers\/routes$/.exec(path);
     if (z && method === "GET") {
       const list = [...fake.routes].map(([pattern, script]) => ({ id: pattern, pattern, script }));
-      return json(res, 200, {
-        ...envelope(list),
-        result_info: { page: 1, per_page: 50, count: list.length, total_count: list.length },
-      });
+      return json(res, 200, paged(url, list, 50));
     }
     if (z && method === "POST") {
       const r = JSON.parse(new TextDecoder().decode(data)) as { pattern: string; script: string };
@@ -182,10 +206,7 @@ export async function startFakeCloudflare(
       const list = [...fake.queues]
         .filter(([n]) => !names.length || names.includes(n))
         .map(([n, q]) => queueView(n, q));
-      return json(res, 200, {
-        ...envelope(list),
-        result_info: { page: 1, per_page: 100, count: list.length, total_count: list.length },
-      });
+      return json(res, 200, paged(url, list, 100));
     }
     m = /^\/queues\/([^/]+)$/.exec(rest);
     if (m && method === "GET") {
@@ -220,10 +241,7 @@ export async function startFakeCloudflare(
           created_at: "2026-01-01T00:00:00Z",
           version: "production",
         }));
-      return json(res, 200, {
-        ...envelope(list),
-        result_info: { page: 1, per_page: 1000, count: list.length, total_count: list.length },
-      });
+      return json(res, 200, paged(url, list, 1000));
     }
     if (rest === "/d1/database" && method === "POST") {
       const { name } = JSON.parse(text()) as { name: string };
@@ -277,10 +295,7 @@ export async function startFakeCloudflare(
     // KV namespaces: list and create.
     if (rest === "/storage/kv/namespaces" && method === "GET") {
       const list = [...fake.kv].map(([title, id]) => ({ id, title, supports_url_encoding: true }));
-      return json(res, 200, {
-        ...envelope(list),
-        result_info: { page: 1, per_page: 100, count: list.length, total_count: list.length },
-      });
+      return json(res, 200, paged(url, list, 100));
     }
     if (rest === "/storage/kv/namespaces" && method === "POST") {
       const { title } = JSON.parse(text()) as { title: string };
