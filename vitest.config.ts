@@ -113,22 +113,14 @@ export default defineConfig({
                 gateway.services[stageBindingName(i)],
               ]),
             );
-            // Tagging Worker variants beside the real one (which consumes the tagging queue): one
-            // in front of an HTTP origin, one whose model bucket is empty. Neither consumes.
+            // A second tagging Worker (the proxy) in front of an HTTP origin, beside the real one.
             const tagging = resolveTopology(stages).find((w) => w.spec === TAGGING)!;
-            const variant = (name: string, vars: Record<string, string>, models?: string) => {
-              const { queueConsumers: _none, ...w } = miniflareWorker(
-                tagging,
-                bundles,
-                { vars: { tagging: vars }, outbound: { tagging: fakeOrigin } },
-                name,
-              );
-              return models ? { ...w, r2Buckets: { ...w.r2Buckets, MODELS: models } } : w;
-            };
-            const taggingVariants = [
-              variant("beit-edge-tagging-http", { ORIGIN_URL: "http://origin.test/" }),
-              variant("beit-edge-tagging-no-model", {}, "beit-edge-models-empty"),
-            ];
+            const taggingHttp = miniflareWorker(
+              tagging,
+              bundles,
+              { vars: { tagging: { ORIGIN_URL: "http://origin.test/" } }, outbound: { tagging: fakeOrigin } },
+              "beit-edge-tagging-http",
+            );
             return {
               main: "./test/workerd/proxy-main.ts",
               miniflare: {
@@ -143,10 +135,9 @@ export default defineConfig({
                   GATEWAY: GATEWAY.name,
                   GATEWAY_KEYED: "beit-edge-keyed",
                   TAGGING_HTTP: "beit-edge-tagging-http",
-                  TAGGING_NO_MODEL: "beit-edge-tagging-no-model",
                   ...stageBindings,
                 },
-                workers: [...workers, keyed, ...taggingVariants],
+                workers: [...workers, keyed, taggingHttp],
               },
             };
           }),

@@ -91,7 +91,7 @@ async function main(): Promise<void> {
       persistTo,
       port,
       prebundle: true,
-      varsByKind: { tagging: { ORIGIN_URL: origin.url } },
+      varsByKind: { tagging: { ORIGIN_URL: origin.url }, "tagging-consumer": { ORIGIN_URL: origin.url } },
     });
     try {
       const direct = `${origin.url}photo.jpg`;

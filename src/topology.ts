@@ -125,6 +125,7 @@ export const CLASSIFIER_VARS = {
 
 /** CDN image tagging (issue #10): queues, KV, the D1 database shared with jobs. */
 export const TAGGING_NAME = `${GATEWAY_NAME}-tagging`;
+export const TAGGING_CONSUMER_NAME = `${GATEWAY_NAME}-tagging-consumer`;
 export const TAGGING_QUEUE = "beit-edge-tagging";
 export const TAGGING_DLQ = "beit-edge-tagging-dlq";
 export const TAGS_KV = "beit-edge-tags";
@@ -230,14 +231,33 @@ export const GATEWAY: WorkerSpec = {
   d1Databases: [DATABASE],
 };
 
+/**
+ * The CDN proxy (the image path): GET/HEAD under TAGGING_PREFIX, one KV lookup, a miss enqueued.
+ * It binds no stage, no model bucket and no D1: nothing of the model is in its bundle or its
+ * isolate, so classification can neither slow nor crash an image response.
+ */
 export const TAGGING: WorkerSpec = {
   kind: "tagging",
   name: TAGGING_NAME,
   entry: "src/workers/tagging/index.ts",
+  vars: TAGGING_VARS,
+  r2Buckets: { IMAGES: BUCKETS.IMAGES },
+  queueProducers: { TAGGING_QUEUE: TAGGING_QUEUE },
+  kvNamespaces: { TAGS: TAGS_KV },
+};
+
+/**
+ * The tagging consumer, a Worker of its own: it decodes and classifies (up to ~100 MiB of decode
+ * memory, seconds of CPU), which in the proxy's Worker would share the proxy's isolates (one
+ * thread, 128 MB) with image responses. It writes D1 and the hot-path KV entries.
+ */
+export const TAGGING_CONSUMER: WorkerSpec = {
+  kind: "tagging-consumer",
+  name: TAGGING_CONSUMER_NAME,
+  entry: "src/workers/tagging-consumer/index.ts",
   vars: { ...CLASSIFIER_VARS, ...TAGGING_VARS },
   r2Buckets: { MODELS: BUCKETS.MODELS, IMAGES: BUCKETS.IMAGES },
   bindsStages: true,
-  queueProducers: { TAGGING_QUEUE: TAGGING_QUEUE },
   queueConsumers: [
     {
       queue: TAGGING_QUEUE,
@@ -288,7 +308,7 @@ export const STAGE: WorkerSpec = {
 };
 
 /** Every Worker of the deployment. Order: per-stage Workers are deployed before their callers. */
-export const WORKERS: WorkerSpec[] = [STAGE, TAGGING, GATEWAY, JOBS];
+export const WORKERS: WorkerSpec[] = [STAGE, TAGGING, TAGGING_CONSUMER, GATEWAY, JOBS];
 
 /** One concrete Worker of a deployment serving a model with a given number of stages. */
 export interface ResolvedWorker {

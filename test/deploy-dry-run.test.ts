@@ -49,12 +49,18 @@ describe("npm run deploy -- --dry-run", () => {
       "beit-edge",
       ...Array.from({ length: stages }, (_, i) => `beit-edge-stage-${i}`),
       "beit-edge-tagging",
+      "beit-edge-tagging-consumer",
       "beit-edge-jobs",
     ]);
     for (const b of report.bundles) {
-      expect(b.bytes).toBeGreaterThan(100_000);
+      expect(b.bytes).toBeGreaterThan(10_000);
       expect(b.bytes).toBeLessThan(LIMIT);
     }
+    // The image path carries no model code: no codec wasm, no classifier (27 KiB on 2026-12-02;
+    // its consumer, which decodes and classifies, 1.7 MiB).
+    const size = (w: string) => report.bundles.find((b) => b.worker === w)!.bytes;
+    expect(size("beit-edge-tagging")).toBeLessThan(256 * 1024);
+    expect(size("beit-edge-tagging-consumer")).toBeGreaterThan(1024 * 1024);
     expect(stderr).toContain(`would deploy ${stages} stage Worker(s), then beit-edge`);
     // What the webhook jobs need on the account, from src/topology.ts.
     for (const line of [

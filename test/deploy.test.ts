@@ -138,8 +138,9 @@ describe("npm run deploy against a local Cloudflare API stand-in", () => {
         ...files.filter((f) => f !== present).map((f) => `put ${f}`),
         `put manifests/${manifest.version}.json`,
         ...Array.from({ length: n }, (_, i) => `script beit-edge-stage-${i}`),
-        // The tagging Worker before the gateway that binds it.
+        // The tagging Worker before the gateway that binds it; its consumer (a Worker of its own).
         "script beit-edge-tagging",
+        "script beit-edge-tagging-consumer",
         "script beit-edge",
         "script beit-edge-jobs",
         "put active.json",
@@ -152,27 +153,26 @@ describe("npm run deploy against a local Cloudflare API stand-in", () => {
         "beit-edge-tagging",
         "beit-edge-tagging-dlq",
       ]);
-      // The jobs Worker consumes its two queues and the dead-letter queue; the tagging Worker its
-      // queue (the tagging DLQ has no consumer: failed entries are recorded before it).
+      // The jobs Worker consumes its two queues and the dead-letter queue; the tagging consumer
+      // the tagging queue (its DLQ has no consumer: failed entries are recorded before it).
       for (const [name, q] of fake.queues)
         expect(q.consumers, name).toEqual(
           name === "beit-edge-tagging"
-            ? ["beit-edge-tagging"]
+            ? ["beit-edge-tagging-consumer"]
             : name.startsWith("beit-edge-tagging")
               ? []
               : ["beit-edge-jobs"],
         );
-      // The tagging KV namespace exists and its id is the deployed tagging Worker's TAGS binding;
-      // the tagging Worker shares the one D1 database.
+      // The tagging KV namespace exists and its id is the TAGS binding of both the deployed tagging
+      // Worker and its consumer; the consumer shares the one D1 database.
       const kvId = fake.kv.get("beit-edge-tags");
       expect(kvId).toBeDefined();
-      const taggingBindings = fake.scripts.get("beit-edge-tagging")!.metadata.bindings as unknown as {
-        name: string;
-        type: string;
-        id?: string;
-        namespace_id?: string;
-      }[];
+      type Binding = { name: string; type: string; id?: string; namespace_id?: string };
+      const bindingsOf = (script: string) =>
+        fake.scripts.get(script)!.metadata.bindings as unknown as Binding[];
+      const taggingBindings = bindingsOf("beit-edge-tagging-consumer");
       expect(taggingBindings.find((b) => b.name === "TAGS")?.namespace_id).toBe(kvId);
+      expect(bindingsOf("beit-edge-tagging").find((b) => b.name === "TAGS")?.namespace_id).toBe(kvId);
       // The notification rule: object-create on the IMAGES bucket -> the tagging queue, under photos/.
       expect(fake.notifications.get("beit-edge-images")).toMatchObject([
         { queueName: "beit-edge-tagging", prefix: "photos/" },

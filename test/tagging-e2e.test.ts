@@ -1,9 +1,9 @@
 /**
  * CDN image tagging end to end over real HTTP: the tiny synthetic model published into a temporary
  * local R2, a node:http static origin (scripts/lib/image-origin.ts) on loopback, and the real
- * `wrangler dev` (gateway + tagging Worker + every stage Worker, D1 migrations applied, local KV and
- * Queues) with the tagging Worker fronting that origin; sample images seeded into the local IMAGES
- * bucket for bulk tagging. Plain fetch, bounded by timeouts, the server always stopped.
+ * `wrangler dev` (gateway + tagging Worker + tagging consumer + every stage Worker, D1 migrations
+ * applied, local KV and Queues) with the tagging Worker fronting that origin; sample images seeded
+ * into the local IMAGES bucket for bulk tagging. Plain fetch, bounded by timeouts, the server always stopped.
  */
 import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -97,7 +97,11 @@ beforeAll(async () => {
     configDir: join(dir, "configs"),
     prebundle: true,
     readyTimeoutMs: 150_000,
-    varsByKind: { tagging: { ORIGIN_URL: origin.url, TAG_MAX_IMAGE_BYTES: "100000" } },
+    // The proxy maps paths to this origin; its consumer fetches only from the same one.
+    varsByKind: {
+      tagging: { ORIGIN_URL: origin.url },
+      "tagging-consumer": { ORIGIN_URL: origin.url, TAG_MAX_IMAGE_BYTES: "100000" },
+    },
   });
 }, 300_000);
 

@@ -71,6 +71,7 @@ describe("writeWranglerConfigs", () => {
       "beit-edge-stage-1",
       "beit-edge-stage-2",
       "beit-edge-tagging",
+      "beit-edge-tagging-consumer",
       "beit-edge",
       "beit-edge-jobs",
     ]);
@@ -88,6 +89,26 @@ describe("writeWranglerConfigs", () => {
     ]);
     for (const w of c.workers) await access((await read(w.path)).main);
     await expect(writeWranglerConfigs({ root, outDir: join(out, "b"), stages: 9 })).rejects.toThrow(/1\.\.8/);
+  });
+
+  it("keeps the model off the image path: the tagging proxy binds no stage, model or D1; its consumer does", async () => {
+    const c = await writeWranglerConfigs({ root, outDir: join(out, "t"), stages: 2 });
+    const proxy = await read(c.workers.find((w) => w.name === "beit-edge-tagging")!.path);
+    expect(proxy.services ?? []).toEqual([]);
+    expect(proxy.r2_buckets).toEqual([{ binding: "IMAGES", bucket_name: "beit-edge-images" }]);
+    expect(proxy.d1_databases ?? []).toEqual([]);
+    expect(proxy.queues).toEqual({ producers: [{ binding: "TAGGING_QUEUE", queue: "beit-edge-tagging" }] });
+    const consumer = await read(c.workers.find((w) => w.name === "beit-edge-tagging-consumer")!.path);
+    const bindings = (list: unknown) => (list as { binding: string }[]).map((b) => b.binding);
+    expect(bindings(consumer.services)).toEqual(["STAGE_0", "STAGE_1"]);
+    const queues = consumer.queues as { consumers: unknown[]; producers?: unknown[] };
+    expect(queues.consumers).toMatchObject([
+      { queue: "beit-edge-tagging", dead_letter_queue: "beit-edge-tagging-dlq" },
+    ]);
+    expect(queues.producers ?? []).toEqual([]);
+    // Both read and write the same hot-path namespace.
+    expect(bindings(consumer.kv_namespaces)).toEqual(["TAGS"]);
+    expect(bindings(proxy.kv_namespaces)).toEqual(["TAGS"]);
   });
 
   it("gives a Worker added to the topology its queues, D1, KV and cron bindings", async () => {

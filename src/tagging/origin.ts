@@ -36,6 +36,15 @@ export interface OriginBindings {
   bucketName: string;
 }
 
+/** The origin of a Worker's env: global fetch, its IMAGES bucket and that bucket's name. */
+export function originBindings(env: { IMAGES?: R2Bucket; IMAGES_BUCKET?: string }): OriginBindings {
+  return {
+    fetch: (input, init) => fetch(input, init),
+    bucket: env.IMAGES,
+    bucketName: env.IMAGES_BUCKET ?? "",
+  };
+}
+
 /**
  * The source for `url` (the request URL), or null when its path is not under the prefix, and a
  * string reason when it is under the prefix but refused.

@@ -1,16 +1,11 @@
 /**
  * @module
- * Entry of the tagging Worker (`beit-edge-tagging`, see src/topology.ts).
- *
- * - `fetch`: the CDN proxy (src/tagging/proxy.ts) for GET/HEAD under TAGGING_PREFIX in front of
- *   ORIGIN_URL or the IMAGES bucket; one KV lookup, never waits for the model, fails open.
- * - `queue`: the tagging consumer (src/tagging/consumer.ts) for `beit-edge-tagging`: the
- *   proxy's and `npm run tag`'s messages and R2 event notifications of the IMAGES bucket; it
- *   classifies through the core (src/classify) with the stage Workers bound as STAGE_i.
+ * Entry of the tagging Worker (`beit-edge-tagging`, see src/topology.ts): the CDN proxy
+ * (src/tagging/proxy.ts) for GET/HEAD under TAGGING_PREFIX in front of ORIGIN_URL or the IMAGES
+ * bucket; one KV lookup, never waits for the model, fails open. A miss is sent to the tagging
+ * queue, which the tagging consumer (src/workers/tagging-consumer/, a Worker of its own) drains:
+ * nothing of the model runs, or is even bundled, here.
  */
-import { defaultDecoder } from "../../classify/decoder.ts";
-import { createClassifier } from "../../classify/index.ts";
-import type { ClassifierEnv } from "../../edge/env.ts";
 import { problemResponse } from "../../edge/problem.ts";
 import { AppError } from "../../shared/errors.ts";
 import {
@@ -19,19 +14,13 @@ import {
   type TaggingVars,
   taggingConfigOf,
 } from "../../tagging/config.ts";
-import { handleTagBatch } from "../../tagging/consumer.ts";
 import type { TagMessage } from "../../tagging/messages.ts";
-import type { OriginBindings } from "../../tagging/origin.ts";
+import { originBindings } from "../../tagging/origin.ts";
 import { handleImageRequest, PendingSet } from "../../tagging/proxy.ts";
-import { ImageStore } from "../../tagging/store.ts";
-import { TAGGING_MAX_RETRIES } from "../../topology.ts";
-import { tagClassifier } from "./classifier.ts";
 
-export interface TaggingEnv extends ClassifierEnv, TaggingVars {
+export interface TaggingEnv extends TaggingVars {
   /** Hot-path entries (one per image locator). */
   TAGS: KVNamespace;
-  /** images + image_labels (migrations/0002_images.sql). */
-  DB: D1Database;
   TAGGING_QUEUE: Queue<TagMessage>;
   /** The image bucket (the origin when ORIGIN_URL is empty). */
   IMAGES?: R2Bucket;
@@ -39,14 +28,6 @@ export interface TaggingEnv extends ClassifierEnv, TaggingVars {
 
 /** Burst dedupe of misses within this isolate (see PendingSet). */
 const pending = new PendingSet();
-
-function originOf(env: TaggingEnv): OriginBindings {
-  return {
-    fetch: (input, init) => fetch(input, init),
-    bucket: env.IMAGES,
-    bucketName: env.IMAGES_BUCKET ?? "",
-  };
-}
 
 function configOrProblem(env: TaggingEnv): TaggingConfig | Response {
   try {
@@ -66,7 +47,7 @@ export default {
     if (config instanceof Response) return config;
     const res = await handleImageRequest(req, {
       config,
-      origin: originOf(env),
+      origin: originBindings(env),
       tags: env.TAGS,
       queue: env.TAGGING_QUEUE,
       markers: caches.default,
@@ -79,22 +60,5 @@ export default {
         new AppError("not-found", 404, `The tagging Worker serves images under ${config.prefix} only.`),
       )
     );
-  },
-
-  async queue(batch, env, ctx) {
-    const config = taggingConfigOf(env);
-    const classifier = createClassifier(env, { decode: defaultDecoder, keepAlive: (p) => ctx.waitUntil(p) });
-    const results = await handleTagBatch(
-      batch,
-      {
-        config,
-        origin: originOf(env),
-        store: new ImageStore(env.DB),
-        tags: env.TAGS,
-        classifier: tagClassifier(classifier),
-      },
-      TAGGING_MAX_RETRIES,
-    );
-    console.log(JSON.stringify({ event: "tagging-batch", messages: batch.messages.length, results }));
   },
 } satisfies ExportedHandler<TaggingEnv, unknown>;
