@@ -1,18 +1,20 @@
 /**
  * @module
- * Tagging benchmark against `wrangler dev` (gateway, tagging Worker, every stage Worker, local R2,
- * KV, D1 and Queues) with the full-size synthetic int8 model (`npm start -- --prepare-only` builds
- * it):
+ * Tagging benchmark against `wrangler dev` (gateway, tagging Worker and its consumer, every stage
+ * Worker, local R2, KV, D1 and Queues) with the full-size synthetic int8 model (`npm start --
+ * --prepare-only` builds it; `--model` takes any shard directory, e.g. the tiny one for latency):
  *
  * - added latency of the tagging Worker over fetching the HTTP origin directly (a node:http static
  *   origin on loopback, scripts/lib/image-origin.ts), time to the full body of a 21 KB JPEG, p50/p95:
  *   hits (tagged: the labels are added) and misses (a URL never seen: lookup, stream, enqueue);
  *   direct, hit and miss requests interleave round by round so background load hits all alike;
+ *   a fourth kind, a path the tagging Worker refuses before fetching anything, measures what the
+ *   local stack alone costs (wrangler dev's proxy, the gateway's /images/* forwarding);
  * - backfill throughput: N distinct sample JPEGs (640x480) seeded into the local IMAGES bucket,
  *   enqueued through POST /v1/images/backfill (what `npm run tag` does), images/minute until every
  *   one is tagged (each one a model call: no two have the same bytes).
  *
- *   npx tsx bench/tagging.ts [--model DIR] [--runs N] [--backfill N]
+ *   npx tsx bench/tagging.ts [--model DIR] [--runs N] [--backfill N]    (--backfill 0: latency only)
  *
  * Prints a Markdown table (and writes it to bench/results/tagging.md).
  */
@@ -53,6 +55,13 @@ async function timedGet(url: string): Promise<{ ms: number; res: Response; body:
       process.stderr.write(`a request to ${url} stalled for 30 s (${stalls} so far); sending it again\n`);
     }
   }
+}
+
+/** Prints the table and writes it to bench/results/tagging.md. */
+async function report(table: string): Promise<void> {
+  console.log(table);
+  await mkdir(join(root, "bench/results"), { recursive: true });
+  await writeFile(join(root, "bench/results/tagging.md"), `${table}\n`);
 }
 
 async function main(): Promise<void> {
@@ -109,10 +118,21 @@ async function main(): Promise<void> {
       process.stderr.write(
         `tagged after ${((Date.now() - t0) / 1000).toFixed(1)} s; ${runs} latency rounds ...\n`,
       );
-      const times = { direct: [] as number[], hit: [] as number[], miss: [] as number[] };
+      const times = {
+        direct: [] as number[],
+        floor: [] as number[],
+        hit: [] as number[],
+        miss: [] as number[],
+      };
+      // The local stack alone: wrangler dev's proxy, the gateway's /images/* forwarding and the
+      // tagging Worker refusing a path (400) before any origin fetch or KV read.
+      const floorUrl = `${svc.url}/images//refused.example/x.jpg`;
       for (let i = 0; i < 10; i++) await timedGet(direct); // warm the origin and the Workers
       for (let i = 0; i < runs; i++) {
         times.direct.push((await timedGet(direct)).ms);
+        const floor = await timedGet(floorUrl);
+        if (floor.res.status !== 400) throw new Error(`the floor request answered ${floor.res.status}`);
+        times.floor.push(floor.ms);
         const hit = await timedGet(proxied);
         if (!hit.res.headers.has("image-labels")) throw new Error("a hit lost its labels");
         times.hit.push(hit.ms);
@@ -121,6 +141,24 @@ async function main(): Promise<void> {
         if (miss.res.headers.get("image-labels-status") !== "pending")
           throw new Error("a miss was not a miss");
         times.miss.push(miss.ms);
+      }
+      const row = (name: string, xs: number[]) =>
+        `| ${name} | ${pct(xs, 50).toFixed(2)} | ${pct(xs, 95).toFixed(2)} | ${(pct(xs, 50) - pct(times.direct, 50)).toFixed(2)} |`;
+      const latency = [
+        `Tagging Worker, wrangler dev, ${manifest.stages.length}-stage ${manifest.model.id} model${manifest.model.synthetic ? " (synthetic)" : ""}, ${runs} rounds, ${photo.byteLength}-byte JPEG (${new Date().toISOString().slice(0, 16)}Z)`,
+        "",
+        "| request | p50 ms | p95 ms | p50 added over direct |",
+        "|---|---|---|---|",
+        row("origin directly", times.direct),
+        row("local stack only: wrangler dev + gateway forward + tagging Worker, no fetch (400)", times.floor),
+        row("through the tagging Worker, hit (labels added)", times.hit),
+        row("through the tagging Worker, miss (lookup + enqueue)", times.miss),
+        "",
+        `Stalled requests (no answer in 30 s, sent again, not in the percentiles): ${stalls}`,
+      ];
+      if (backfillN === 0) {
+        await report(latency.join("\n"));
+        return;
       }
       // Backfill.
       process.stderr.write(`backfill of ${backfillN} images ...\n`);
@@ -156,24 +194,13 @@ async function main(): Promise<void> {
       }
       process.stderr.write("\n");
       const minutes = (Date.now() - b0) / 60000;
-      const row = (name: string, xs: number[]) =>
-        `| ${name} | ${pct(xs, 50).toFixed(2)} | ${pct(xs, 95).toFixed(2)} | ${(pct(xs, 50) - pct(times.direct, 50)).toFixed(2)} |`;
-      const table = [
-        `Tagging Worker, wrangler dev, ${manifest.stages.length}-stage full-size synthetic int8 model, ${runs} rounds, ${photo.byteLength}-byte JPEG (${new Date().toISOString().slice(0, 10)})`,
-        "",
-        "| request | p50 ms | p95 ms | p50 added over direct |",
-        "|---|---|---|---|",
-        row("origin directly", times.direct),
-        row("through the tagging Worker, hit (labels added)", times.hit),
-        row("through the tagging Worker, miss (lookup + enqueue)", times.miss),
-        "",
-        `Stalled requests (no answer in 30 s, sent again, not in the percentiles): ${stalls}`,
-        "",
-        `Backfill: ${enqueued} distinct 640x480 JPEGs, ${stats.tagged} tagged (${stats.classified} model calls), ${stats.skipped} skipped, ${stats.failed} failed in ${(minutes * 60).toFixed(1)} s = **${(enqueued / minutes).toFixed(1)} images/minute**`,
-      ].join("\n");
-      console.log(table);
-      await mkdir(join(root, "bench/results"), { recursive: true });
-      await writeFile(join(root, "bench/results/tagging.md"), `${table}\n`);
+      await report(
+        [
+          ...latency,
+          "",
+          `Backfill: ${enqueued} distinct 640x480 JPEGs, ${stats.tagged} tagged (${stats.classified} model calls), ${stats.skipped} skipped, ${stats.failed} failed in ${(minutes * 60).toFixed(1)} s = **${(enqueued / minutes).toFixed(1)} images/minute**`,
+        ].join("\n"),
+      );
     } catch (e) {
       process.stderr.write(`wrangler dev output (tail):\n${svc.output().slice(-6000)}\n`);
       throw e;
