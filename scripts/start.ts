@@ -231,7 +231,7 @@ async function main(): Promise<void> {
   const loopback = localLoopbackFetch(process.env); // what serveLocal sets
 
   progress(
-    `starting wrangler dev: gateway, jobs Worker (queues, D1, cron) + ${manifest.stages.length} stage Worker(s) (${args.verbose ? "full output" : "start-up notices hidden; --verbose shows them"}) ...`,
+    `starting wrangler dev: gateway, jobs Worker (queues, D1, cron), tagging Worker + its consumer, ${manifest.stages.length} stage Worker(s) (${args.verbose ? "full output" : "start-up notices hidden; --verbose shows them"}) ...`,
   );
   const svc = await serveLocal({
     root,
