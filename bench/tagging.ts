@@ -14,7 +14,8 @@
  *   enqueued through POST /v1/images/backfill (what `npm run tag` does), images/minute until every
  *   one is tagged (each one a model call: no two have the same bytes).
  *
- *   npx tsx bench/tagging.ts [--model DIR] [--runs N] [--backfill N]    (--backfill 0: latency only)
+ *   npx tsx bench/tagging.ts [--model DIR] [--runs N] [--backfill N] [--stall-s S]
+ *   (--backfill 0: latency only; --stall-s: give up when the backfill makes no progress for S s, 180)
  *
  * Prints a Markdown table (and writes it to bench/results/tagging.md).
  */
@@ -68,6 +69,7 @@ async function main(): Promise<void> {
   const modelDir = resolve(flag("model", join(root, "model-shards/out/synthetic-base")));
   const runs = Number(flag("runs", "100"));
   const backfillN = Number(flag("backfill", "200"));
+  const stallS = Number(flag("stall-s", "180"));
   const manifest = await readManifest(modelDir).catch(() => {
     throw new Error(
       `no model at ${modelDir}: run \`npm start -- --prepare-only\` first (or pass --model DIR)`,
@@ -160,6 +162,8 @@ async function main(): Promise<void> {
         await report(latency.join("\n"));
         return;
       }
+      // Printed now as well, so that a backfill that stalls (README, known gaps) still leaves them.
+      process.stderr.write(`${latency.join("\n")}\n\n`);
       // Backfill.
       process.stderr.write(`backfill of ${backfillN} images ...\n`);
       const b0 = Date.now();
@@ -183,13 +187,24 @@ async function main(): Promise<void> {
         since ??= r.at;
       } while (cursor);
       let stats = { tagged: 0, skipped: 0, failed: 0, classified: 0 };
+      let lastDone = 0;
+      let lastProgress = Date.now();
       for (;;) {
         const polled = await timedGet(`${svc.url}/v1/images/stats?prefix=backfill/&since=${since ?? b0}`);
         stats = JSON.parse(new TextDecoder().decode(polled.body)) as typeof stats;
         const done = stats.tagged + stats.skipped + stats.failed;
         process.stderr.write(`\rbackfill ${done}/${enqueued}`);
+        if (done > lastDone) {
+          lastDone = done;
+          lastProgress = Date.now();
+        }
         if (done >= enqueued) break;
         if (Date.now() - b0 > 3_600_000) throw new Error("backfill did not finish within an hour");
+        // The local queue can stop dispatching (README, known gaps): say so instead of waiting an hour.
+        if (Date.now() - lastProgress > stallS * 1000)
+          throw new Error(
+            `backfill made no progress for ${stallS} s at ${done}/${enqueued} (${((lastProgress - b0) / 1000).toFixed(1)} s after the backfill started, ${((lastDone / (lastProgress - b0)) * 60000).toFixed(1)} images/minute until then)`,
+          );
         await new Promise((r) => setTimeout(r, 1000));
       }
       process.stderr.write("\n");
@@ -202,7 +217,11 @@ async function main(): Promise<void> {
         ].join("\n"),
       );
     } catch (e) {
-      process.stderr.write(`wrangler dev output (tail):\n${svc.output().slice(-6000)}\n`);
+      const out = svc.output();
+      const queueLines = out.split("\n").filter((l) => /QUEUE|tagging-batch|ERROR|rror:/.test(l));
+      process.stderr.write(
+        `wrangler dev queue and error lines (last 60):\n${queueLines.slice(-60).join("\n")}\nwrangler dev output (tail):\n${out.slice(-3000)}\n`,
+      );
       throw e;
     } finally {
       await svc.stop();
