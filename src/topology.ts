@@ -199,10 +199,19 @@ export const JOBS: WorkerSpec = {
   crons: ["* * * * *"],
 };
 
+/** The vars of the stage Worker (parsed by src/workers/stage/index.ts). */
+export const STAGE_VARS = {
+  STAGE_PRIME: {
+    default: "on-request",
+    doc: '"on-request": a load primes the session with a run on zeros only when the caller asks (/warm with x-stage-prime: 1, as /healthz does); a classification\'s cold start does not, its own first run warms the code. "always": every load primes (the behaviour before 2026-12, for comparisons).',
+  },
+} satisfies Record<string, VarSpec>;
+
 export const STAGE: WorkerSpec = {
   kind: "stage",
   name: stageWorkerName(0),
   entry: "src/workers/stage/index.ts",
+  vars: STAGE_VARS,
   r2Buckets: { MODELS: BUCKETS.MODELS },
   perStage: true,
 };
