@@ -161,8 +161,8 @@ export function createClassifier(env: ClassifierEnv, deps: ClassifierDeps): Clas
       const k = checkTopK(opts.topK, model.labels.length);
       const exifTranspose = opts.exifTranspose ?? true;
       const pipeline = new StagePipeline(env, model.manifest, keepAlive);
-      // Cold isolates: load every stage at once while the first image decodes, without priming
-      // runs (this classification's first run through each stage warms its code instead).
+      // Cold isolates: load every stage at once while the first image decodes. `prime: false` asks
+      // the stages to skip the run on zeros, which they honour only under STAGE_PRIME=on-request.
       const warmStart = Date.now();
       let warmMs = 0;
       const warm = pipeline.warm(deadline, { prime: false }).then((reports) => {

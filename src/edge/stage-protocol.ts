@@ -9,7 +9,8 @@
  *   Errors: application/problem+json with the AppError's status.
  * - `POST /warm` same headers, no body: loads the shard and session; 200 JSON {@link WarmReport}.
  *   `x-stage-prime: 0` asks the load not to prime the session with a run on zeros (a
- *   classification's cold start: its own first run comes next); without it the load primes.
+ *   classification's cold start: its own first run comes next); without it the load primes. The
+ *   stage honours it only under STAGE_PRIME=on-request (the default, "always", primes every load).
  * - `GET /status`: 200 JSON {@link StageStatus} (no loading).
  */
 
@@ -47,7 +48,7 @@ export interface LoadPhases {
   verifyMs: number;
   /** onnxruntime-web session create (on the isolate's first load, also ORT's wasm instantiation). */
   createMs: number;
-  /** The priming run on zeros (0 when the load did not prime: the first real run pays it then). */
+  /** The priming run on zeros (0 when the load did not prime, under STAGE_PRIME=on-request). */
   primeMs: number;
   /** Whether this load ran the priming run (see STAGE_PRIME in src/topology.ts). */
   primed: boolean;

@@ -6,16 +6,17 @@
  * the shard bytes come from {@link ShardStore} (verified, Cache API, R2) and are dropped once the
  * session owns them.
  *
- * Loading = manifest -> shard bytes (verified) -> session, then (only when asked) one priming run on
- * zeros, all done by the one stage loader (src/inference/open-stage.ts) over the R2 shard store.
+ * Loading = manifest -> shard bytes (verified) -> session -> one priming run on zeros, all done by
+ * the one stage loader (src/inference/open-stage.ts) over the R2 shard store.
  *
  * Priming: an isolate's first run is 3-4x a warm one (V8 compiles and tiers up ORT's wasm code in
  * each isolate; a second session in a warm isolate runs at warm speed at once, see bench/README.md).
- * A priming run on zeros moves that cost out of a request, which is what `/healthz` wants (warm
- * every stage before traffic), but on a classification's cold start it only adds one more run per
- * stage in front of the real one. So a load primes only for a `/warm` that asks (`x-stage-prime`,
- * default on); the gateway's classify path asks it not to, and a load started by `/run` does not
- * prime. `STAGE_PRIME=always` restores priming on every load (comparisons).
+ * With `STAGE_PRIME=always` (default) every load pays it on zeros right after the session exists,
+ * so the tier-up starts while the other stages are still loading. `STAGE_PRIME=on-request` primes
+ * only for a `/warm` that asks (`x-stage-prime`, default on: `/healthz`); the gateway's classify
+ * path asks not to and lets its own first run through each stage do it, and a load started by
+ * `/run` does not prime. That saves one run per stage but starts each stage's tier-up only when
+ * the request reaches it: measured slower overall here (bench/README.md), kept for comparisons.
  *
  * Lifecycle (resident.ts): a request for another version (or stage) waits until runs on the
  * resident session have finished, releases it, then loads the requested one. Wasm memory never
