@@ -30,7 +30,7 @@ import { synthesize, writeCheckpoint } from "../model-shards/checkpoint/synth.ts
 import { TINY_BUILD } from "../model-shards/configs.ts";
 import { AppError } from "../src/shared/errors.ts";
 import type { Manifest } from "../src/shared/manifest.ts";
-import { WORKERS } from "../src/topology.ts";
+import { JOBS, WORKERS } from "../src/topology.ts";
 import { resolveDevSecrets } from "./lib/dev-secrets.ts";
 import { publishLocal } from "./lib/local-r2.ts";
 import { localLoopbackFetch, serveLocal } from "./lib/serve.ts";
@@ -222,7 +222,8 @@ async function main(): Promise<void> {
     loopback === "true"
       ? "URL inputs may fetch localhost (ALLOW_LOOPBACK_FETCH=true; ALLOW_LOOPBACK_FETCH=false npm start refuses)."
       : "URL inputs may not fetch loopback addresses (ALLOW_LOOPBACK_FETCH=false).",
-    `Crons: ${cronLine()} (fired by npm start; wrangler dev alone does not).`,
+    `Crons: ${cronLine()}, fired by npm start (wrangler dev alone does not). One tick by hand:`,
+    `  curl -H 'MF-Route-Override: ${JOBS.name}' '${svc.userEntryUrl}/cdn-cgi/handler/scheduled?cron=*+*+*+*+*'`,
     `Ready in ${((Date.now() - startedAt) / 1000).toFixed(0)} s. Stop with Ctrl-C.`,
   ]);
   const stop = async () => {
