@@ -74,6 +74,10 @@ export interface ClassifyTimings {
   decodeMs: number;
   /** Round trip of each stage (index = stage), summed over the images. */
   stageMs: number[];
+  /** session.run time each stage reported (index = stage), summed over the images. */
+  runMs: number[];
+  /** Time waiting for this isolate's earlier pipeline runs to finish, summed over the images. */
+  queueMs: number;
   /** From the start of classify() to the last prediction. */
   totalMs: number;
   /** Set when this call caused (or waited on) stage loads: `<stage>:<origin>:<ms>ms ...`. */
@@ -169,7 +173,7 @@ export function createClassifier(env: ClassifierEnv, deps: ClassifierDeps): Clas
         return reports;
       });
       warm.catch(() => undefined);
-      const timings: ClassifyTimings = { decodeMs: 0, stageMs: [], totalMs: 0 };
+      const timings: ClassifyTimings = { decodeMs: 0, queueMs: 0, stageMs: [], runMs: [], totalMs: 0 };
       const predictions: Prediction[][] = [];
       const infos: ImageInfo[] = [];
       for (const image of images) {
@@ -186,7 +190,11 @@ export function createClassifier(env: ClassifierEnv, deps: ClassifierDeps): Clas
           timings.warmMs = warmMs;
         }
         const run = await pipeline.run(pixels, deadline);
-        for (const t of run.timings) timings.stageMs[t.stage] = (timings.stageMs[t.stage] ?? 0) + t.ms;
+        timings.queueMs += run.queueMs;
+        for (const t of run.timings) {
+          timings.stageMs[t.stage] = (timings.stageMs[t.stage] ?? 0) + t.ms;
+          timings.runMs[t.stage] = (timings.runMs[t.stage] ?? 0) + t.runMs;
+        }
         predictions.push(
           topKOf(run.logits, model.labels, k).map((p) => ({ label: p.label, score: p.score })),
         );
