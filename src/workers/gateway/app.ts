@@ -181,6 +181,7 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
     const t = out.timings;
     const timing: [string, number][] = [
       ["decode", t.decodeMs],
+      ["preprocess", t.preprocessMs],
       ["queue", t.queueMs],
     ];
     t.stageMs.forEach((ms, i) => {
