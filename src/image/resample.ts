@@ -130,7 +130,7 @@ const clip8 = (acc: number): number => {
  */
 const clip8i = (acc: number): number => {
   const v = acc >> PRECISION_BITS;
-  return v < 0 ? 0 : v > 255 ? 255 : v;
+  return v < 0 ? 0 : Math.min(v, 255);
 };
 
 function horizontal(src: Rgb8, rowFirst: number, rows: number, outW: number, t: Taps): Rgb8 {
