@@ -2,8 +2,9 @@
  * The real local service for end-to-end tests: the tiny synthetic int8 model (tiny-model.ts,
  * several stages) built into a temporary directory, published to a temporary local R2, and served by `wrangler dev`
  * (gateway + every stage Worker, as `npm start` does) on a free port. `stop()` ends the server
- * and removes the directory; `restart()` stops wrangler dev and starts it again on the same port
- * and local state (D1, R2 persist; what miniflare keeps in memory, such as queued messages, is lost).
+ * and removes the directory; `restart()` stops wrangler dev and starts it again on the same local
+ * state (D1, R2 persist; what miniflare keeps in memory, such as queued messages, is lost) and a new
+ * port (the old one can still be held by the exiting workerd), which `url` then names.
  */
 import { join, resolve } from "node:path";
 import { publishLocal } from "../../scripts/lib/local-r2.ts";
@@ -12,7 +13,8 @@ import type { Manifest } from "../../src/shared/manifest.ts";
 import { buildTinyModel } from "./tiny-model.ts";
 
 export interface TinyService {
-  url: string;
+  /** The running service's URL (a new one after {@link restart}). */
+  readonly url: string;
   dir: string;
   /** The model's shard directory. */
   shards: string;
@@ -49,14 +51,16 @@ export async function startTinyService(opts: {
     };
     service = await serveLocal(serveOpts);
     const svc: TinyService = {
-      url: service.url,
+      get url() {
+        return svc.service.url;
+      },
       dir,
       shards: tiny.out,
       manifest,
       service,
       restart: async () => {
         await svc.service.stop();
-        svc.service = await serveLocal(serveOpts);
+        svc.service = await serveLocal({ ...serveOpts, port: await freePort() });
       },
       stop: async () => {
         await svc.service.stop();
