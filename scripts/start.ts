@@ -9,6 +9,9 @@
  *   options: --port N (8787), --persist DIR (.wrangler/state), --prepare-only (build + publish, no
  *   server), --verbose (wrangler's full start-up output)
  *
+ * Cron Triggers (the jobs Worker's sweeper) are fired on their topology schedules by this process
+ * (scripts/lib/local-crons.ts), since `wrangler dev` does not fire them.
+ *
  * Secrets (scripts/lib/dev-secrets.ts): API_KEY from the environment or the root `.dev.vars`
  * turns auth on; the banner says whether it is on. ALLOW_LOOPBACK_FETCH is set to "true" (URL
  * inputs may name localhost) unless the environment sets ALLOW_LOOPBACK_FETCH=false.
@@ -27,6 +30,7 @@ import { synthesize, writeCheckpoint } from "../model-shards/checkpoint/synth.ts
 import { TINY_BUILD } from "../model-shards/configs.ts";
 import { AppError } from "../src/shared/errors.ts";
 import type { Manifest } from "../src/shared/manifest.ts";
+import { JOBS, WORKERS } from "../src/topology.ts";
 import { resolveDevSecrets } from "./lib/dev-secrets.ts";
 import { publishLocal } from "./lib/local-r2.ts";
 import { localLoopbackFetch, serveLocal } from "./lib/serve.ts";
@@ -155,6 +159,13 @@ async function resolveModel(args: StartArgs): Promise<string> {
 
 const startedAt = Date.now();
 
+/** The Workers' cron schedules, for the banner: `beit-edge-jobs "* * * * *" (sweeper)`. */
+function cronLine(): string {
+  const withCrons = WORKERS.filter((w) => (w.crons ?? []).length > 0);
+  if (withCrons.length === 0) return "none";
+  return withCrons.map((w) => `${w.name} ${(w.crons ?? []).map((c) => `"${c}"`).join(", ")}`).join("; ");
+}
+
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const dir = await resolveModel(args);
@@ -188,6 +199,8 @@ async function main(): Promise<void> {
     stdio: args.verbose ? "inherit" : "quiet",
     secrets: secrets.values,
     readyTimeoutMs: 300_000,
+    // wrangler dev does not fire Cron Triggers; serveLocal does, on the topology's schedules.
+    runCrons: true,
   });
   const url = svc.url.replace("127.0.0.1", "localhost");
   const auth = secrets.values.API_KEY !== undefined;
@@ -209,6 +222,8 @@ async function main(): Promise<void> {
     loopback === "true"
       ? "URL inputs may fetch localhost (ALLOW_LOOPBACK_FETCH=true; ALLOW_LOOPBACK_FETCH=false npm start refuses)."
       : "URL inputs may not fetch loopback addresses (ALLOW_LOOPBACK_FETCH=false).",
+    `Crons: ${cronLine()}, fired by npm start (wrangler dev alone does not). One tick by hand:`,
+    `  curl -H 'MF-Route-Override: ${JOBS.name}' '${svc.userEntryUrl}/cdn-cgi/handler/scheduled?cron=*+*+*+*+*'`,
     `Ready in ${((Date.now() - startedAt) / 1000).toFixed(0)} s. Stop with Ctrl-C.`,
   ]);
   const stop = async () => {

@@ -9,8 +9,11 @@ import { readdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { WORKERS } from "../../src/topology.ts";
 import { applyLocalMigrations } from "./d1-migrations.ts";
 import { writeDevVars } from "./dev-secrets.ts";
+import { type CronTicker, startCronTicker, triggerScheduled } from "./local-crons.ts";
+import { LOCAL_V8_FLAGS, workerdWrapper } from "./workerd-wrapper.ts";
 import { type GeneratedConfigs, writeWranglerConfigs } from "./wrangler-configs.ts";
 
 export interface ServeOptions {
@@ -51,14 +54,30 @@ export interface ServeOptions {
    * mid-request. `npm start` leaves this off to keep live reload.
    */
   prebundle?: boolean;
+  /**
+   * Fire the Workers' Cron Triggers (src/topology.ts `crons`) on their schedules, as Cloudflare
+   * would (wrangler dev does not; scripts/lib/local-crons.ts). `npm start` turns it on; tests call
+   * {@link RunningService.scheduled} when they want a tick.
+   */
+  runCrons?: boolean;
 }
 
 export interface RunningService {
   url: string;
   port: number;
   child: ChildProcess;
+  /**
+   * The user runtime's own entry (behind wrangler's proxy at {@link url}): where
+   * `/cdn-cgi/handler/scheduled` with `MF-Route-Override: <worker>` reaches that Worker.
+   */
+  userEntryUrl: string;
   /** Output so far (only with stdio "pipe"). */
   output(): string;
+  /**
+   * Runs the scheduled() handler of every Worker with crons (of `kind` only, if given) once now,
+   * once per cron, exactly as the cron ticker does; rejects when one does not return ok.
+   */
+  scheduled(kind?: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -71,15 +90,31 @@ export interface RunningService {
  *   explaining that status;
  * - the version header (with its update notice), "Starting local server...", "Ready on ..."
  *   (the banner prints the URL), and "Using secrets defined in ..." (the banner says whether auth
- *   is on).
+ *   is on);
+ * - with `cronsFired`, the warning that "Scheduled Workers are not automatically triggered" and
+ *   its curl hint: serveLocal fires them itself when `runCrons` is set (the banner says so).
  * Until `ready()` is called it also drops blank lines and the readiness probe's `GET /healthz` logs;
  * everything else (request logs, warnings, errors) passes.
  */
-export function wranglerNoiseFilter(): { keep: (line: string) => boolean; ready: () => void } {
+export function wranglerNoiseFilter(opts: { cronsFired?: boolean } = {}): {
+  keep: (line: string) => boolean;
+  ready: () => void;
+} {
   let inTable = false;
+  let inCronWarning = false;
   let ready = false;
   const keep = (raw: string) => {
     const line = raw.replace(/\x1b\[[0-9;]*m/g, "").trimEnd();
+    // The warning, then a blank line and its indented lines ("To manually trigger ...", the curl
+    // command, "For more details, see ...").
+    if (opts.cronsFired && /Scheduled Workers are not automatically triggered/.test(line)) {
+      inCronWarning = true;
+      return false;
+    }
+    if (inCronWarning) {
+      if (line === "" || /^\s/.test(line)) return false;
+      inCronWarning = false;
+    }
     if (inTable) {
       if (line === "") inTable = false;
       return false;
@@ -182,6 +217,16 @@ async function usePrebuiltBundles(root: string, configDir: string, configs: Gene
   }
 }
 
+/**
+ * The V8 flags of the local workerd: {@link LOCAL_V8_FLAGS} unless `BEIT_EDGE_V8_FLAGS` says
+ * otherwise (space-separated; empty = none, e.g. to measure without them).
+ */
+export function localV8Flags(env: Record<string, string | undefined>): string[] {
+  const v = env.BEIT_EDGE_V8_FLAGS;
+  if (v === undefined) return [...LOCAL_V8_FLAGS];
+  return v.split(/\s+/).filter(Boolean);
+}
+
 /** Starts wrangler dev and resolves once GET /healthz (or `readyPath`) answers 200. */
 export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
   const root = resolve(opts.root);
@@ -223,6 +268,14 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
     String(await freePort()),
     "--show-interactive-dev-session=false",
   ];
+  // workerd through scripts/lib/workerd-wrapper.ts: with --single-threaded-gc (without it the whole
+  // local runtime could livelock on a 2-core machine: README, webhook section, "the local stall"),
+  // and the user runtime's entry on a known port (the only place crons can be routed by Worker).
+  const userEntryPort = await freePort();
+  const workerdEnv = await workerdWrapper(configDir, root, {
+    v8Flags: localV8Flags(process.env),
+    userEntryPort,
+  });
   let out = "";
   const child = spawn(process.execPath, args, {
     cwd: root,
@@ -235,9 +288,10 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
       // miniflare would fetch a `Request.cf` sample from the network and print a stack trace when
       // it cannot; the offline placeholder is what it falls back to anyway.
       CLOUDFLARE_CF_FETCH_ENABLED: process.env.CLOUDFLARE_CF_FETCH_ENABLED ?? "false",
+      ...workerdEnv,
     },
   });
-  const filter = wranglerNoiseFilter();
+  const filter = wranglerNoiseFilter({ cronsFired: opts.runCrons });
   if (opts.stdio === "quiet" && child.stdout && child.stderr) {
     pipeLines(child.stdout, process.stdout, filter.keep);
     pipeLines(child.stderr, process.stderr, filter.keep);
@@ -261,7 +315,19 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
     process.removeListener("exit", killOnExit);
   });
   const url = `http://127.0.0.1:${port}`;
+  // The Workers with Cron Triggers, by name (wrangler dev routes /cdn-cgi/handler/scheduled by it).
+  const cronWorkers = configs.workers.flatMap((w) => {
+    const crons = WORKERS.find((s) => s.kind === w.kind)?.crons ?? [];
+    return crons.length > 0 ? [{ kind: w.kind, name: w.name, crons }] : [];
+  });
+  const userEntryUrl = `http://127.0.0.1:${userEntryPort}`;
+  const scheduled = async (kind?: string) => {
+    for (const w of cronWorkers.filter((c) => kind === undefined || c.kind === kind))
+      for (const cron of w.crons) await triggerScheduled(userEntryUrl, w.name, cron);
+  };
+  let ticker: CronTicker | null = null;
   const stop = async () => {
+    ticker?.stop();
     if (exited || child.pid === undefined) return;
     const gone = new Promise<void>((r) => child.once("exit", () => r()));
     try {
@@ -299,5 +365,14 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
   }
   // The probe's own log line may still be in the pipe: let it through the filter first.
   setTimeout(filter.ready, 500).unref();
-  return { url, port, child, output: () => out, stop };
+  if (opts.runCrons)
+    ticker = startCronTicker({
+      url: userEntryUrl,
+      workers: cronWorkers,
+      onError: (worker, cron, e) =>
+        process.stderr.write(
+          `beit-edge: the "${cron}" cron of ${worker} failed: ${e instanceof Error ? e.message : String(e)}\n`,
+        ),
+    });
+  return { url, port, userEntryUrl, child, output: () => out, scheduled, stop };
 }
