@@ -248,8 +248,9 @@ export class StagePipeline {
 
   /**
    * Warms every stage at once (once per version per isolate; see {@link warmAll}). With
-   * `prime: false` (a classification's cold start) the stages load without a priming run, since
-   * the classification's own first run follows; concurrent callers share the first call's choice.
+   * `prime: false` (a classification's cold start) the warm-up asks the stages to skip the run on
+   * zeros, which they do only under STAGE_PRIME=on-request; concurrent callers share the first
+   * call's choice.
    * @returns each stage's report, or null when this isolate had already warmed the version.
    */
   warm(deadline?: Deadline, opts: { prime?: boolean } = {}): Promise<WarmReport[] | null> {
