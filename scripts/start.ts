@@ -15,6 +15,9 @@
  * which the tagging Worker serves at http://localhost:8787/images/<key> (the gateway forwards
  * /images/* to it); D1 migrations are applied before wrangler dev starts.
  *
+ * Cron Triggers (the jobs Worker's sweeper) are fired on their topology schedules by this process
+ * (scripts/lib/local-crons.ts), since `wrangler dev` does not fire them.
+ *
  * Secrets (scripts/lib/dev-secrets.ts): API_KEY from the environment or the root `.dev.vars`
  * turns auth on; the banner says whether it is on. ALLOW_LOOPBACK_FETCH is set to "true" (URL
  * inputs may name localhost) unless the environment sets ALLOW_LOOPBACK_FETCH=false.
@@ -34,7 +37,7 @@ import { synthesize, writeCheckpoint } from "../model-shards/checkpoint/synth.ts
 import { TINY_BUILD } from "../model-shards/configs.ts";
 import { AppError } from "../src/shared/errors.ts";
 import type { Manifest } from "../src/shared/manifest.ts";
-import { BUCKETS } from "../src/topology.ts";
+import { BUCKETS, JOBS, WORKERS } from "../src/topology.ts";
 import { resolveDevSecrets } from "./lib/dev-secrets.ts";
 import { contentTypeOf, filesOfDir } from "./lib/image-origin.ts";
 import { publishLocal, withLocalBucket } from "./lib/local-r2.ts";
@@ -204,6 +207,13 @@ async function seedImages(persist: string, dir: string | undefined): Promise<str
   return [...files.keys()].sort();
 }
 
+/** The Workers' cron schedules, for the banner: `beit-edge-jobs "* * * * *" (sweeper)`. */
+function cronLine(): string {
+  const withCrons = WORKERS.filter((w) => (w.crons ?? []).length > 0);
+  if (withCrons.length === 0) return "none";
+  return withCrons.map((w) => `${w.name} ${(w.crons ?? []).map((c) => `"${c}"`).join(", ")}`).join("; ");
+}
+
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const dir = await resolveModel(args);
@@ -241,6 +251,8 @@ async function main(): Promise<void> {
     stdio: args.verbose ? "inherit" : "quiet",
     secrets: secrets.values,
     readyTimeoutMs: 300_000,
+    // wrangler dev does not fire Cron Triggers; serveLocal does, on the topology's schedules.
+    runCrons: true,
   });
   const url = svc.url.replace("127.0.0.1", "localhost");
   const auth = secrets.values.API_KEY !== undefined;
@@ -264,6 +276,8 @@ async function main(): Promise<void> {
     loopback === "true"
       ? "URL inputs may fetch localhost (ALLOW_LOOPBACK_FETCH=true; ALLOW_LOOPBACK_FETCH=false npm start refuses)."
       : "URL inputs may not fetch loopback addresses (ALLOW_LOOPBACK_FETCH=false).",
+    `Crons: ${cronLine()}, fired by npm start (wrangler dev alone does not). One tick by hand:`,
+    `  curl -H 'MF-Route-Override: ${JOBS.name}' '${svc.userEntryUrl}/cdn-cgi/handler/scheduled?cron=*+*+*+*+*'`,
     `Ready in ${((Date.now() - startedAt) / 1000).toFixed(0)} s. Stop with Ctrl-C.`,
   ]);
   const stop = async () => {

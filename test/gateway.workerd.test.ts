@@ -64,8 +64,12 @@ describe("POST /v1/classify", () => {
     expect(res.headers.get("x-model-id")).toBeTruthy();
     const timing = res.headers.get("server-timing") ?? "";
     expect(fx.modelA.stages).toBeGreaterThanOrEqual(2);
-    const stageParts = Array.from({ length: fx.modelA.stages }, (_, i) => `stage-${i};dur=`);
-    for (const part of ["decode;dur=", ...stageParts, "total;dur="]) expect(timing).toContain(part);
+    const stageParts = Array.from({ length: fx.modelA.stages }, (_, i) => [
+      `stage-${i};dur=`,
+      `run-${i};dur=`,
+    ]);
+    for (const part of ["decode;dur=", "queue;dur=", ...stageParts.flat(), "total;dur="])
+      expect(timing).toContain(part);
   });
 
   it("accepts application/octet-stream and no content type; different images give their own results", async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { localLoopbackFetch } from "./serve.ts";
+import { localLoopbackFetch, localV8Flags, wranglerNoiseFilter } from "./serve.ts";
 
 describe("localLoopbackFetch (what npm start sets ALLOW_LOOPBACK_FETCH to)", () => {
   it("allows loopback URLs for local development unless the environment says otherwise", () => {
@@ -12,5 +12,39 @@ describe("localLoopbackFetch (what npm start sets ALLOW_LOOPBACK_FETCH to)", () 
     expect(localLoopbackFetch({ ALLOW_LOOPBACK_FETCH: "FALSE" })).toBe("false");
     expect(localLoopbackFetch({ ALLOW_LOOPBACK_FETCH: "0" })).toBe("false");
     expect(localLoopbackFetch({ ALLOW_LOOPBACK_FETCH: "no" })).toBe("false");
+  });
+});
+
+describe("wranglerNoiseFilter", () => {
+  const warning = [
+    "\x1b[33m▲ \x1b[43;33m[\x1b[43;30mWARNING\x1b[43;33m]\x1b[0m \x1b[1mScheduled Workers are not automatically triggered during local development.\x1b[0m",
+    "",
+    "  To manually trigger a scheduled event, run:",
+    '    curl "http://127.0.0.1:45845/cdn-cgi/handler/scheduled"',
+    "  For more details, see https://developers.cloudflare.com/workers/configuration/cron-triggers/#test-cron-triggers-locally",
+    "",
+    "",
+    "[wrangler:info] Ready on http://127.0.0.1:45845",
+    "[wrangler:info] POST /v1/jobs 202 Accepted (143ms)",
+  ];
+  it("hides the cron warning and its hint when npm start fires the crons, and keeps what follows", () => {
+    const f = wranglerNoiseFilter({ cronsFired: true });
+    const kept = warning.filter(f.keep);
+    expect(kept).toEqual(["[wrangler:info] POST /v1/jobs 202 Accepted (143ms)"]);
+  });
+  it("keeps the warning when nothing fires the crons", () => {
+    const f = wranglerNoiseFilter();
+    expect(warning.filter(f.keep).some((l) => l.includes("Scheduled Workers are not"))).toBe(true);
+  });
+});
+
+describe("localV8Flags", () => {
+  it("defaults to --single-threaded-gc; BEIT_EDGE_V8_FLAGS replaces the list, empty means none", () => {
+    expect(localV8Flags({})).toEqual(["--single-threaded-gc"]);
+    expect(localV8Flags({ BEIT_EDGE_V8_FLAGS: "" })).toEqual([]);
+    expect(localV8Flags({ BEIT_EDGE_V8_FLAGS: " --expose-gc  --single-threaded-gc " })).toEqual([
+      "--expose-gc",
+      "--single-threaded-gc",
+    ]);
   });
 });

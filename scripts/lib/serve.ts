@@ -9,8 +9,11 @@ import { readdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { WORKERS } from "../../src/topology.ts";
 import { applyLocalMigrations } from "./d1-migrations.ts";
 import { writeDevVars } from "./dev-secrets.ts";
+import { type CronTicker, startCronTicker, triggerScheduled } from "./local-crons.ts";
+import { LOCAL_V8_FLAGS, workerdWrapper } from "./workerd-wrapper.ts";
 import { type GeneratedConfigs, writeWranglerConfigs } from "./wrangler-configs.ts";
 
 export interface ServeOptions {
@@ -40,19 +43,41 @@ export interface ServeOptions {
   /** How long to wait for readiness (ms, default 120000). */
   readyTimeoutMs?: number;
   /**
+   * The route polled until it answers 200 (default "/healthz"). `/healthz` warms every stage
+   * before it answers, so the first request after it meets warm isolates; a route that touches no
+   * stage (`/openapi.json`) leaves them cold, for benchmarks of a real cold start.
+   */
+  readyPath?: string;
+  /**
    * Serve bundles built once up front (`wrangler deploy --dry-run`) with `--no-bundle` semantics,
    * so that edits to src/ during a test or benchmark cannot make wrangler reload the Workers
    * mid-request. `npm start` leaves this off to keep live reload.
    */
   prebundle?: boolean;
+  /**
+   * Fire the Workers' Cron Triggers (src/topology.ts `crons`) on their schedules, as Cloudflare
+   * would (wrangler dev does not; scripts/lib/local-crons.ts). `npm start` turns it on; tests call
+   * {@link RunningService.scheduled} when they want a tick.
+   */
+  runCrons?: boolean;
 }
 
 export interface RunningService {
   url: string;
   port: number;
   child: ChildProcess;
+  /**
+   * The user runtime's own entry (behind wrangler's proxy at {@link url}): where
+   * `/cdn-cgi/handler/scheduled` with `MF-Route-Override: <worker>` reaches that Worker.
+   */
+  userEntryUrl: string;
   /** Output so far (only with stdio "pipe"). */
   output(): string;
+  /**
+   * Runs the scheduled() handler of every Worker with crons (of `kind` only, if given) once now,
+   * once per cron, exactly as the cron ticker does; rejects when one does not return ok.
+   */
+  scheduled(kind?: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -65,15 +90,31 @@ export interface RunningService {
  *   explaining that status;
  * - the version header (with its update notice), "Starting local server...", "Ready on ..."
  *   (the banner prints the URL), and "Using secrets defined in ..." (the banner says whether auth
- *   is on).
+ *   is on);
+ * - with `cronsFired`, the warning that "Scheduled Workers are not automatically triggered" and
+ *   its curl hint: serveLocal fires them itself when `runCrons` is set (the banner says so).
  * Until `ready()` is called it also drops blank lines and the readiness probe's `GET /healthz` logs;
  * everything else (request logs, warnings, errors) passes.
  */
-export function wranglerNoiseFilter(): { keep: (line: string) => boolean; ready: () => void } {
+export function wranglerNoiseFilter(opts: { cronsFired?: boolean } = {}): {
+  keep: (line: string) => boolean;
+  ready: () => void;
+} {
   let inTable = false;
+  let inCronWarning = false;
   let ready = false;
   const keep = (raw: string) => {
     const line = raw.replace(/\x1b\[[0-9;]*m/g, "").trimEnd();
+    // The warning, then a blank line and its indented lines ("To manually trigger ...", the curl
+    // command, "For more details, see ...").
+    if (opts.cronsFired && /Scheduled Workers are not automatically triggered/.test(line)) {
+      inCronWarning = true;
+      return false;
+    }
+    if (inCronWarning) {
+      if (line === "" || /^\s/.test(line)) return false;
+      inCronWarning = false;
+    }
     if (inTable) {
       if (line === "") inTable = false;
       return false;
@@ -176,7 +217,17 @@ async function usePrebuiltBundles(root: string, configDir: string, configs: Gene
   }
 }
 
-/** Starts wrangler dev and resolves once GET /healthz answers 200. */
+/**
+ * The V8 flags of the local workerd: {@link LOCAL_V8_FLAGS} unless `BEIT_EDGE_V8_FLAGS` says
+ * otherwise (space-separated; empty = none, e.g. to measure without them).
+ */
+export function localV8Flags(env: Record<string, string | undefined>): string[] {
+  const v = env.BEIT_EDGE_V8_FLAGS;
+  if (v === undefined) return [...LOCAL_V8_FLAGS];
+  return v.split(/\s+/).filter(Boolean);
+}
+
+/** Starts wrangler dev and resolves once GET /healthz (or `readyPath`) answers 200. */
 export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
   const root = resolve(opts.root);
   const port = opts.port ?? 8787;
@@ -217,6 +268,14 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
     String(await freePort()),
     "--show-interactive-dev-session=false",
   ];
+  // workerd through scripts/lib/workerd-wrapper.ts: with --single-threaded-gc (without it the whole
+  // local runtime could livelock on a 2-core machine: README, webhook section, "the local stall"),
+  // and the user runtime's entry on a known port (the only place crons can be routed by Worker).
+  const userEntryPort = await freePort();
+  const workerdEnv = await workerdWrapper(configDir, root, {
+    v8Flags: localV8Flags(process.env),
+    userEntryPort,
+  });
   let out = "";
   const child = spawn(process.execPath, args, {
     cwd: root,
@@ -229,9 +288,10 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
       // miniflare would fetch a `Request.cf` sample from the network and print a stack trace when
       // it cannot; the offline placeholder is what it falls back to anyway.
       CLOUDFLARE_CF_FETCH_ENABLED: process.env.CLOUDFLARE_CF_FETCH_ENABLED ?? "false",
+      ...workerdEnv,
     },
   });
-  const filter = wranglerNoiseFilter();
+  const filter = wranglerNoiseFilter({ cronsFired: opts.runCrons });
   if (opts.stdio === "quiet" && child.stdout && child.stderr) {
     pipeLines(child.stdout, process.stdout, filter.keep);
     pipeLines(child.stderr, process.stderr, filter.keep);
@@ -255,7 +315,19 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
     process.removeListener("exit", killOnExit);
   });
   const url = `http://127.0.0.1:${port}`;
+  // The Workers with Cron Triggers, by name (wrangler dev routes /cdn-cgi/handler/scheduled by it).
+  const cronWorkers = configs.workers.flatMap((w) => {
+    const crons = WORKERS.find((s) => s.kind === w.kind)?.crons ?? [];
+    return crons.length > 0 ? [{ kind: w.kind, name: w.name, crons }] : [];
+  });
+  const userEntryUrl = `http://127.0.0.1:${userEntryPort}`;
+  const scheduled = async (kind?: string) => {
+    for (const w of cronWorkers.filter((c) => kind === undefined || c.kind === kind))
+      for (const cron of w.crons) await triggerScheduled(userEntryUrl, w.name, cron);
+  };
+  let ticker: CronTicker | null = null;
   const stop = async () => {
+    ticker?.stop();
     if (exited || child.pid === undefined) return;
     const gone = new Promise<void>((r) => child.once("exit", () => r()));
     try {
@@ -281,7 +353,9 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
       );
     }
     try {
-      const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(5_000) });
+      const res = await fetch(`${url}${opts.readyPath ?? "/healthz"}`, {
+        signal: AbortSignal.timeout(5_000),
+      });
       if (res.status === 200) break;
       await res.body?.cancel();
     } catch {
@@ -291,5 +365,14 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
   }
   // The probe's own log line may still be in the pipe: let it through the filter first.
   setTimeout(filter.ready, 500).unref();
-  return { url, port, child, output: () => out, stop };
+  if (opts.runCrons)
+    ticker = startCronTicker({
+      url: userEntryUrl,
+      workers: cronWorkers,
+      onError: (worker, cron, e) =>
+        process.stderr.write(
+          `beit-edge: the "${cron}" cron of ${worker} failed: ${e instanceof Error ? e.message : String(e)}\n`,
+        ),
+    });
+  return { url, port, userEntryUrl, child, output: () => out, scheduled, stop };
 }

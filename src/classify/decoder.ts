@@ -25,5 +25,11 @@ export const defaultDecoder: PixelDecoder = (bytes, spec, opts) =>
     codecs ??= initCodecs({ jpeg, webp, avif });
     await codecs;
     const r = await imageToPixelValues(bytes, spec, { exifTranspose: opts.exifTranspose });
-    return { pixels: r.pixels, width: r.width, height: r.height, format: r.format };
+    return {
+      pixels: r.pixels,
+      width: r.width,
+      height: r.height,
+      format: r.format,
+      preprocessMs: r.timings.preprocessMs,
+    };
   });

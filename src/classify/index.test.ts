@@ -113,6 +113,60 @@ describe("createClassifier", () => {
     ]);
   });
 
+  it("runs concurrent classifications one pipeline at a time, in arrival order, and reports the wait", async () => {
+    // Stage calls of concurrent requests must not interleave: on one thread that only made every
+    // request wait for all the others (and starved workerd's sockets).
+    const stages = fakeStages(manifest, { delayMs: 5 });
+    const runs: string[] = [];
+    for (const [name, f] of Object.entries(stages))
+      stages[name] = {
+        async fetch(req: Request) {
+          if (new URL(req.url).pathname === "/run")
+            runs.push(
+              `${req.headers.get("x-stage-index")}:${new Float32Array(await req.clone().arrayBuffer())[0]}`,
+            );
+          return f.fetch(req);
+        },
+      } as unknown as Fetcher;
+    const c = createClassifier(await fakeEnv(tiny, stages), { decode: fakeDecoder });
+    await c.classify([new Uint8Array([0])]); // warm-up, not counted
+    runs.length = 0;
+    const done: number[] = [];
+    const outs = await Promise.all(
+      [1, 2, 3, 4].map((v) =>
+        c.classify([new Uint8Array([v])]).then((o) => {
+          done.push(v);
+          return o;
+        }),
+      ),
+    );
+    const n = manifest.stages.length;
+    // Each request's image value flows through the stages (stage 0 gets the pixels, later stages
+    // the previous output, which the fake fills with the same value).
+    expect(runs).toEqual([1, 2, 3, 4].flatMap((v) => Array.from({ length: n }, (_, i) => `${i}:${v}`)));
+    expect(done).toEqual([1, 2, 3, 4]);
+    expect(outs.map((o) => o.predictions[0][0].label)).toEqual([1, 2, 3, 4].map((v) => labels[v]));
+    // The last one waited for the three before it, each ~n stage calls of 5 ms.
+    expect(outs[3].timings.queueMs).toBeGreaterThanOrEqual(3 * n * 4);
+    expect(outs[0].timings.queueMs).toBeLessThan(outs[3].timings.queueMs);
+  });
+
+  it("answers 504 without calling a stage when a request's deadline passes while it waits its turn", async () => {
+    const seen: string[] = [];
+    const c = createClassifier(await fakeEnv(tiny, fakeStages(manifest, { seen, delayMs: 40 })), {
+      decode: fakeDecoder,
+    });
+    await c.classify([new Uint8Array([0])]);
+    seen.length = 0;
+    const first = c.classify([new Uint8Array([1])]);
+    const late = c.classify([new Uint8Array([2])], { deadline: new Deadline(60) });
+    expect(await statusOf(late)).toEqual(["deadline-exceeded", 504, undefined]);
+    await first;
+    await new Promise((r) => setTimeout(r, 20));
+    // Only the first request's stage calls happened.
+    expect(seen.filter((s) => s.startsWith("/run"))).toHaveLength(manifest.stages.length);
+  });
+
   it("answers 503 with Retry-After when no model is published", async () => {
     const c = createClassifier(
       { MODELS: new MemoryR2().asBinding(), ...fakeStages(manifest) } as ClassifierEnv,

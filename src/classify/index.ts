@@ -38,7 +38,14 @@ export type PixelDecoder = (
   bytes: Uint8Array,
   spec: PreprocessSpec,
   opts: { exifTranspose: boolean },
-) => Promise<{ pixels: Float32Array; width: number; height: number; format: string }>;
+) => Promise<{
+  pixels: Float32Array;
+  width: number;
+  height: number;
+  format: string;
+  /** Of the decode's time, the preprocessing (resize + normalize), when the decoder measures it. */
+  preprocessMs?: number;
+}>;
 
 /** One label and its softmax score, the shape of the Hugging Face Inference API. */
 export interface Prediction {
@@ -72,8 +79,14 @@ export interface ImageInfo {
 export interface ClassifyTimings {
   /** Decode + preprocessing, summed over the images. */
   decodeMs: number;
+  /** Of decodeMs, the preprocessing (resize + normalize) as the decoder measured it. */
+  preprocessMs: number;
   /** Round trip of each stage (index = stage), summed over the images. */
   stageMs: number[];
+  /** session.run time each stage reported (index = stage), summed over the images. */
+  runMs: number[];
+  /** Time waiting for this isolate's earlier pipeline runs to finish, summed over the images. */
+  queueMs: number;
   /** From the start of classify() to the last prediction. */
   totalMs: number;
   /** Set when this call caused (or waited on) stage loads: `<stage>:<origin>:<ms>ms ...`. */
@@ -161,23 +174,32 @@ export function createClassifier(env: ClassifierEnv, deps: ClassifierDeps): Clas
       const k = checkTopK(opts.topK, model.labels.length);
       const exifTranspose = opts.exifTranspose ?? true;
       const pipeline = new StagePipeline(env, model.manifest, keepAlive);
-      // Cold isolates: warm every stage at once while the first image decodes.
+      // Cold isolates: load every stage at once while the first image decodes. `prime: false` asks
+      // the stages to skip the run on zeros, which they honour only under STAGE_PRIME=on-request.
       const warmStart = Date.now();
       let warmMs = 0;
-      const warm = pipeline.warm(deadline).then((reports) => {
+      const warm = pipeline.warm(deadline, { prime: false }).then((reports) => {
         warmMs = Date.now() - warmStart;
         return reports;
       });
       warm.catch(() => undefined);
-      const timings: ClassifyTimings = { decodeMs: 0, stageMs: [], totalMs: 0 };
+      const timings: ClassifyTimings = {
+        decodeMs: 0,
+        preprocessMs: 0,
+        queueMs: 0,
+        stageMs: [],
+        runMs: [],
+        totalMs: 0,
+      };
       const predictions: Prediction[][] = [];
       const infos: ImageInfo[] = [];
       for (const image of images) {
         const t0 = Date.now();
-        const { pixels, width, height, format } = await deadline.race(
+        const { pixels, width, height, format, preprocessMs } = await deadline.race(
           deps.decode(image, model.manifest.preprocess, { exifTranspose }),
         );
         timings.decodeMs += Date.now() - t0;
+        timings.preprocessMs += preprocessMs ?? 0;
         infos.push({ width, height, format });
         const reports = await warm;
         // Loads this call caused (or waited on), with where each stage's shard came from.
@@ -186,7 +208,11 @@ export function createClassifier(env: ClassifierEnv, deps: ClassifierDeps): Clas
           timings.warmMs = warmMs;
         }
         const run = await pipeline.run(pixels, deadline);
-        for (const t of run.timings) timings.stageMs[t.stage] = (timings.stageMs[t.stage] ?? 0) + t.ms;
+        timings.queueMs += run.queueMs;
+        for (const t of run.timings) {
+          timings.stageMs[t.stage] = (timings.stageMs[t.stage] ?? 0) + t.ms;
+          timings.runMs[t.stage] = (timings.runMs[t.stage] ?? 0) + t.runMs;
+        }
         predictions.push(
           topKOf(run.logits, model.labels, k).map((p) => ({ label: p.label, score: p.score })),
         );

@@ -11,6 +11,7 @@ import type { Deadline } from "../edge/limits.ts";
 import { problemFromResponse } from "../edge/problem.ts";
 import {
   HEADER_LOAD_MS,
+  HEADER_PRIME,
   HEADER_STAGE,
   HEADER_STAGE_MS,
   HEADER_VERSION,
@@ -21,6 +22,7 @@ import {
 import type { KeepAlive } from "../shards/store.ts";
 import { AppError, RETRY_AFTER_REDEPLOY_S, RETRY_AFTER_S } from "../shared/errors.ts";
 import { type Manifest, numel } from "../shared/manifest.ts";
+import { nextTask, serialize } from "./serialize.ts";
 
 /** Per-stage timings of one pipeline run (ms, measured at the gateway, and as the stage reported). */
 export interface StageTiming {
@@ -54,13 +56,20 @@ function bindings(env: StageBindings, manifest: Manifest): Fetcher[] {
   });
 }
 
-function stageRequest(path: string, version: string, stage: number, body?: Uint8Array): Request {
+function stageRequest(
+  path: string,
+  version: string,
+  stage: number,
+  body?: Uint8Array,
+  extra: Record<string, string> = {},
+): Request {
   return new Request(`${STAGE_ORIGIN}${path}`, {
     method: "POST",
     headers: {
       [HEADER_VERSION]: version,
       [HEADER_STAGE]: String(stage),
       "content-type": "application/octet-stream",
+      ...extra,
     },
     body: body ?? null,
   });
@@ -97,6 +106,7 @@ function warmAll(
   manifest: Manifest,
   deadline?: Deadline,
   keepAlive?: KeepAlive,
+  prime = true,
 ): Promise<WarmReport[] | null> {
   const cached = warmed.get(manifest.version);
   if (cached?.done) return Promise.resolve(null);
@@ -105,7 +115,11 @@ function warmAll(
     const bs = bindings(env, manifest);
     p = Promise.allSettled(
       bs.map(async (b, i) => {
-        const res = await call(b, stageRequest("/warm", manifest.version, i), i);
+        const res = await call(
+          b,
+          stageRequest("/warm", manifest.version, i, undefined, { [HEADER_PRIME]: prime ? "1" : "0" }),
+          i,
+        );
         return (await res.json()) as WarmReport;
       }),
     ).then((results) => {
@@ -126,8 +140,36 @@ function warmAll(
   return deadline ? deadline.race(p) : p;
 }
 
+/**
+ * One pipeline run at a time per isolate, in arrival order. A stage Worker called over a service
+ * binding runs on the caller's thread (on Cloudflare by default; locally every Worker shares
+ * workerd's one thread), so two runs never compute at the same time anyway. Letting concurrent
+ * runs interleave stage by stage only made each request wait for all the others (8 concurrent
+ * requests all finished together, each after ~8 runs' time), and kept workerd's thread from
+ * polling its sockets for seconds (see {@link nextTask}). In FIFO order the k-th of n concurrent
+ * requests is answered after k runs; throughput is the same.
+ */
+const oneRunAtATime = serialize();
+
 /** Runs `pixels` through every stage in order; returns the logits and per-stage timings. */
-async function runStages(
+function runStages(
+  env: StageBindings,
+  manifest: Manifest,
+  pixels: Float32Array,
+  deadline: Deadline,
+): Promise<{ logits: Float32Array; timings: StageTiming[]; queueMs: number }> {
+  const queued = Date.now();
+  return deadline.race(
+    oneRunAtATime(async () => {
+      await nextTask();
+      const queueMs = Date.now() - queued;
+      // A run that waited past its deadline ends at its first deadline.check, calling no stage.
+      return { ...(await runStagesNow(env, manifest, pixels, deadline)), queueMs };
+    }),
+  );
+}
+
+async function runStagesNow(
   env: StageBindings,
   manifest: Manifest,
   pixels: Float32Array,
@@ -205,15 +247,24 @@ export class StagePipeline {
   ) {}
 
   /**
-   * Warms every stage at once (once per version per isolate; see {@link warmAll}).
+   * Warms every stage at once (once per version per isolate; see {@link warmAll}). With
+   * `prime: false` (a classification's cold start) the warm-up asks the stages to skip the run on
+   * zeros, which they do only under STAGE_PRIME=on-request; concurrent callers share the first
+   * call's choice.
    * @returns each stage's report, or null when this isolate had already warmed the version.
    */
-  warm(deadline?: Deadline): Promise<WarmReport[] | null> {
-    return warmAll(this.env, this.manifest, deadline, this.keepAlive);
+  warm(deadline?: Deadline, opts: { prime?: boolean } = {}): Promise<WarmReport[] | null> {
+    return warmAll(this.env, this.manifest, deadline, this.keepAlive, opts.prime ?? true);
   }
 
-  /** Runs NCHW pixel_values through every stage in order; the logits and per-stage timings. */
-  run(pixels: Float32Array, deadline: Deadline): Promise<{ logits: Float32Array; timings: StageTiming[] }> {
+  /**
+   * Runs NCHW pixel_values through every stage in order (after the runs this isolate started
+   * before it, see {@link oneRunAtATime}); the logits, per-stage timings and the time it waited.
+   */
+  run(
+    pixels: Float32Array,
+    deadline: Deadline,
+  ): Promise<{ logits: Float32Array; timings: StageTiming[]; queueMs: number }> {
     return runStages(this.env, this.manifest, pixels, deadline);
   }
 

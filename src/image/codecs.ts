@@ -9,8 +9,15 @@
  * Lifecycle: a codec instance is created on first use of its format and replaced by a fresh one after any
  * failure (an Emscripten `exit(1)` from libjpeg leaves its decoder state allocated, a trap may leave
  * anything) and after any decode that grew the instance's memory past {@link RELEASE_AFTER_BYTES}: wasm
- * memory never shrinks, so dropping the instance is the only way to give a 12 MP decode's 50 MB back
- * to the isolate. (jSquash's PNG codec is not used for that reason: its wasm-bindgen glue keeps one
+ * memory never shrinks, so dropping the instance is the only way to give it back to the isolate.
+ * An instance under that size is kept for the next decode of its format, which reuses its memory:
+ * a 12 MP baseline JPEG's 51 MB heap stays, because building a fresh instance and growing a fresh
+ * 51 MB memory for every such photo (while the last one waited for the garbage collector) made
+ * every other 12 MP request in the service 1.5-2 s slower (bench/README.md, "warm path" run).
+ * At most one large instance lives at a time: before a decode, {@link releaseLargeCodecs} drops
+ * every other codec's instance over {@link KEEP_OTHER_BYTES} (the TypeScript decoders drop them
+ * all), and the decode-memory estimate counts the memory the instance already holds
+ * ({@link retainedCodecBytes}). (jSquash's PNG codec is not used: its wasm-bindgen glue keeps one
  * instance per process, so its heap would stay at the largest PNG's size.)
  */
 
@@ -43,8 +50,14 @@ export const CODEC_WASM_PATHS: Readonly<Record<WasmCodec, string>> = Object.free
   avif: "@jsquash/avif/codec/dec/avif_dec.wasm",
 });
 
-/** An instance whose memory grew past this many bytes is dropped after the decode. */
-export const RELEASE_AFTER_BYTES = 32 * 1024 * 1024;
+/**
+ * An instance whose memory grew past this many bytes is dropped after the decode (a 12 MP baseline
+ * JPEG needs 51.4 MB and is kept; a 12 MP progressive one through wasm would need 88 MB).
+ */
+export const RELEASE_AFTER_BYTES = 64 * 1024 * 1024;
+
+/** Before a decode, other codecs' instances over this many bytes are dropped. */
+export const KEEP_OTHER_BYTES = 16 * 1024 * 1024;
 
 /** A decoded raster straight from a codec: RGBA, 8 or 16 bits per channel. */
 export interface RgbaRaster<
@@ -161,11 +174,29 @@ function release(codec: "jpeg" | "webp" | "avif"): void {
   slots[codec].memory = null;
 }
 
+/**
+ * Wasm memory the live instance of `codec` holds (0 when none): a decode with it reuses this
+ * memory, so its peak is at least this much.
+ */
+export function retainedCodecBytes(codec: WasmCodec): number {
+  return slots[codec].instance ? (slots[codec].memory?.buffer.byteLength ?? 0) : 0;
+}
+
+/**
+ * Drops every codec instance except `keep`'s whose memory is over {@link KEEP_OTHER_BYTES}, so that
+ * at most one large codec heap is alive during a decode (the TypeScript decoders pass none).
+ */
+export function releaseLargeCodecs(keep?: WasmCodec): void {
+  for (const k of ["jpeg", "webp", "avif"] as const)
+    if (k !== keep && retainedCodecBytes(k) > KEEP_OTHER_BYTES) release(k);
+}
+
 async function runEmscripten(
   codec: "jpeg" | "webp" | "avif",
   bytes: Uint8Array,
   ...args: unknown[]
 ): Promise<RgbaRaster | null> {
+  releaseLargeCodecs(codec);
   const dec = await emscripten(codec);
   try {
     const out = dec.decode(bytes, ...args);

@@ -1,8 +1,9 @@
 import { deflateSync } from "node:zlib";
 import { beforeAll, describe, expect, it } from "vitest";
 import { expected, fixture, maxAbsDiff, pillowRgb, refusal } from "../../test/helpers/image-fixtures.ts";
+import { bigJpeg } from "../../test/helpers/jpeg-encode.ts";
 import type { AppError } from "../shared/errors.ts";
-import { codecMemoryBytes, RELEASE_AFTER_BYTES } from "./codecs.ts";
+import { codecMemoryBytes, RELEASE_AFTER_BYTES, retainedCodecBytes } from "./codecs.ts";
 import { initNodeCodecs } from "./codecs-node.ts";
 import { decodeImage, inspectImage } from "./decode.ts";
 import { decodeJpegTs } from "./jpeg-ts.ts";
@@ -293,6 +294,36 @@ describe("streaming PNG decoder", () => {
 });
 
 describe("codec memory", () => {
+  it("keeps a 12 MP JPEG's instance for the next JPEG (same memory, same pixels) and drops it before a PNG", async () => {
+    // A phone photo's size: ~51 MB of wasm heap, kept (rebuilding it for every photo made every
+    // other 12 MP request 1.5-2 s slower in the service).
+    const jpeg = await bigJpeg(4032, 3024);
+    const first = await decodeImage(jpeg);
+    const kept = retainedCodecBytes("jpeg");
+    expect(kept).toBeGreaterThan(48e6);
+    expect(kept).toBeLessThanOrEqual(RELEASE_AFTER_BYTES);
+    // The estimate of the next decode counts the memory the instance already holds.
+    const header = inspectImage(jpeg, DEFAULT_LIMITS);
+    expect(header.format).toBe("jpeg");
+    const own = estimateDecodeBytes({ format: "jpeg", width: 4032, height: 3024, encodedBytes: jpeg.length });
+    const withRetained = estimateDecodeBytes({
+      format: "jpeg",
+      width: 4032,
+      height: 3024,
+      encodedBytes: jpeg.length,
+      retainedWasmBytes: 200e6,
+    });
+    expect(withRetained - own).toBeGreaterThan(140e6); // 200 MB held instead of its own ~53 MB
+    const second = await decodeImage(jpeg);
+    expect(retainedCodecBytes("jpeg")).toBe(kept);
+    expect(maxAbsDiff(second.data, first.data)).toBe(0);
+    // A TypeScript decode (PNG) drops the large JPEG heap first; the next JPEG builds a fresh one.
+    await decodeImage(fixture(decodable.find(([n]) => n.endsWith(".png"))![0]));
+    expect(retainedCodecBytes("jpeg")).toBe(0);
+    const third = await decodeImage(jpeg);
+    expect(maxAbsDiff(third.data, first.data)).toBe(0);
+  }, 60_000);
+
   it("drops a JPEG instance whose memory grew past the release threshold, and keeps decoding", async () => {
     await decodeImage(fixture("photo-odd-size.jpeg"));
     const mem = codecMemoryBytes();

@@ -9,7 +9,15 @@
  */
 
 import { AppError, isAppError } from "../shared/errors.ts";
-import { decodeAvifRgba, decodeJpegRgba, decodeWebpRgba, hasCodec, type RgbaRaster } from "./codecs.ts";
+import {
+  decodeAvifRgba,
+  decodeJpegRgba,
+  decodeWebpRgba,
+  hasCodec,
+  type RgbaRaster,
+  releaseLargeCodecs,
+  retainedCodecBytes,
+} from "./codecs.ts";
 import { undecodable } from "./errors.ts";
 import { applyOrientation, effectiveOrientation } from "./exif.ts";
 import { decodeGifFirstFrame, gifCanvasSize } from "./gif.ts";
@@ -140,6 +148,8 @@ export function inspectImage(bytes: Uint8Array, limits: ImageLimits): ImageHeade
     height,
     encodedBytes: bytes.length,
     rotated: effectiveOrientation(header.exif, header.xmp) > 1,
+    retainedWasmBytes:
+      format === "jpeg" || format === "webp" || format === "avif" ? retainedCodecBytes(format) : 0,
   };
   let cost = estimateDecodeBytes(costInput);
   if (format === "jpeg" && header.components !== 4 && cost > limits.maxDecodeBytes) {
@@ -184,6 +194,9 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): 
   const deadline = started + limits.maxDecodeMs;
 
   let img: RgbImage;
+  // A TypeScript decode needs its memory in JavaScript: no large codec heap stays alive beside it.
+  if (format === "gif" || format === "png" || (format === "jpeg" && header.decoder === "ts"))
+    releaseLargeCodecs();
   if (format === "gif") {
     img = { ...decodeGifFirstFrame(bytes, deadline), format };
   } else if (format === "jpeg" && header.decoder === "ts") {

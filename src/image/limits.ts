@@ -72,6 +72,12 @@ export interface DecodeCostInput {
   bitDepth?: number;
   colorType?: number;
   rotated?: boolean;
+  /**
+   * Wasm memory the codec's live instance already holds (src/image/codecs.ts keeps instances up to
+   * RELEASE_AFTER_BYTES between decodes; memory never shrinks), counted when it exceeds this
+   * decode's own wasm need. Ignored for the TypeScript decoders, which drop large instances first.
+   */
+  retainedWasmBytes?: number;
 }
 
 const MB = 1_000_000;
@@ -122,6 +128,7 @@ export function estimateDecodeBytes(h: DecodeCostInput): number {
       js = 4 * px;
       break;
   }
+  if (wasm > 0) wasm = Math.max(wasm, h.retainedWasmBytes ?? 0);
   const rotation = h.rotated ? 3 * px : 0;
   return Math.ceil(Math.max(wasm + js, js + rotation));
 }

@@ -123,6 +123,16 @@ const clip8 = (acc: number): number => {
   return v < 0 ? 0 : Math.min(v, 255);
 };
 
+/**
+ * clip8 for an int32 accumulator, as Pillow's (`int ss`): an arithmetic shift is floor division by
+ * 2^22. The horizontal pass sums at most 255 * (sum of positive taps) < 2^31 for every filter here
+ * (Pillow relies on the same bound), so int32 arithmetic gives its exact values.
+ */
+const clip8i = (acc: number): number => {
+  const v = acc >> PRECISION_BITS;
+  return v < 0 ? 0 : Math.min(v, 255);
+};
+
 function horizontal(src: Rgb8, rowFirst: number, rows: number, outW: number, t: Taps): Rgb8 {
   const out = new Uint8Array(outW * rows * 3);
   const { ksize, start, count, k } = t;
@@ -139,13 +149,13 @@ function horizontal(src: Rgb8, rowFirst: number, rows: number, outW: number, t: 
       let p = row + start[x] * 3;
       for (let i = 0, n = count[x]; i < n; i++, p += 3) {
         const w = k[kb + i];
-        r += s[p] * w;
-        g += s[p + 1] * w;
-        b += s[p + 2] * w;
+        r = (r + s[p] * w) | 0;
+        g = (g + s[p + 1] * w) | 0;
+        b = (b + s[p + 2] * w) | 0;
       }
-      out[o] = clip8(r);
-      out[o + 1] = clip8(g);
-      out[o + 2] = clip8(b);
+      out[o] = clip8i(r);
+      out[o + 1] = clip8i(g);
+      out[o + 2] = clip8i(b);
     }
   }
   return { width: outW, height: rows, data: out };

@@ -37,8 +37,11 @@ describe("gateway app", () => {
     expect(res.headers.get("x-model-version")).toBe(tiny.manifest.version);
     expect(res.headers.get("x-model-synthetic")).toBe("true");
     const timing = res.headers.get("server-timing") ?? "";
-    expect(timing).toMatch(/^decode;dur=[\d.]+, stage-0;dur=/);
-    for (let i = 0; i < tiny.manifest.stages.length; i++) expect(timing).toContain(`stage-${i};dur=`);
+    expect(timing).toMatch(/^decode;dur=[\d.]+, preprocess;dur=[\d.]+, queue;dur=[\d.]+, stage-0;dur=/);
+    for (let i = 0; i < tiny.manifest.stages.length; i++) {
+      expect(timing).toContain(`stage-${i};dur=`);
+      expect(timing).toContain(`run-${i};dur=`);
+    }
     expect(timing).toMatch(/total;dur=[\d.]+/);
 
     const batch = await app.request(

@@ -195,9 +195,16 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
         throw input.images.reduce((err, image) => (err === e ? withCurlHint(e, image) : err), e);
       });
     const t = out.timings;
-    const timing: [string, number][] = [["decode", t.decodeMs]];
+    const timing: [string, number][] = [
+      ["decode", t.decodeMs],
+      ["preprocess", t.preprocessMs],
+      ["queue", t.queueMs],
+    ];
     t.stageMs.forEach((ms, i) => {
       timing.push([`stage-${i}`, ms]);
+    });
+    t.runMs.forEach((ms, i) => {
+      timing.push([`run-${i}`, ms]);
     });
     timing.push(["total", Date.now() - started]);
     const parts = [serverTiming(timing)];

@@ -145,7 +145,7 @@ function components(): Json {
       ModelPrecision: { description: "int8 or fp32", schema: { type: "string" } },
       ServerTiming: {
         description:
-          "decode, stage-0..N-1 (round trip per stage) and total durations in ms; on a cold request also warm (with each stage's shard origin and load time)",
+          "decode (decode + preprocessing), preprocess (of that, resize + normalize), queue (waiting for this isolate's earlier model runs), stage-0..N-1 (round trip per stage seen by the gateway), run-0..N-1 (session.run time each stage reported; the difference is the hop) and total durations in ms; on a cold request also warm (with each stage's shard origin and load time)",
         schema: { type: "string" },
       },
     },

@@ -1,0 +1,84 @@
+/**
+ * @module
+ * Is onnxruntime-web itself slower in workerd than in Node? One stage's files loaded into a session
+ * in local workerd (Miniflare, bench/stage-run-worker.ts) and into a session in this Node process,
+ * then run alternately on the same input: no service bindings, HTTP or decode involved.
+ *
+ *   npx tsx bench/stage-run-workerd.ts [--model DIR] [--stage K] [--runs N]
+ */
+import { execFileSync } from "node:child_process";
+import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { Miniflare } from "miniflare";
+import { createStageSession } from "../src/inference/ort.ts";
+import { COMPATIBILITY_DATE } from "../src/topology.ts";
+
+const here = import.meta.dirname;
+const out = join(here, "results", "stage-run-worker");
+await mkdir(out, { recursive: true });
+const config = join(out, "wrangler.toml");
+await writeFile(
+  config,
+  `name = "stage-run-bench"\nmain = "${join(here, "stage-run-worker.ts")}"\ncompatibility_date = "${COMPATIBILITY_DATE}"\n`,
+);
+execFileSync("npx", ["wrangler", "deploy", "--dry-run", "--outdir", join(out, "dist"), "-c", config], {
+  stdio: "pipe",
+});
+const dist = join(out, "dist");
+const modules: { type: "ESModule" | "CompiledWasm"; path: string; contents: string | Uint8Array }[] = [
+  {
+    type: "ESModule",
+    path: join(dist, "stage-run-worker.js"),
+    contents: await readFile(join(dist, "stage-run-worker.js"), "utf8"),
+  },
+];
+for (const f of await readdir(dist))
+  if (f.endsWith(".wasm"))
+    modules.push({ type: "CompiledWasm", path: join(dist, f), contents: await readFile(join(dist, f)) });
+// (miniflare's option types are a union the literal below does not narrow.)
+const mf = new Miniflare({
+  modules,
+  modulesRoot: dist,
+  compatibilityDate: COMPATIBILITY_DATE,
+} as unknown as ConstructorParameters<typeof Miniflare>[0]);
+const { values } = parseArgs({
+  options: { model: { type: "string" }, stage: { type: "string" }, runs: { type: "string" } },
+});
+const dir = values.model ?? join(here, "../model-shards/out/synthetic-base");
+const m = JSON.parse(await readFile(join(dir, "manifest.json"), "utf8"));
+const k = Number(values.stage ?? 1);
+const st = m.stages[k];
+const g = await readFile(join(dir, st.graph.file));
+const w = await readFile(join(dir, st.weights.file));
+await mf.dispatchFetch("http://x/graph", { method: "POST", body: g });
+await mf.dispatchFetch(`http://x/weights?path=${encodeURIComponent(st.externalDataPath)}`, {
+  method: "POST",
+  body: w,
+});
+const node = await createStageSession(new Uint8Array(g), {
+  path: st.externalDataPath,
+  data: new Uint8Array(w),
+});
+const x = new Float32Array(197 * 768).map((_, i) => Math.sin(i) * 0.5);
+const wd: number[] = [];
+const nd: number[] = [];
+const n = Number(values.runs ?? 20);
+for (let i = 0; i < n; i++) {
+  const r = await mf.dispatchFetch(`http://x/run?out=${st.outputs[0].name}`, {
+    method: "POST",
+    body: new Uint8Array(x.buffer),
+  });
+  wd.push(((await r.json()) as { ms: number }).ms);
+  const t0 = performance.now();
+  await node.run(x, st.inputs[0], st.outputs[0]);
+  nd.push(performance.now() - t0);
+}
+console.log(`stage ${k} workerd: ${wd.join(" ")}`);
+console.log(`stage ${k} node   : ${nd.map((v) => v.toFixed(0)).join(" ")}`);
+const med = (a: number[]) => [...a].sort((p, q) => p - q)[Math.floor(a.length / 2)];
+const load = (await readFile("/proc/loadavg", "utf8").catch(() => "?")).split(" ")[0];
+console.log(
+  `stage ${k}, ${n} alternating runs: median workerd ${med(wd)} ms, Node ${med(nd).toFixed(0)} ms, workerd / Node ${(med(wd) / med(nd)).toFixed(2)}; load ${load}`,
+);
+await mf.dispose();
