@@ -3,7 +3,9 @@
  * Service benchmark, measured from the client against `wrangler dev` (gateway + every stage
  * Worker, local R2) with the full-size synthetic int8 model:
  *
- * - cold start: fresh isolates, shards only in R2 (new persist dir, empty Cache API);
+ * - cold start: fresh isolates, shards only in R2 (new persist dir, empty Cache API); the readiness
+ *   probe is GET /openapi.json, so no stage has loaded anything before the first classify
+ *   (bench/cold-start.ts measures cold starts alone, with variants);
  * - warm p50/p95 for a 224x224 WebP and a 12-megapixel JPEG;
  * - per-stage wasm heap measured in workerd (GET /v1/status) against 128 MB;
  * - warm-colo cold start: wrangler dev restarted on the same persist dir (fresh isolates, shards
@@ -141,6 +143,8 @@ async function main(): Promise<void> {
         configDir: join(persist, "configs"),
         prebundle: true,
         readyTimeoutMs: 300_000,
+        // Not /healthz, which warms every stage: the first classify must meet fresh stage isolates.
+        readyPath: "/openapi.json",
       });
 
     // The model alone, in this process: the same shard files in onnxruntime-web (Node, 1 thread),

@@ -9,7 +9,12 @@
  * `--liftoff --no-wasm-tier-up` (baseline code only) and `--no-liftoff` (optimised code compiled
  * before the first call), which bound how much of the priming run is tier-up.
  *
- *   npx tsx bench/stage-load.ts --model DIR [--stage 1] [--repeat 3]
+ * With `--same-process`, everything runs in one process instead, after a first load of the
+ * stage: V8 has compiled and tiered up ORT's code by then, so what is left of session create and of
+ * the first run is the session's own cost (graph optimisation, weight copies and prepacking, first
+ * allocations), per graph optimisation level, with each level's output compared to "all".
+ *
+ *   npx tsx bench/stage-load.ts --model DIR [--stage 1] [--repeat 3] [--same-process]
  */
 import { execFile } from "node:child_process";
 import { resolve } from "node:path";
@@ -31,6 +36,7 @@ const { values: args } = parseCommandLine(
       stage: { type: "string", default: "1" },
       repeat: { type: "string", default: "3" },
       child: { type: "string" },
+      "same-process": { type: "boolean", default: false },
     },
   },
   (m) => new Error(`${m}. Usage: npx tsx bench/stage-load.ts --model DIR [--stage 1] [--repeat 3]`),
@@ -64,6 +70,65 @@ if (args.child !== undefined) {
     runs.push(performance.now() - t);
   }
   console.log(JSON.stringify({ instantiate: t1 - t0, create: timings.createMs, runs }));
+  process.exit(0);
+}
+
+if (args["same-process"]) {
+  const source = localModelSource(dir);
+  const manifest = await source.manifest();
+  await initOrt();
+  const spec = manifest.stages[stageIndex];
+  const input = new Float32Array(numel(spec.inputs[0].shape));
+  let seed = 12345;
+  for (let i = 0; i < input.length; i++) {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    input[i] = (seed / 2 ** 32 - 0.5) * 4;
+  }
+  const levels = ["all", "extended", "basic", "disabled"] as const;
+  type Row = { create: number[]; first: number[]; third: number[]; out?: Float32Array };
+  const rows = new Map<string, Row>(levels.map((l) => [l, { create: [], first: [], third: [] }]));
+  const load = async (level: (typeof levels)[number], row: Row) => {
+    const st = await openStage(source, manifest, stageIndex, { tuning: { graphOptimizationLevel: level } });
+    const times: number[] = [];
+    let out: Float32Array | undefined;
+    for (let i = 0; i < 3; i++) {
+      const t = performance.now();
+      out = await st.session.run(input, st.input, st.output);
+      times.push(performance.now() - t);
+    }
+    await st.release();
+    row.create.push(st.timings.createMs);
+    row.first.push(times[0]);
+    row.third.push(times[2]);
+    row.out ??= out;
+  };
+  // The process's first load (ORT's wasm instantiated just before): V8 compiles and tiers up ORT's
+  // code during it, so it is reported apart and the rows below meet warm code.
+  const firstLoad: Row = { create: [], first: [], third: [] };
+  await load("all", firstLoad);
+  for (let r = 0; r < Number(args.repeat); r++) for (const l of levels) await load(l, rows.get(l) as Row);
+  const ref = rows.get("all")?.out as Float32Array;
+  console.log(`stage ${stageIndex} of ${dir}, one process; median of ${args.repeat} after the first load`);
+  console.log('| graph optimisation | session create | 1st run | 3rd run | output vs "all" |');
+  console.log("|---|---|---|---|---|");
+  console.log(
+    `| all, the process's first load (cold code) | ${firstLoad.create[0].toFixed(0)} ms | ${firstLoad.first[0].toFixed(0)} ms | ${firstLoad.third[0].toFixed(0)} ms | |`,
+  );
+  for (const l of levels) {
+    const row = rows.get(l) as Row;
+    let maxd = 0;
+    let differ = 0;
+    for (let i = 0; i < ref.length; i++) {
+      const d = Math.abs(ref[i] - (row.out as Float32Array)[i]);
+      if (d > 0) differ++;
+      if (d > maxd) maxd = d;
+    }
+    const same =
+      differ === 0 ? "bit-identical" : `${differ}/${ref.length} differ, max |d| ${maxd.toExponential(2)}`;
+    console.log(
+      `| ${l} | ${median(row.create).toFixed(0)} ms | ${median(row.first).toFixed(0)} ms | ${median(row.third).toFixed(0)} ms | ${same} |`,
+    );
+  }
   process.exit(0);
 }
 

@@ -199,10 +199,19 @@ export const JOBS: WorkerSpec = {
   crons: ["* * * * *"],
 };
 
+/** The vars of the stage Worker (parsed by src/workers/stage/index.ts). */
+export const STAGE_VARS = {
+  STAGE_PRIME: {
+    default: "always",
+    doc: '"always": every stage load ends with one run on zeros (the isolate\'s first run, 3-4x a warm one, started as early as possible). "on-request": only a /warm that asks primes (x-stage-prime: 1, as /healthz does) and a classification\'s cold start lets its own first run do it; measured slower overall on this 2-core VM (bench/README.md, "Cold start, issue #11 part 1"), kept for comparisons.',
+  },
+} satisfies Record<string, VarSpec>;
+
 export const STAGE: WorkerSpec = {
   kind: "stage",
   name: stageWorkerName(0),
   entry: "src/workers/stage/index.ts",
+  vars: STAGE_VARS,
   r2Buckets: { MODELS: BUCKETS.MODELS },
   perStage: true,
 };

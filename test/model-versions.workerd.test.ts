@@ -123,6 +123,25 @@ describe("stage isolate memory", () => {
       for (const k of ["manifestMs", "fetchMs", "verifyMs", "createMs", "primeMs"])
         expect(l[k]).toBeGreaterThanOrEqual(0);
       expect(parts).toBeLessThanOrEqual(l.totalMs);
+      // STAGE_PRIME=always (default): a classification's cold start primes every stage too.
+      expect(s.lastLoad?.primed).toBe(true);
     }
+  });
+
+  it("primes every stage when /healthz warms them (a warm-up before traffic)", async () => {
+    await seedModel(bucket, fx.modelB); // not resident in any stage after the test above
+    expect((await SELF.fetch(`${URL_BASE}/healthz`)).status).toBe(200);
+    const status = (await (await SELF.fetch(`${URL_BASE}/v1/status`)).json()) as {
+      stages: { version: string; warm: boolean; lastLoad: { primed: boolean } | null }[];
+    };
+    for (const s of status.stages) {
+      expect(s.version).toBe(fx.modelB.version);
+      expect(s.warm).toBe(true);
+      expect(s.lastLoad?.primed).toBe(true);
+    }
+    // The primed sessions answer as before.
+    const res = await classify();
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual(fx.expected.modelB.gradient.top);
   });
 });

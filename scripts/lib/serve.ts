@@ -43,6 +43,12 @@ export interface ServeOptions {
   /** How long to wait for readiness (ms, default 120000). */
   readyTimeoutMs?: number;
   /**
+   * The route polled until it answers 200 (default "/healthz"). `/healthz` warms every stage
+   * before it answers, so the first request after it meets warm isolates; a route that touches no
+   * stage (`/openapi.json`) leaves them cold, for benchmarks of a real cold start.
+   */
+  readyPath?: string;
+  /**
    * Serve bundles built once up front (`wrangler deploy --dry-run`) with `--no-bundle` semantics,
    * so that edits to src/ during a test or benchmark cannot make wrangler reload the Workers
    * mid-request. `npm start` leaves this off to keep live reload.
@@ -211,7 +217,7 @@ async function usePrebuiltBundles(root: string, configDir: string, configs: Gene
   }
 }
 
-/** Starts wrangler dev and resolves once GET /healthz answers 200. */
+/** Starts wrangler dev and resolves once GET /healthz (or `readyPath`) answers 200. */
 export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
   const root = resolve(opts.root);
   const port = opts.port ?? 8787;
@@ -337,7 +343,9 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
       );
     }
     try {
-      const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(5_000) });
+      const res = await fetch(`${url}${opts.readyPath ?? "/healthz"}`, {
+        signal: AbortSignal.timeout(5_000),
+      });
       if (res.status === 200) break;
       await res.body?.cancel();
     } catch {

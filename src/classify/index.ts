@@ -174,10 +174,11 @@ export function createClassifier(env: ClassifierEnv, deps: ClassifierDeps): Clas
       const k = checkTopK(opts.topK, model.labels.length);
       const exifTranspose = opts.exifTranspose ?? true;
       const pipeline = new StagePipeline(env, model.manifest, keepAlive);
-      // Cold isolates: warm every stage at once while the first image decodes.
+      // Cold isolates: load every stage at once while the first image decodes. `prime: false` asks
+      // the stages to skip the run on zeros, which they honour only under STAGE_PRIME=on-request.
       const warmStart = Date.now();
       let warmMs = 0;
-      const warm = pipeline.warm(deadline).then((reports) => {
+      const warm = pipeline.warm(deadline, { prime: false }).then((reports) => {
         warmMs = Date.now() - warmStart;
         return reports;
       });

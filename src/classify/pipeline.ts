@@ -11,6 +11,7 @@ import type { Deadline } from "../edge/limits.ts";
 import { problemFromResponse } from "../edge/problem.ts";
 import {
   HEADER_LOAD_MS,
+  HEADER_PRIME,
   HEADER_STAGE,
   HEADER_STAGE_MS,
   HEADER_VERSION,
@@ -55,13 +56,20 @@ function bindings(env: StageBindings, manifest: Manifest): Fetcher[] {
   });
 }
 
-function stageRequest(path: string, version: string, stage: number, body?: Uint8Array): Request {
+function stageRequest(
+  path: string,
+  version: string,
+  stage: number,
+  body?: Uint8Array,
+  extra: Record<string, string> = {},
+): Request {
   return new Request(`${STAGE_ORIGIN}${path}`, {
     method: "POST",
     headers: {
       [HEADER_VERSION]: version,
       [HEADER_STAGE]: String(stage),
       "content-type": "application/octet-stream",
+      ...extra,
     },
     body: body ?? null,
   });
@@ -98,6 +106,7 @@ function warmAll(
   manifest: Manifest,
   deadline?: Deadline,
   keepAlive?: KeepAlive,
+  prime = true,
 ): Promise<WarmReport[] | null> {
   const cached = warmed.get(manifest.version);
   if (cached?.done) return Promise.resolve(null);
@@ -106,7 +115,11 @@ function warmAll(
     const bs = bindings(env, manifest);
     p = Promise.allSettled(
       bs.map(async (b, i) => {
-        const res = await call(b, stageRequest("/warm", manifest.version, i), i);
+        const res = await call(
+          b,
+          stageRequest("/warm", manifest.version, i, undefined, { [HEADER_PRIME]: prime ? "1" : "0" }),
+          i,
+        );
         return (await res.json()) as WarmReport;
       }),
     ).then((results) => {
@@ -234,11 +247,14 @@ export class StagePipeline {
   ) {}
 
   /**
-   * Warms every stage at once (once per version per isolate; see {@link warmAll}).
+   * Warms every stage at once (once per version per isolate; see {@link warmAll}). With
+   * `prime: false` (a classification's cold start) the warm-up asks the stages to skip the run on
+   * zeros, which they do only under STAGE_PRIME=on-request; concurrent callers share the first
+   * call's choice.
    * @returns each stage's report, or null when this isolate had already warmed the version.
    */
-  warm(deadline?: Deadline): Promise<WarmReport[] | null> {
-    return warmAll(this.env, this.manifest, deadline, this.keepAlive);
+  warm(deadline?: Deadline, opts: { prime?: boolean } = {}): Promise<WarmReport[] | null> {
+    return warmAll(this.env, this.manifest, deadline, this.keepAlive, opts.prime ?? true);
   }
 
   /**

@@ -66,6 +66,8 @@ export interface JobsEnv extends ClassifierEnv, Required<Omit<JobsBindings, keyo
 
 export interface StageEnv {
   MODELS: R2Bucket;
+  /** "always" (default) or "on-request": when a load runs the priming run (src/topology.ts STAGE_VARS). */
+  STAGE_PRIME?: string;
 }
 
 /** The STAGE_i binding, or undefined when the deployment has fewer stages. */

@@ -8,6 +8,9 @@
  *   `x-load-ms` (time spent loading the shard for this call, 0 when warm), `x-shard-origin`.
  *   Errors: application/problem+json with the AppError's status.
  * - `POST /warm` same headers, no body: loads the shard and session; 200 JSON {@link WarmReport}.
+ *   `x-stage-prime: 0` asks the load not to prime the session with a run on zeros (a
+ *   classification's cold start: its own first run comes next); without it the load primes. The
+ *   stage honours it only under STAGE_PRIME=on-request (the default, "always", primes every load).
  * - `GET /status`: 200 JSON {@link StageStatus} (no loading).
  */
 
@@ -16,6 +19,7 @@ export const HEADER_STAGE = "x-stage-index";
 export const HEADER_STAGE_MS = "x-stage-ms";
 export const HEADER_LOAD_MS = "x-load-ms";
 export const HEADER_ORIGIN = "x-shard-origin";
+export const HEADER_PRIME = "x-stage-prime";
 
 /** Host used in URLs handed to service bindings (the host is not routed anywhere). */
 export const STAGE_ORIGIN = "https://stage.internal";
@@ -44,8 +48,10 @@ export interface LoadPhases {
   verifyMs: number;
   /** onnxruntime-web session create (on the isolate's first load, also ORT's wasm instantiation). */
   createMs: number;
-  /** The priming run on zeros (first-run allocations and the wasm tier-up of its kernels). */
+  /** The priming run on zeros (0 when the load did not prime, under STAGE_PRIME=on-request). */
   primeMs: number;
+  /** Whether this load ran the priming run (see STAGE_PRIME in src/topology.ts). */
+  primed: boolean;
   totalMs: number;
 }
 

@@ -9,6 +9,15 @@
  * Loading = manifest -> shard bytes (verified) -> session -> one priming run on zeros, all done by
  * the one stage loader (src/inference/open-stage.ts) over the R2 shard store.
  *
+ * Priming: an isolate's first run is 3-4x a warm one (V8 compiles and tiers up ORT's wasm code in
+ * each isolate; a second session in a warm isolate runs at warm speed at once, see bench/README.md).
+ * With `STAGE_PRIME=always` (default) every load pays it on zeros right after the session exists,
+ * so the tier-up starts while the other stages are still loading. `STAGE_PRIME=on-request` primes
+ * only for a `/warm` that asks (`x-stage-prime`, default on: `/healthz`); the gateway's classify
+ * path asks not to and lets its own first run through each stage do it, and a load started by
+ * `/run` does not prime. That saves one run per stage but starts each stage's tier-up only when
+ * the request reaches it: measured slower overall here (bench/README.md), kept for comparisons.
+ *
  * Lifecycle (resident.ts): a request for another version (or stage) waits until runs on the
  * resident session have finished, releases it, then loads the requested one. Wasm memory never
  * shrinks, so two sessions are never resident at once: the isolate's peak stays one stage's peak.
@@ -21,6 +30,7 @@ import { problemResponse, toAppError } from "../../edge/problem.ts";
 import {
   HEADER_LOAD_MS,
   HEADER_ORIGIN,
+  HEADER_PRIME,
   HEADER_STAGE,
   HEADER_STAGE_MS,
   HEADER_VERSION,
@@ -34,6 +44,7 @@ import { isVersion } from "../../shards/layout.ts";
 import { type KeepAlive, ShardStore, type StoreOrigin } from "../../shards/store.ts";
 import { AppError } from "../../shared/errors.ts";
 import { numel } from "../../shared/manifest.ts";
+import { STAGE_VARS } from "../../topology.ts";
 import { ResidentSession } from "./resident.ts";
 
 /** A resident stage; `loadMs` also counts ORT's set-up and the manifest read, `phases` splits it. */
@@ -65,19 +76,32 @@ function heap(): number {
   return h;
 }
 
-async function load(env: StageEnv, version: string, stage: number): Promise<Loaded> {
+/** Whether a load asked for with `wanted` primes, under the Worker's STAGE_PRIME. */
+function primes(env: StageEnv, wanted: boolean): boolean {
+  const mode = env.STAGE_PRIME ?? STAGE_VARS.STAGE_PRIME.default;
+  if (mode === "always") return true;
+  if (mode === "on-request") return wanted;
+  throw new AppError(
+    "bad-config",
+    500,
+    `STAGE_PRIME must be "on-request" or "always", not ${JSON.stringify(mode.slice(0, 40))}; fix the stage Worker's vars.`,
+  );
+}
+
+async function load(env: StageEnv, version: string, stage: number, prime: boolean): Promise<Loaded> {
   const t0 = Date.now();
   await ensureOrt();
   const source = getStore(env);
   const manifest = await source.manifest(version);
   const tManifest = Date.now();
-  const opened = await openStage(source, manifest, stage, { prime: true });
+  const opened = await openStage(source, manifest, stage, { prime });
   heap();
   const end = Date.now();
   const phases: LoadPhases = {
     origin: opened.origin,
     manifestMs: tManifest - t0,
     ...opened.timings,
+    primed: prime,
     totalMs: end - t0,
   };
   lastLoad = phases;
@@ -117,10 +141,11 @@ export async function handleStage(req: Request, env: StageEnv, ctx?: ExecutionCo
     }
     if (url.pathname === "/warm" && req.method === "POST") {
       const { version, stage } = target(req);
+      const prime = primes(env, req.headers.get(HEADER_PRIME) !== "0");
       const report = await sessions.with(
         version,
         stage,
-        () => load(env, version, stage),
+        () => load(env, version, stage, prime),
         keepAlive,
         async (l, fresh) => {
           const r: WarmReport = {
@@ -138,10 +163,11 @@ export async function handleStage(req: Request, env: StageEnv, ctx?: ExecutionCo
     if (url.pathname === "/run" && req.method === "POST") {
       const { version, stage } = target(req);
       const body = await req.arrayBuffer();
+      const prime = primes(env, false);
       return await sessions.with(
         version,
         stage,
-        () => load(env, version, stage),
+        () => load(env, version, stage, prime),
         keepAlive,
         async (l, fresh) => {
           const spec = l.spec.inputs[0];
