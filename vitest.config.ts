@@ -1,9 +1,15 @@
 import { join } from "node:path";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
+import { useLocalWorkerdFlags } from "./scripts/lib/workerd-wrapper.ts";
 import { DATABASE, GATEWAY, QUEUES, resolveTopology, stageBindingName } from "./src/topology.ts";
 import { testPng } from "./test/helpers/png.ts";
 import { miniflareWorker, miniflareWorkers, sharedOptions } from "./test/workerd/miniflare-workers.ts";
+
+// Every workerd of the run (the workerd project's pool, each `new Miniflare` of the tests, the
+// wrangler dev of the e2e tests) gets --single-threaded-gc: without it local workerd can livelock
+// on a 2-core machine such as CI's (README, webhook section, "the local stall").
+await useLocalWorkerdFlags(import.meta.dirname);
 
 /** Outbound fetches of the gateway under test (URL inputs): a fake image host, no network. */
 // It also answers as 127.0.0.1 (for the gateway that allows loopback); every other host is a 502,
