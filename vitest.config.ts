@@ -2,6 +2,7 @@ import { join } from "node:path";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
 import { type OriginFile, originResponse } from "./scripts/lib/image-origin.ts";
+import { useLocalWorkerdFlags } from "./scripts/lib/workerd-wrapper.ts";
 import {
   DATABASE,
   GATEWAY,
@@ -13,6 +14,11 @@ import {
 } from "./src/topology.ts";
 import { testPng } from "./test/helpers/png.ts";
 import { miniflareWorker, miniflareWorkers, sharedOptions } from "./test/workerd/miniflare-workers.ts";
+
+// Every workerd of the run (the workerd project's pool, each `new Miniflare` of the tests, the
+// wrangler dev of the e2e tests) gets --single-threaded-gc: without it local workerd can livelock
+// on a 2-core machine such as CI's (README, webhook section, "the local stall").
+await useLocalWorkerdFlags(import.meta.dirname);
 
 /** Outbound fetches of the gateway under test (URL inputs): a fake image host, no network. */
 // It also answers as 127.0.0.1 (for the gateway that allows loopback); every other host is a 502,

@@ -13,12 +13,15 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Miniflare } from "miniflare";
+import { useLocalWorkerdFlags } from "../scripts/lib/workerd-wrapper.ts";
 import { initNodeCodecs } from "../src/image/codecs-node.ts";
 import { BEIT_BASE_PREPROCESS, imageToPixelValues } from "../src/image/index.ts";
 import { COMPATIBILITY_DATE } from "../src/topology.ts";
 import { imageBenchInputs } from "./image-inputs.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
+// Local workerd as `npm start` runs it: with --single-threaded-gc (README, "the local stall").
+await useLocalWorkerdFlags(join(here, ".."));
 const out = join(here, "results", "image-worker");
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 

@@ -11,10 +11,13 @@ import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Miniflare } from "miniflare";
+import { useLocalWorkerdFlags } from "../scripts/lib/workerd-wrapper.ts";
 import { createStageSession } from "../src/inference/ort.ts";
 import { COMPATIBILITY_DATE } from "../src/topology.ts";
 
 const here = import.meta.dirname;
+// Local workerd as `npm start` runs it: with --single-threaded-gc (README, "the local stall").
+await useLocalWorkerdFlags(join(here, ".."));
 const out = join(here, "results", "stage-run-worker");
 await mkdir(out, { recursive: true });
 const config = join(out, "wrangler.toml");

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { Miniflare } from "miniflare";
 import { type PublishResult, type PublishTarget, publishModel } from "../../src/shards/publish.ts";
 import { type Manifest, parseManifest } from "../../src/shared/manifest.ts";
+import { useLocalWorkerdFlags } from "./workerd-wrapper.ts";
 import { BUCKET_NAME } from "./wrangler-configs.ts";
 
 /** Reads and validates DIR/manifest.json. */
@@ -15,12 +16,16 @@ export async function readManifest(dir: string): Promise<Manifest> {
   return parseManifest(JSON.parse(await readFile(join(dir, "manifest.json"), "utf8")));
 }
 
-/** Runs `fn` with the local R2 bucket of `persistTo` open, then closes it. */
+/**
+ * Runs `fn` with the local R2 bucket of `persistTo` open, then closes it. Its workerd, like every
+ * later one of the process, runs with the local V8 flags (useLocalWorkerdFlags).
+ */
 export async function withLocalBucket<T>(
   persistTo: string,
   fn: (bucket: R2Bucket) => Promise<T>,
   bucketName: string = BUCKET_NAME,
 ): Promise<T> {
+  await useLocalWorkerdFlags(join(import.meta.dirname, "../.."));
   const mf = new Miniflare({
     modules: true,
     script: "export default { fetch() { return new Response(null, { status: 404 }); } }",

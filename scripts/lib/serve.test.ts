@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { localLoopbackFetch, localV8Flags, wranglerNoiseFilter } from "./serve.ts";
+import { localLoopbackFetch, wranglerNoiseFilter } from "./serve.ts";
+import { localV8Flags } from "./workerd-wrapper.ts";
 
 describe("localLoopbackFetch (what npm start sets ALLOW_LOOPBACK_FETCH to)", () => {
   it("allows loopback URLs for local development unless the environment says otherwise", () => {

@@ -13,7 +13,7 @@ import { WORKERS } from "../../src/topology.ts";
 import { applyLocalMigrations } from "./d1-migrations.ts";
 import { writeDevVars } from "./dev-secrets.ts";
 import { type CronTicker, startCronTicker, triggerScheduled } from "./local-crons.ts";
-import { LOCAL_V8_FLAGS, workerdWrapper } from "./workerd-wrapper.ts";
+import { localV8Flags, workerdWrapper } from "./workerd-wrapper.ts";
 import { type GeneratedConfigs, writeWranglerConfigs } from "./wrangler-configs.ts";
 
 export interface ServeOptions {
@@ -215,16 +215,6 @@ async function usePrebuiltBundles(root: string, configDir: string, configs: Gene
     Object.assign(cfg, { main, no_bundle: true, find_additional_modules: true, base_dir: dirname(main) });
     await writeFile(path, `${JSON.stringify(cfg, null, 2)}\n`);
   }
-}
-
-/**
- * The V8 flags of the local workerd: {@link LOCAL_V8_FLAGS} unless `BEIT_EDGE_V8_FLAGS` says
- * otherwise (space-separated; empty = none, e.g. to measure without them).
- */
-export function localV8Flags(env: Record<string, string | undefined>): string[] {
-  const v = env.BEIT_EDGE_V8_FLAGS;
-  if (v === undefined) return [...LOCAL_V8_FLAGS];
-  return v.split(/\s+/).filter(Boolean);
 }
 
 /** Starts wrangler dev and resolves once GET /healthz (or `readyPath`) answers 200. */

@@ -1,10 +1,10 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, readlink, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Miniflare, serializeConfig } from "miniflare";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "./serve.ts";
-import { addV8Flags, LOCAL_V8_FLAGS, workerdWrapper } from "./workerd-wrapper.ts";
+import { addV8Flags, LOCAL_V8_FLAGS, localV8Flags, workerdWrapper } from "./workerd-wrapper.ts";
 
 const root = resolve(import.meta.dirname, "../..");
 const script = `export default { fetch() { return new Response(typeof gc); } };`;
@@ -25,6 +25,19 @@ async function probeWorkerd(env: Record<string, string>): Promise<{ gc: string; 
     if (saved === undefined) delete process.env.MINIFLARE_WORKERD_PATH;
     else process.env.MINIFLARE_WORKERD_PATH = saved;
   }
+}
+
+/** The pids of the workerd processes that are children of this process. */
+async function childWorkerds(): Promise<number[]> {
+  const pids: number[] = [];
+  for (const d of await readdir("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    const stat = await readFile(`/proc/${d}/stat`, "utf8").catch(() => "");
+    // pid (comm) state ppid ...
+    const m = /^\d+ \((.*)\) \S+ (\d+)/.exec(stat);
+    if (m?.[1] === "workerd" && Number(m[2]) === process.pid) pids.push(Number(d));
+  }
+  return pids;
 }
 
 describe("addV8Flags", () => {
@@ -81,4 +94,28 @@ describe("workerdWrapper (real workerd through Miniflare)", () => {
     const env = await workerdWrapper(dir, root, { userEntryPort });
     expect(await probeWorkerd(env)).toEqual({ gc: "undefined", port: String(userEntryPort) });
   }, 60_000);
+
+  // vitest.config.ts installs the wrapper for the whole run (useLocalWorkerdFlags): a Miniflare
+  // started with no environment of its own, like the pool's and the tests', gets the flags. The
+  // wrapper hands workerd its filtered config as a (deleted) file on stdin, which /proc can reread.
+  it.skipIf(process.platform !== "linux" || localV8Flags(process.env).length === 0)(
+    "every workerd of the test run gets LOCAL_V8_FLAGS (BEIT_EDGE_V8_FLAGS unless set) in its config",
+    async () => {
+      const before = new Set(await childWorkerds());
+      const mf = new Miniflare({ modules: true, script, compatibilityDate: "2026-04-01" });
+      try {
+        await mf.ready;
+        const started = (await childWorkerds()).filter((p) => !before.has(p));
+        expect(started).toHaveLength(1);
+        const stdin = await readlink(`/proc/${started[0]}/fd/0`);
+        // A file, not miniflare's own stdin pipe (a socket: no wrapper in between).
+        expect(stdin).toMatch(/^\/.* \(deleted\)$/);
+        const config = await readFile(`/proc/${started[0]}/fd/0`);
+        for (const flag of localV8Flags(process.env)) expect(config.includes(`${flag}\0`)).toBe(true);
+      } finally {
+        await mf.dispose();
+      }
+    },
+    60_000,
+  );
 });

@@ -19,8 +19,10 @@
  * const env = { ...process.env, ...(await workerdWrapper(configDir, root, { v8Flags: LOCAL_V8_FLAGS, userEntryPort: 41234 })) };
  * spawn(process.execPath, [wrangler, "dev", ...], { env });
  */
-import { chmod, writeFile } from "node:fs/promises";
+import { rmSync } from "node:fs";
+import { chmod, mkdtemp, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 
@@ -33,6 +35,23 @@ import { pathToFileURL } from "node:url";
  * the main thread to collect garbage (a background Sparkplug compile whose allocation failed).
  */
 export const LOCAL_V8_FLAGS = ["--single-threaded-gc"] as const;
+
+/**
+ * The V8 flags of the local workerd: {@link LOCAL_V8_FLAGS} unless `BEIT_EDGE_V8_FLAGS` says
+ * otherwise (space-separated; empty = none, e.g. to measure without them).
+ */
+export function localV8Flags(env: Record<string, string | undefined>): string[] {
+  const v = env.BEIT_EDGE_V8_FLAGS;
+  if (v === undefined) return [...LOCAL_V8_FLAGS];
+  return v.split(/\s+/).filter(Boolean);
+}
+
+/**
+ * The environment variable a generated wrapper's environment names the real workerd in, so that a
+ * wrapper made while another one is in force (`serveLocal` inside a test run) execs workerd
+ * directly instead of filtering the config twice.
+ */
+export const REAL_WORKERD_ENV = "BEIT_EDGE_WORKERD";
 
 const WORD = 8;
 
@@ -126,7 +145,9 @@ export async function workerdWrapper(
   const require = createRequire(join(resolve(root), "package.json"));
   const workerd = require("workerd") as string | { default: string };
   const realWorkerd =
-    process.env.MINIFLARE_WORKERD_PATH ?? (typeof workerd === "string" ? workerd : workerd.default);
+    process.env[REAL_WORKERD_ENV] ??
+    process.env.MINIFLARE_WORKERD_PATH ??
+    (typeof workerd === "string" ? workerd : workerd.default);
   const tsx = pathToFileURL(require.resolve("tsx/esm")).href;
   const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
   const flags = o.v8Flags ?? [];
@@ -157,7 +178,25 @@ ${filter}${port}exec ${q(realWorkerd)} "$@"
   const path = join(dir, "workerd-wrapper.sh");
   await writeFile(path, script);
   await chmod(path, 0o755);
-  return { MINIFLARE_WORKERD_PATH: path };
+  return { MINIFLARE_WORKERD_PATH: path, [REAL_WORKERD_ENV]: realWorkerd };
+}
+
+/**
+ * Makes every workerd that Miniflare starts from this process, and from the processes it spawns
+ * afterwards with its environment (vitest's test workers, wrangler), run through a wrapper with
+ * {@link localV8Flags} (`BEIT_EDGE_V8_FLAGS` overrides; empty: nothing changes): it sets
+ * `MINIFLARE_WORKERD_PATH` in `process.env`, which miniflare reads each time it spawns workerd.
+ * Used by vitest.config.ts (the workerd test pool's Miniflare and every `new Miniflare` of the
+ * tests) and the workerd benchmarks. The wrapper lives in a temporary directory removed when the
+ * process exits. Returns the flags.
+ */
+export async function useLocalWorkerdFlags(root: string): Promise<string[]> {
+  const flags = localV8Flags(process.env);
+  if (flags.length === 0 || process.env[REAL_WORKERD_ENV] !== undefined) return flags;
+  const dir = await mkdtemp(join(tmpdir(), "beit-edge-workerd-"));
+  process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+  Object.assign(process.env, await workerdWrapper(dir, root, { v8Flags: flags }));
+  return flags;
 }
 
 async function readStdin(): Promise<Uint8Array> {
