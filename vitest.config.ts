@@ -1,8 +1,17 @@
 import { join } from "node:path";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
+import { type OriginFile, originResponse } from "./scripts/lib/image-origin.ts";
 import { useLocalWorkerdFlags } from "./scripts/lib/workerd-wrapper.ts";
-import { DATABASE, GATEWAY, QUEUES, resolveTopology, stageBindingName } from "./src/topology.ts";
+import {
+  DATABASE,
+  GATEWAY,
+  QUEUES,
+  resolveTopology,
+  stageBindingName,
+  TAGGING,
+  TAGGING_QUEUE,
+} from "./src/topology.ts";
 import { testPng } from "./test/helpers/png.ts";
 import { miniflareWorker, miniflareWorkers, sharedOptions } from "./test/workerd/miniflare-workers.ts";
 
@@ -41,6 +50,23 @@ async function fakeImageHost(req: Request): Promise<Response> {
     default:
       return new Response("not found", { status: 404 });
   }
+}
+
+/** The HTTP origin behind the tagging Worker variant `beit-edge-tagging-http` (a static origin). */
+const originFiles = new Map<string, OriginFile>([
+  [
+    "photo.png",
+    {
+      bytes: testPng(80, 60, 4),
+      contentType: "image/png",
+      headers: { "x-origin": "static", "cache-control": "public, max-age=31536000, immutable" },
+    },
+  ],
+]);
+async function fakeOrigin(req: Request): Promise<Response> {
+  const url = new URL(req.url);
+  if (url.hostname !== "origin.test") return new Response("no network in tests", { status: 502 });
+  return originResponse(originFiles, req);
 }
 
 // Node-side tests: converter, readers, image path, CLI. Files named *.workerd.test.ts run inside
@@ -93,21 +119,31 @@ export default defineConfig({
                 gateway.services[stageBindingName(i)],
               ]),
             );
+            // A second tagging Worker (the proxy) in front of an HTTP origin, beside the real one.
+            const tagging = resolveTopology(stages).find((w) => w.spec === TAGGING)!;
+            const taggingHttp = miniflareWorker(
+              tagging,
+              bundles,
+              { vars: { tagging: { ORIGIN_URL: "http://origin.test/" } }, outbound: { tagging: fakeOrigin } },
+              "beit-edge-tagging-http",
+            );
             return {
               main: "./test/workerd/proxy-main.ts",
               miniflare: {
                 ...sharedOptions,
                 compatibilityFlags: ["nodejs_compat"],
-                // The jobs tests apply migrations/ and send job messages through the same D1 and queue.
+                // The jobs and tagging tests apply migrations/ and send messages through the same D1
+                // and queues.
                 d1Databases: { [DATABASE.binding]: DATABASE.databaseName },
-                queueProducers: { JOBS_QUEUE: QUEUES.JOBS },
+                queueProducers: { JOBS_QUEUE: QUEUES.JOBS, TAGGING_QUEUE },
                 bindings: { TEST_MIGRATIONS: migrations },
                 serviceBindings: {
                   GATEWAY: GATEWAY.name,
                   GATEWAY_KEYED: "beit-edge-keyed",
+                  TAGGING_HTTP: "beit-edge-tagging-http",
                   ...stageBindings,
                 },
-                workers: [...workers, keyed],
+                workers: [...workers, keyed, taggingHttp],
               },
             };
           }),

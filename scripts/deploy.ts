@@ -13,6 +13,13 @@
  *      the deploy prints the `wrangler secret put` commands.
  *
  *   npm run deploy [-- --model DIR] [--bucket NAME] [--dry-run [--outdir DIR]]
+ *                     [--tagging-route PATTERN] [--tagging-notify [--tagging-notify-prefix PREFIX]]
+ *
+ * CDN image tagging's bucket, queue + DLQ and KV namespace are topology resources (step 1), its
+ * table is migrations/0002_images.sql (step 2). Only what is tagging-specific is in
+ * scripts/lib/tagging-deploy.ts: `--tagging-notify` adds the R2 object-create notification rule
+ * (IMAGES bucket -> tagging queue, after step 1), `--tagging-route` puts the tagging Worker on a
+ * route of your zone (e.g. 'example.com/images/*').
  *
  * `--dry-run` works offline: it bundles every Worker with `wrangler deploy --dry-run --outdir`,
  * prints each bundle's uncompressed size against the 64 MiB limit (failing above it) and the files
@@ -21,32 +28,35 @@
  * test/deploy.test.ts does with a local stand-in. A real deploy needs `wrangler login` or CLOUDFLARE_API_TOKEN (and
  * CLOUDFLARE_ACCOUNT_ID for the existence checks; without it every file is uploaded).
  */
-import { execFile } from "node:child_process";
 import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { promisify } from "node:util";
 import { parseCommandLine } from "../model-shards/args.ts";
 import { verifyShards } from "../model-shards/build.ts";
 import { ACTIVE_KEY } from "../src/shards/layout.ts";
 import { type PublishTarget, publishModel } from "../src/shards/publish.ts";
 import { AppError } from "../src/shared/errors.ts";
 import { type Manifest, manifestFiles } from "../src/shared/manifest.ts";
+import { BUCKETS, TAGGING_NAME, TAGGING_QUEUE } from "../src/topology.ts";
 import { applyMigrations } from "./lib/d1-migrations.ts";
 import { ensureResources, resourcePlan } from "./lib/deploy-resources.ts";
+import { runWrangler } from "./lib/run-wrangler.ts";
+import { addRoute, ensureNotificationRule, type NotificationRule } from "./lib/tagging-deploy.ts";
 import { BUCKET_NAME, type GeneratedConfigs, writeWranglerConfigs } from "./lib/wrangler-configs.ts";
 
 /** Workers' script size limit (uncompressed), on every plan since 2026. */
 export const SCRIPT_LIMIT_BYTES = 64 * 1024 * 1024;
 
 const root = resolve(import.meta.dirname, "..");
-const run = promisify(execFile);
 
 interface DeployArgs {
   model?: string;
   bucket: string;
   dryRun: boolean;
   outdir?: string;
+  taggingRoute?: string;
+  /** Create the R2 notification rule (prefix "" = every key). */
+  taggingNotify?: string;
 }
 
 function parseArgs(argv: string[]): DeployArgs {
@@ -58,13 +68,16 @@ function parseArgs(argv: string[]): DeployArgs {
         bucket: { type: "string", default: BUCKET_NAME },
         "dry-run": { type: "boolean", default: false },
         outdir: { type: "string" },
+        "tagging-route": { type: "string" },
+        "tagging-notify": { type: "boolean", default: false },
+        "tagging-notify-prefix": { type: "string" },
       },
     },
     (m) =>
       new AppError(
         "usage",
         2,
-        `${m}. Usage: npm run deploy [-- --model DIR] [--bucket NAME] [--dry-run [--outdir DIR]]`,
+        `${m}. Usage: npm run deploy [-- --model DIR] [--bucket NAME] [--dry-run [--outdir DIR]] [--tagging-route PATTERN] [--tagging-notify [--tagging-notify-prefix PREFIX]]`,
       ),
   );
   return {
@@ -72,6 +85,11 @@ function parseArgs(argv: string[]): DeployArgs {
     bucket: v.bucket,
     dryRun: v["dry-run"],
     outdir: v.outdir === undefined ? undefined : resolve(v.outdir),
+    taggingRoute: v["tagging-route"],
+    taggingNotify:
+      v["tagging-notify"] || v["tagging-notify-prefix"] !== undefined
+        ? (v["tagging-notify-prefix"] ?? "")
+        : undefined,
   };
 }
 
@@ -89,13 +107,12 @@ async function defaultModel(): Promise<string> {
   );
 }
 
-function wrangler(args: string[], opts: { input?: string } = {}) {
-  return run(process.execPath, [join(root, "node_modules/wrangler/bin/wrangler.js"), ...args], {
-    cwd: root,
-    maxBuffer: 64 * 1024 * 1024,
-    env: { ...process.env, WRANGLER_SEND_METRICS: "false" },
-    ...opts,
-  });
+/**
+ * Every wrangler call of the deploy: stdin closed, bounded by WRANGLER_TIMEOUT_MS (default 300 s),
+ * so a call that never returns fails the deploy with the command's name (scripts/lib/run-wrangler.ts).
+ */
+function wrangler(args: string[]) {
+  return runWrangler(args, { root });
 }
 
 /** Total bytes of the files wrangler wrote for one Worker (modules + wasm; source maps excluded). */
@@ -145,7 +162,11 @@ function remoteTarget(bucket: string, dir: string): PublishTarget {
         .split("/")
         .map(encodeURIComponent)
         .join("/")}`;
-      const res = await fetch(url, { headers: { authorization: `Bearer ${token}`, range: "bytes=0-0" } });
+      const res = await fetch(url, {
+        headers: { authorization: `Bearer ${token}`, range: "bytes=0-0" },
+        // Bounded like every wrangler call: an API that never answers fails the deploy.
+        signal: AbortSignal.timeout(60_000),
+      });
       await res.body?.cancel();
       return res.status === 200 || res.status === 206;
     },
@@ -194,6 +215,15 @@ async function deploy(args: DeployArgs, dir: string, manifest: Manifest, work: s
       resourceIds,
     });
   let configs = await writeConfigs();
+  const rule: NotificationRule | undefined =
+    args.taggingNotify === undefined
+      ? undefined
+      : { bucket: BUCKETS.IMAGES, queue: TAGGING_QUEUE, prefix: args.taggingNotify };
+  const route = async () => {
+    const w = configs.workers.find((c) => c.name === TAGGING_NAME);
+    if (args.taggingRoute && w) await addRoute(w.path, args.taggingRoute);
+  };
+  await route();
   log(
     `model ${manifest.model.id} ${manifest.version.slice(0, 12)}: ${manifest.stages.length} stages${manifest.model.synthetic ? " (SYNTHETIC random weights)" : ""}`,
   );
@@ -220,6 +250,11 @@ async function deploy(args: DeployArgs, dir: string, manifest: Manifest, work: s
         .join(", ")}, then swap ${ACTIVE_KEY} to ${manifest.version}`,
     );
     for (const line of await resourcePlan(root)) log(`would ensure ${line}`);
+    if (rule) {
+      const step = await ensureNotificationRule(rule, async () => "", true);
+      log(`would ensure ${step.what}: ${step.command}`);
+    }
+    if (args.taggingRoute) log(`would route ${TAGGING_NAME} on ${args.taggingRoute}`);
     log(args.outdir ? `bundles in ${work}` : "bundles removed (pass --outdir DIR to keep them)");
     process.stdout.write(
       `${JSON.stringify({ version: manifest.version, stages: manifest.stages.length, bundles: reports })}\n`,
@@ -243,6 +278,12 @@ async function deploy(args: DeployArgs, dir: string, manifest: Manifest, work: s
   log("ensuring queues, D1 databases, KV namespaces ...");
   const ids = await ensureResources(async (a) => (await wrangler(a)).stdout, log);
   configs = await writeConfigs(ids);
+  await route();
+  if (rule) {
+    const step = await ensureNotificationRule(rule, async (a) => (await wrangler(a)).stdout, false);
+    log(`${step.action} ${step.what}`);
+  }
+  if (args.taggingRoute) log(`route ${TAGGING_NAME} on ${args.taggingRoute}`);
   log("applying D1 migrations (--remote) ...");
   await applyMigrations({ root, configs: configs.workers.map((w) => w.path) });
   const { readFile } = await import("node:fs/promises");

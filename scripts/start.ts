@@ -8,6 +8,12 @@
  *   npm start -- --size tiny         a tiny synthetic model (one layer per stage), for quick development
  *   options: --port N (8787), --persist DIR (.wrangler/state), --prepare-only (build + publish, no
  *   server), --verbose (wrangler's full start-up output)
+ *   npm start -- --images DIR        serve the files of DIR through the tagging Worker (default: samples)
+ *
+ * CDN image tagging demo: the sample JPEGs (bench/lib/sample-images.ts; two names share one file's
+ * bytes) and a text file, or the files of --images DIR, are seeded into the local IMAGES bucket,
+ * which the tagging Worker serves at http://localhost:8787/images/<key> (the gateway forwards
+ * /images/* to it); D1 migrations are applied before wrangler dev starts.
  *
  * Cron Triggers (the jobs Worker's sweeper) are fired on their topology schedules by this process
  * (scripts/lib/local-crons.ts), since `wrangler dev` does not fire them.
@@ -23,6 +29,7 @@
  */
 import { stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { writeSampleImages } from "../bench/lib/sample-images.ts";
 import { parseCommandLine } from "../model-shards/args.ts";
 import { buildShards, verifyShards } from "../model-shards/build.ts";
 import { loadCheckpoint } from "../model-shards/checkpoint/index.ts";
@@ -30,9 +37,10 @@ import { synthesize, writeCheckpoint } from "../model-shards/checkpoint/synth.ts
 import { TINY_BUILD } from "../model-shards/configs.ts";
 import { AppError } from "../src/shared/errors.ts";
 import type { Manifest } from "../src/shared/manifest.ts";
-import { JOBS, WORKERS } from "../src/topology.ts";
+import { BUCKETS, JOBS, WORKERS } from "../src/topology.ts";
 import { resolveDevSecrets } from "./lib/dev-secrets.ts";
-import { publishLocal } from "./lib/local-r2.ts";
+import { contentTypeOf, filesOfDir } from "./lib/image-origin.ts";
+import { publishLocal, withLocalBucket } from "./lib/local-r2.ts";
 import { localLoopbackFetch, serveLocal } from "./lib/serve.ts";
 import { localWebhookSecret } from "./lib/webhook-secret.ts";
 
@@ -47,10 +55,11 @@ interface StartArgs {
   persist: string;
   prepareOnly: boolean;
   verbose: boolean;
+  images?: string;
 }
 
 const START_USAGE =
-  "Usage: npm start [-- --model DIR | --size base|tiny] [--port N] [--persist DIR] [--prepare-only] [--verbose]";
+  "Usage: npm start [-- --model DIR | --size base|tiny] [--images DIR] [--port N] [--persist DIR] [--prepare-only] [--verbose]";
 
 function parseArgs(argv: string[]): StartArgs {
   const { values: v } = parseCommandLine(
@@ -61,6 +70,7 @@ function parseArgs(argv: string[]): StartArgs {
         size: { type: "string", default: process.env.BEIT_EDGE_SIZE ?? "base" },
         port: { type: "string", default: "8787" },
         persist: { type: "string", default: join(root, ".wrangler/state") },
+        images: { type: "string" },
         "prepare-only": { type: "boolean", default: false },
         verbose: { type: "boolean", default: false },
       },
@@ -79,6 +89,7 @@ function parseArgs(argv: string[]): StartArgs {
     persist: resolve(v.persist),
     prepareOnly: v["prepare-only"],
     verbose: v.verbose,
+    images: v.images === undefined ? undefined : resolve(v.images),
   };
 }
 
@@ -159,6 +170,43 @@ async function resolveModel(args: StartArgs): Promise<string> {
 
 const startedAt = Date.now();
 
+/**
+ * Seeds the local IMAGES bucket: the files of `dir`, or the demo samples (made once into
+ * .wrangler/sample-images). Returns the keys.
+ */
+async function seedImages(persist: string, dir: string | undefined): Promise<string[]> {
+  let files: Map<string, { bytes: Uint8Array; contentType: string }>;
+  if (dir) {
+    if (!(await exists(dir))) throw new AppError("usage", 2, `--images ${dir}: no such directory.`);
+    files = await filesOfDir(dir);
+  } else {
+    const samples = join(root, ".wrangler/sample-images");
+    const names = await writeSampleImages(samples, 4);
+    files = await filesOfDir(samples);
+    // the same bytes under a second name (classified once), and a file that is not an image
+    const first = files.get(names[0]);
+    if (first) files.set(`copies/${names[0]}`, first);
+    files.set("notes.txt", {
+      bytes: new TextEncoder().encode("not an image\n"),
+      contentType: contentTypeOf("notes.txt"),
+    });
+  }
+  await withLocalBucket(
+    persist,
+    async (bucket) => {
+      for (const [key, f] of files) {
+        const head = await bucket.head(key);
+        if (head && head.size === f.bytes.byteLength) continue;
+        const plain = new Uint8Array(f.bytes.byteLength);
+        plain.set(f.bytes);
+        await bucket.put(key, plain, { httpMetadata: { contentType: f.contentType } });
+      }
+    },
+    BUCKETS.IMAGES,
+  );
+  return [...files.keys()].sort();
+}
+
 /** The Workers' cron schedules, for the banner: `beit-edge-jobs "* * * * *" (sweeper)`. */
 function cronLine(): string {
   const withCrons = WORKERS.filter((w) => (w.crons ?? []).length > 0);
@@ -176,6 +224,10 @@ async function main(): Promise<void> {
     `uploaded ${pub.uploaded.length} file(s), ${pub.skipped.length} already there; active version ${pub.version.slice(0, 12)}`,
   );
   const what = `${manifest.model.id} (${manifest.precision}, ${manifest.stages.length} stages${manifest.model.synthetic ? ", SYNTHETIC random weights" : ""})`;
+  const imageKeys = await seedImages(args.persist, args.images);
+  progress(
+    `${imageKeys.length} image(s) in the local ${BUCKETS.IMAGES} bucket${args.images ? ` from ${args.images}` : " (samples)"}`,
+  );
   if (args.prepareOnly) {
     progress(`prepared ${what}`);
     return;
@@ -189,7 +241,7 @@ async function main(): Promise<void> {
   const loopback = localLoopbackFetch(process.env); // what serveLocal sets
 
   progress(
-    `starting wrangler dev: gateway, jobs Worker (queues, D1, cron) + ${manifest.stages.length} stage Worker(s) (${args.verbose ? "full output" : "start-up notices hidden; --verbose shows them"}) ...`,
+    `starting wrangler dev: gateway, jobs Worker (queues, D1, cron), tagging Worker + its consumer, ${manifest.stages.length} stage Worker(s) (${args.verbose ? "full output" : "start-up notices hidden; --verbose shows them"}) ...`,
   );
   const svc = await serveLocal({
     root,
@@ -208,6 +260,8 @@ async function main(): Promise<void> {
     `beit-edge is serving ${what}`,
     `  ${url}/            drop an image`,
     `  curl --data-binary @cat.jpg -H 'content-type: image/jpeg' ${url}/v1/classify`,
+    `  curl -sD - -o /dev/null ${url}/images/${imageKeys.find((k) => k.endsWith(".jpg")) ?? imageKeys[0] ?? "<key>"}   tagged images`,
+    `  npm run tag -- --bucket ${BUCKETS.IMAGES}                     tag the whole bucket`,
     `  webhook jobs: npm run webhook-receiver -- --port 9000, then`,
     `  curl -F file=@cat.jpg -F callback_url=http://127.0.0.1:9000/ ${url}/v1/jobs`,
     auth

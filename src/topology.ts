@@ -24,6 +24,8 @@ export const ISOLATE_LIMIT_BYTES = 128 * 1024 * 1024;
 /** R2 buckets by binding name. */
 export const BUCKETS = {
   MODELS: "beit-edge-models",
+  /** Images the tagging Worker serves and tags (issue #10). */
+  IMAGES: "beit-edge-images",
   /** Image bytes of webhook jobs (uploads/<job id>/<i>), deleted once the job is final (#9). */
   UPLOADS: "beit-edge-uploads",
 } as const;
@@ -121,6 +123,61 @@ export const CLASSIFIER_VARS = {
   },
 } satisfies Record<string, VarSpec>;
 
+/** CDN image tagging (issue #10): queues, KV, the D1 database shared with jobs. */
+export const TAGGING_NAME = `${GATEWAY_NAME}-tagging`;
+export const TAGGING_CONSUMER_NAME = `${GATEWAY_NAME}-tagging-consumer`;
+export const TAGGING_QUEUE = "beit-edge-tagging";
+export const TAGGING_DLQ = "beit-edge-tagging-dlq";
+export const TAGS_KV = "beit-edge-tags";
+/** Redeliveries of a tagging message; the last attempt records `failed` instead of retrying. */
+export const TAGGING_MAX_RETRIES = 5;
+
+/** Vars of the tagging Worker (parsed by src/tagging/config.ts). */
+export const TAGGING_VARS = {
+  TAGGING_PREFIX: {
+    default: "/images/",
+    doc: "Path prefix the tagging Worker serves; nothing outside it is ever fetched.",
+  },
+  ORIGIN_URL: {
+    default: "",
+    doc: 'HTTP origin base URL of the proxy (the path under the prefix is appended); "self" = the request\'s own URL (deployed on a route); empty = the IMAGES R2 bucket. R2 messages (notifications, npm run tag) always read IMAGES.',
+  },
+  IMAGES_BUCKET: {
+    default: BUCKETS.IMAGES,
+    doc: "Name of the bucket bound as IMAGES (what R2 event notifications and `npm run tag -- --bucket` name).",
+  },
+  R2_PREFIX: {
+    default: "",
+    doc: "Key prefix inside the IMAGES bucket (key = R2_PREFIX + path under the prefix).",
+  },
+  TAG_TOP_K: { default: "10", doc: "Labels stored per image (1..100)." },
+  TAG_MIN_SCORE: { default: "0.01", doc: "Labels below this softmax score are not stored (0..1)." },
+  TAG_MAX_IMAGE_BYTES: {
+    default: "20971520",
+    doc: "Larger images are skipped (image-too-large) without being read.",
+  },
+  TAGS_CACHE_TTL_S: {
+    default: "60",
+    doc: "KV cacheTtl of hot-path reads (>= 30): how long an edge may reuse a read, including a miss.",
+  },
+  TAGS_LOOKUP_BUDGET_MS: {
+    default: "50",
+    doc: "How long the image response may wait for the KV lookup once the origin has answered; then it goes out untagged.",
+  },
+  TAG_PENDING_TTL_S: {
+    default: "300",
+    doc: "Burst dedupe window: a miss enqueues a job at most once per isolate and per colo in this time.",
+  },
+  TAG_FAILED_RETRY_S: {
+    default: "3600",
+    doc: "A failed (retryable) status expires from KV after this long, so the image is tried again (>= 60).",
+  },
+  TAG_UNVALIDATED_TTL_S: {
+    default: "86400",
+    doc: "Entries of images whose origin sends neither ETag nor Last-Modified expire after this long (>= 60).",
+  },
+} as const satisfies Record<string, VarSpec>;
+
 /** Vars of the webhook jobs (read by src/jobs/config.ts; gateway and jobs Worker both read them). */
 export const JOBS_VARS: Record<string, VarSpec> = {
   WEBHOOK_RETRY_SCHEDULE: {
@@ -163,12 +220,55 @@ export const GATEWAY: WorkerSpec = {
   kind: "gateway",
   name: GATEWAY_NAME,
   entry: "src/workers/gateway/index.ts",
-  vars: { ...CLASSIFIER_VARS, ...JOBS_VARS },
+  vars: { ...CLASSIFIER_VARS, ...JOBS_VARS, IMAGES_BUCKET: TAGGING_VARS.IMAGES_BUCKET },
   secrets: ["API_KEY"],
-  r2Buckets: { MODELS: BUCKETS.MODELS, UPLOADS: BUCKETS.UPLOADS },
+  r2Buckets: { MODELS: BUCKETS.MODELS, UPLOADS: BUCKETS.UPLOADS, IMAGES: BUCKETS.IMAGES },
   bindsStages: true,
-  queueProducers: JOB_PRODUCERS,
+  // /images/* is forwarded to the tagging Worker (one port locally); /v1/images reads DB and
+  // enqueues backfills.
+  services: { TAGGING: TAGGING_NAME },
+  queueProducers: { ...JOB_PRODUCERS, TAGGING_QUEUE: TAGGING_QUEUE },
   d1Databases: [DATABASE],
+};
+
+/**
+ * The CDN proxy (the image path): GET/HEAD under TAGGING_PREFIX, one KV lookup, a miss enqueued.
+ * It binds no stage, no model bucket and no D1: nothing of the model is in its bundle or its
+ * isolate, so classification can neither slow nor crash an image response.
+ */
+export const TAGGING: WorkerSpec = {
+  kind: "tagging",
+  name: TAGGING_NAME,
+  entry: "src/workers/tagging/index.ts",
+  vars: TAGGING_VARS,
+  r2Buckets: { IMAGES: BUCKETS.IMAGES },
+  queueProducers: { TAGGING_QUEUE: TAGGING_QUEUE },
+  kvNamespaces: { TAGS: TAGS_KV },
+};
+
+/**
+ * The tagging consumer, a Worker of its own: it decodes and classifies (up to ~100 MiB of decode
+ * memory, seconds of CPU), which in the proxy's Worker would share the proxy's isolates (one
+ * thread, 128 MB) with image responses. It writes D1 and the hot-path KV entries.
+ */
+export const TAGGING_CONSUMER: WorkerSpec = {
+  kind: "tagging-consumer",
+  name: TAGGING_CONSUMER_NAME,
+  entry: "src/workers/tagging-consumer/index.ts",
+  vars: { ...CLASSIFIER_VARS, ...TAGGING_VARS },
+  r2Buckets: { MODELS: BUCKETS.MODELS, IMAGES: BUCKETS.IMAGES },
+  bindsStages: true,
+  queueConsumers: [
+    {
+      queue: TAGGING_QUEUE,
+      maxBatchSize: 10,
+      maxBatchTimeoutS: 1,
+      maxRetries: TAGGING_MAX_RETRIES,
+      deadLetterQueue: TAGGING_DLQ,
+    },
+  ],
+  d1Databases: [DATABASE],
+  kvNamespaces: { TAGS: TAGS_KV },
 };
 
 /** Webhook jobs (issue #9): the two queue consumers, the dead-letter consumer and the sweeper cron. */
@@ -217,7 +317,7 @@ export const STAGE: WorkerSpec = {
 };
 
 /** Every Worker of the deployment. Order: per-stage Workers are deployed before their callers. */
-export const WORKERS: WorkerSpec[] = [STAGE, GATEWAY, JOBS];
+export const WORKERS: WorkerSpec[] = [STAGE, TAGGING, TAGGING_CONSUMER, GATEWAY, JOBS];
 
 /** One concrete Worker of a deployment serving a model with a given number of stages. */
 export interface ResolvedWorker {

@@ -48,12 +48,19 @@ describe("npm run deploy -- --dry-run", () => {
     expect(report.bundles.map((b) => b.worker)).toEqual([
       "beit-edge",
       ...Array.from({ length: stages }, (_, i) => `beit-edge-stage-${i}`),
+      "beit-edge-tagging",
+      "beit-edge-tagging-consumer",
       "beit-edge-jobs",
     ]);
     for (const b of report.bundles) {
-      expect(b.bytes).toBeGreaterThan(100_000);
+      expect(b.bytes).toBeGreaterThan(10_000);
       expect(b.bytes).toBeLessThan(LIMIT);
     }
+    // The image path carries no model code: no codec wasm, no classifier (27 KiB on 2026-12-02;
+    // its consumer, which decodes and classifies, 1.7 MiB).
+    const size = (w: string) => report.bundles.find((b) => b.worker === w)!.bytes;
+    expect(size("beit-edge-tagging")).toBeLessThan(256 * 1024);
+    expect(size("beit-edge-tagging-consumer")).toBeGreaterThan(1024 * 1024);
     expect(stderr).toContain(`would deploy ${stages} stage Worker(s), then beit-edge`);
     // What the webhook jobs need on the account, from src/topology.ts.
     for (const line of [
@@ -62,11 +69,19 @@ describe("npm run deploy -- --dry-run", () => {
       "would ensure queue beit-edge-jobs-dlq: create if missing",
       "would ensure R2 bucket beit-edge-uploads: create if missing",
       "would ensure D1 database beit-edge (binding DB)",
-      "would ensure D1 migrations migrations/ --remote (only new ones apply): 0001_jobs.sql",
+      "would ensure D1 migrations migrations/ --remote (only new ones apply): 0001_jobs.sql, 0002_images.sql",
+      // CDN image tagging: its bucket, queue + DLQ and KV namespace, from the same topology.
+      "would ensure R2 bucket beit-edge-images: create if missing",
+      "would ensure queue beit-edge-tagging: create if missing",
+      "would ensure queue beit-edge-tagging-dlq: create if missing",
+      "would ensure KV namespace beit-edge-tags (binding TAGS): create if missing",
       "would ensure cron * * * * * on beit-edge-jobs",
       "wrangler secret put WEBHOOK_SECRET --name beit-edge-jobs",
     ])
       expect(stderr).toContain(line);
+    // One D1 step and one migrations step for both features.
+    expect(stderr.match(/would ensure D1 database /g)).toHaveLength(1);
+    expect(stderr.match(/would ensure D1 migrations /g)).toHaveLength(1);
     // ~14 MiB per bundle: none may stay behind in the temporary directory (tsx and wrangler keep
     // their own small caches there).
     expect(stderr).toContain("bundles removed");

@@ -52,11 +52,17 @@ async function liveAccount(): Promise<FakeCloudflare> {
   return fake;
 }
 
-function deploy(fake: FakeCloudflare): Promise<{ code: number; stderr: string }> {
+function deploy(fake: FakeCloudflare, extra: string[] = []): Promise<{ code: number; stderr: string }> {
   return new Promise((res) => {
     execFile(
       process.execPath,
-      [join(root, "node_modules/tsx/dist/cli.mjs"), "scripts/deploy.ts", "--model", join(dir, "shards")],
+      [
+        join(root, "node_modules/tsx/dist/cli.mjs"),
+        "scripts/deploy.ts",
+        "--model",
+        join(dir, "shards"),
+        ...extra,
+      ],
       {
         cwd: root,
         timeout: 300_000,
@@ -69,6 +75,9 @@ function deploy(fake: FakeCloudflare): Promise<{ code: number; stderr: string }>
           CLOUDFLARE_API_TOKEN: "test-token",
           CLOUDFLARE_ACCOUNT_ID: fake.account,
           WRANGLER_SEND_METRICS: "false",
+          // Each wrangler call of the deploy is bounded: a call the stand-in never ends fails the
+          // test with that command's name within 2 minutes instead of hanging it.
+          WRANGLER_TIMEOUT_MS: "120000",
           CI: "1",
         },
       },
@@ -98,6 +107,7 @@ const pointer = (fake: FakeCloudflare) =>
 
 describe("npm run deploy against a local Cloudflare API stand-in", () => {
   it("creates the bucket, uploads only missing files, deploys stages then the gateway, and swaps the pointer last", async () => {
+    // With the tagging options: the R2 notification rule and the tagging Worker's route.
     const fake = await liveAccount();
     try {
       const files = manifestFiles(manifest).map((f) => `shards/${f.file}`);
@@ -107,7 +117,14 @@ describe("npm run deploy against a local Cloudflare API stand-in", () => {
         `${BUCKET}/${present}`,
         new Uint8Array(await readFile(join(dir, "shards", present.slice(7)))),
       );
-      const { code, stderr } = await deploy(fake);
+      const route = "cdn.example.test/images/*";
+      const { code, stderr } = await deploy(fake, [
+        "--tagging-notify",
+        "--tagging-notify-prefix",
+        "photos/",
+        "--tagging-route",
+        route,
+      ]);
       expect(code, stderr).toBe(0);
       const n = manifest.stages.length;
       // Account resources first (buckets, queues, D1 + its migrations), then the model files,
@@ -121,34 +138,73 @@ describe("npm run deploy against a local Cloudflare API stand-in", () => {
         ...files.filter((f) => f !== present).map((f) => `put ${f}`),
         `put manifests/${manifest.version}.json`,
         ...Array.from({ length: n }, (_, i) => `script beit-edge-stage-${i}`),
+        // The tagging Worker before the gateway that binds it; its consumer (a Worker of its own).
+        "script beit-edge-tagging",
+        "script beit-edge-tagging-consumer",
         "script beit-edge",
         "script beit-edge-jobs",
         "put active.json",
       ]);
-      expect([...fake.buckets].sort()).toEqual(["beit-edge-models", "beit-edge-uploads"]);
+      expect([...fake.buckets].sort()).toEqual(["beit-edge-images", "beit-edge-models", "beit-edge-uploads"]);
       expect([...fake.queues.keys()].sort()).toEqual([
         "beit-edge-deliveries",
         "beit-edge-jobs",
         "beit-edge-jobs-dlq",
+        "beit-edge-tagging",
+        "beit-edge-tagging-dlq",
       ]);
-      // The jobs Worker consumes its two queues and the dead-letter queue.
-      for (const q of fake.queues.values()) expect(q.consumers).toEqual(["beit-edge-jobs"]);
+      // The jobs Worker consumes its two queues and the dead-letter queue; the tagging consumer
+      // the tagging queue (its DLQ has no consumer: failed entries are recorded before it).
+      for (const [name, q] of fake.queues)
+        expect(q.consumers, name).toEqual(
+          name === "beit-edge-tagging"
+            ? ["beit-edge-tagging-consumer"]
+            : name.startsWith("beit-edge-tagging")
+              ? []
+              : ["beit-edge-jobs"],
+        );
+      // The tagging KV namespace exists and its id is the TAGS binding of both the deployed tagging
+      // Worker and its consumer; the consumer shares the one D1 database.
+      const kvId = fake.kv.get("beit-edge-tags");
+      expect(kvId).toBeDefined();
+      type Binding = { name: string; type: string; id?: string; namespace_id?: string };
+      const bindingsOf = (script: string) =>
+        fake.scripts.get(script)!.metadata.bindings as unknown as Binding[];
+      const taggingBindings = bindingsOf("beit-edge-tagging-consumer");
+      expect(taggingBindings.find((b) => b.name === "TAGS")?.namespace_id).toBe(kvId);
+      expect(bindingsOf("beit-edge-tagging").find((b) => b.name === "TAGS")?.namespace_id).toBe(kvId);
+      // The notification rule: object-create on the IMAGES bucket -> the tagging queue, under photos/.
+      expect(fake.notifications.get("beit-edge-images")).toMatchObject([
+        { queueName: "beit-edge-tagging", prefix: "photos/" },
+      ]);
+      expect(fake.routes.get(route)).toBe("beit-edge-tagging");
       const db = fake.databases.get("beit-edge")!;
-      const migration = await readFile(join(root, "migrations/0001_jobs.sql"), "utf8");
-      const firstTable = /CREATE TABLE[^(]+/i.exec(migration)![0];
-      expect(db.sql.some((q) => q.includes(firstTable))).toBe(true);
+      // One database, both migrations applied to it.
+      expect([...fake.databases.keys()]).toEqual(["beit-edge"]);
+      for (const file of ["0001_jobs.sql", "0002_images.sql"]) {
+        const migration = await readFile(join(root, "migrations", file), "utf8");
+        const firstTable = /CREATE TABLE[^(]+/i.exec(migration)![0];
+        expect(
+          db.sql.some((q) => q.includes(firstTable)),
+          file,
+        ).toBe(true);
+      }
       // The D1 id the account gave goes into the deployed jobs Worker's binding.
       const jobsBindings = fake.scripts.get("beit-edge-jobs")!.metadata.bindings as unknown as {
         type: string;
         id?: string;
       }[];
       expect(jobsBindings.find((b) => b.type === "d1")?.id).toBe(db.uuid);
+      expect(taggingBindings.find((b) => b.type === "d1")?.id).toBe(db.uuid);
       expect(JSON.parse(pointer(fake))).toMatchObject({ version: manifest.version });
       // What was uploaded: the gateway binds exactly the manifest's stages; stages carry ORT's wasm.
       const gateway = fake.scripts.get("beit-edge")!;
       expect(
         gateway.metadata.bindings!.filter((b) => b.type === "service").map((b) => [b.name, b.service]),
-      ).toEqual(Array.from({ length: n }, (_, i) => [`STAGE_${i}`, `beit-edge-stage-${i}`]));
+      ).toEqual([
+        ...Array.from({ length: n }, (_, i) => [`STAGE_${i}`, `beit-edge-stage-${i}`]),
+        ["TAGGING", "beit-edge-tagging"],
+      ]);
       expect(fake.scripts.get("beit-edge-stage-0")!.parts.some((p) => p.endsWith(".wasm"))).toBe(true);
       for (const f of files)
         expect(fake.objects.get(`${BUCKET}/${f}`), f).toEqual(

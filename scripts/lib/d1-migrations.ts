@@ -9,11 +9,9 @@
  *   `--persist-to` directory wrangler dev then serves;
  * - on the account (`npm run deploy`) with `--remote`.
  */
-import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
-import { join } from "node:path";
-import { promisify } from "node:util";
 import { WORKERS } from "../../src/topology.ts";
+import { runWrangler } from "./run-wrangler.ts";
 
 /** Every D1 database of the topology (by database name), with its migrations directory. */
 export function topologyDatabases(): { databaseName: string; binding: string; migrationsDir?: string }[] {
@@ -43,27 +41,24 @@ export interface ApplyOptions {
 
 /** Applies migrations to every database of the topology; returns wrangler's output per database. */
 export async function applyMigrations(o: ApplyOptions): Promise<Record<string, string>> {
-  const wrangler = join(o.root, "node_modules/wrangler/bin/wrangler.js");
   const out: Record<string, string> = {};
   for (const db of topologyDatabases()) {
     if (!db.migrationsDir) continue;
     const config = await configBinding(o.configs, db.databaseName);
     const where = o.persistTo ? ["--local", "--persist-to", o.persistTo] : ["--remote"];
     try {
-      const { stdout, stderr } = await promisify(execFile)(
-        process.execPath,
-        [wrangler, "d1", "migrations", "apply", db.databaseName, ...where, "-c", config],
-        {
-          cwd: o.root,
-          env: { ...process.env, ...o.env, WRANGLER_SEND_METRICS: "false", CI: "1" },
-          maxBuffer: 16 * 1024 * 1024,
-        },
+      // Bounded and without stdin (scripts/lib/run-wrangler.ts): a hang is an error naming the call.
+      const { stdout, stderr } = await runWrangler(
+        ["d1", "migrations", "apply", db.databaseName, ...where, "-c", config],
+        { root: o.root, env: { ...o.env, CI: "1" } },
       );
       out[db.databaseName] = stdout + stderr;
     } catch (e) {
-      const err = e as { stdout?: string; stderr?: string; message: string };
+      // The message names the command and why (exit code or time limit) with the end of stderr;
+      // wrangler prints a failing migration's SQL error on stdout, so that goes along too.
+      const err = e as { stdout?: string; message: string };
       throw new Error(
-        `applying the D1 migrations of ${db.databaseName} (${db.migrationsDir}/) failed:\n${(err.stdout ?? "") + (err.stderr ?? err.message)}`.slice(
+        `applying the D1 migrations of ${db.databaseName} (${db.migrationsDir}/) failed: ${err.message}\n${err.stdout ?? ""}`.slice(
           0,
           6000,
         ),

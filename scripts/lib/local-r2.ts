@@ -23,7 +23,7 @@ export async function readManifest(dir: string): Promise<Manifest> {
 export async function withLocalBucket<T>(
   persistTo: string,
   fn: (bucket: R2Bucket) => Promise<T>,
-  bucketName = BUCKET_NAME,
+  bucketName: string = BUCKET_NAME,
 ): Promise<T> {
   await useLocalWorkerdFlags(join(import.meta.dirname, "../.."));
   const mf = new Miniflare({

@@ -28,7 +28,7 @@ export interface ServeOptions {
    * may name http://localhost:...) unless the caller's environment says ALLOW_LOOPBACK_FETCH=false.
    */
   vars?: Record<string, string>;
-  /** Extra vars by Worker kind: { jobs: { WEBHOOK_RETRY_SCHEDULE: "1s" } }. */
+  /** Extra vars (or local secrets) by Worker kind: { jobs: { WEBHOOK_RETRY_SCHEDULE: "1s" } }. */
   varsByKind?: Record<string, Record<string, string>>;
   /**
    * Secrets for the local Workers (from scripts/lib/dev-secrets.ts), written as `.dev.vars` beside

@@ -70,21 +70,45 @@ describe("writeWranglerConfigs", () => {
       "beit-edge-stage-0",
       "beit-edge-stage-1",
       "beit-edge-stage-2",
+      "beit-edge-tagging",
+      "beit-edge-tagging-consumer",
       "beit-edge",
       "beit-edge-jobs",
     ]);
     const g = await read(c.gateway);
-    expect(g.services).toEqual(
-      [0, 1, 2].map((i) => ({ binding: `STAGE_${i}`, service: `beit-edge-stage-${i}` })),
-    );
+    expect(g.services).toEqual([
+      ...[0, 1, 2].map((i) => ({ binding: `STAGE_${i}`, service: `beit-edge-stage-${i}` })),
+      { binding: "TAGGING", service: "beit-edge-tagging" },
+    ]);
     expect(g.vars.MAX_BATCH).toBe("2");
     expect(g.vars.REQUEST_DEADLINE_MS).toBe(CLASSIFIER_VARS.REQUEST_DEADLINE_MS.default);
     expect(g.r2_buckets).toEqual([
       { binding: "MODELS", bucket_name: "beit-edge-models" },
       { binding: "UPLOADS", bucket_name: "beit-edge-uploads" },
+      { binding: "IMAGES", bucket_name: "beit-edge-images" },
     ]);
     for (const w of c.workers) await access((await read(w.path)).main);
     await expect(writeWranglerConfigs({ root, outDir: join(out, "b"), stages: 9 })).rejects.toThrow(/1\.\.8/);
+  });
+
+  it("keeps the model off the image path: the tagging proxy binds no stage, model or D1; its consumer does", async () => {
+    const c = await writeWranglerConfigs({ root, outDir: join(out, "t"), stages: 2 });
+    const proxy = await read(c.workers.find((w) => w.name === "beit-edge-tagging")!.path);
+    expect(proxy.services ?? []).toEqual([]);
+    expect(proxy.r2_buckets).toEqual([{ binding: "IMAGES", bucket_name: "beit-edge-images" }]);
+    expect(proxy.d1_databases ?? []).toEqual([]);
+    expect(proxy.queues).toEqual({ producers: [{ binding: "TAGGING_QUEUE", queue: "beit-edge-tagging" }] });
+    const consumer = await read(c.workers.find((w) => w.name === "beit-edge-tagging-consumer")!.path);
+    const bindings = (list: unknown) => (list as { binding: string }[]).map((b) => b.binding);
+    expect(bindings(consumer.services)).toEqual(["STAGE_0", "STAGE_1"]);
+    const queues = consumer.queues as { consumers: unknown[]; producers?: unknown[] };
+    expect(queues.consumers).toMatchObject([
+      { queue: "beit-edge-tagging", dead_letter_queue: "beit-edge-tagging-dlq" },
+    ]);
+    expect(queues.producers ?? []).toEqual([]);
+    // Both read and write the same hot-path namespace.
+    expect(bindings(consumer.kv_namespaces)).toEqual(["TAGS"]);
+    expect(bindings(proxy.kv_namespaces)).toEqual(["TAGS"]);
   });
 
   it("gives a Worker added to the topology its queues, D1, KV and cron bindings", async () => {
@@ -127,14 +151,16 @@ describe("wrangler.toml", () => {
     expect(c.name).toBe(GATEWAY.name);
     expect(c.main).toBe(join(root, GATEWAY.entry));
     expect(c.vars).toEqual(varDefaults(GATEWAY));
-    expect((c.services ?? []).map((s: { binding: string }) => s.binding)).toEqual(
-      Array.from({ length: MAX_STAGES }, (_, i) => `STAGE_${i}`),
-    );
-    // Every bucket the topology gives the gateway (the model bucket first, then e.g. job uploads).
-    expect(c.r2_buckets).toEqual(
-      Object.entries(GATEWAY.r2Buckets ?? {}).map(([binding, bucket_name]) => ({ binding, bucket_name })),
-    );
-    expect(c.r2_buckets[0]).toEqual({ binding: "MODELS", bucket_name: "beit-edge-models" });
+    // Every stage binding, then the gateway's own service bindings (TAGGING).
+    expect((c.services ?? []).map((s: { binding: string }) => s.binding)).toEqual([
+      ...Array.from({ length: MAX_STAGES }, (_, i) => `STAGE_${i}`),
+      "TAGGING",
+    ]);
+    expect(c.r2_buckets).toEqual([
+      { binding: "MODELS", bucket_name: "beit-edge-models" },
+      { binding: "UPLOADS", bucket_name: "beit-edge-uploads" },
+      { binding: "IMAGES", bucket_name: "beit-edge-images" },
+    ]);
   });
 
   it("TOML of a config with queues, D1, KV and crons reads back in wrangler as the same config", async () => {

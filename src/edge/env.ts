@@ -59,6 +59,15 @@ export interface JobsBindings extends JobsVars {
 export interface GatewayEnv extends ClassifierEnv, JobsBindings {
   /** Secret; when set, /v1/* requires `Authorization: Bearer <API_KEY>` (several keys: space-separated). */
   API_KEY?: string;
+  /** The tagging Worker: /images/* is forwarded to it (issue #10). */
+  TAGGING?: Fetcher;
+  /** D1 (images, image_labels, ...) for /v1/images. */
+  DB?: D1Database;
+  /** The image bucket /v1/images/backfill lists, and its name. */
+  IMAGES?: R2Bucket;
+  IMAGES_BUCKET?: string;
+  /** The tagging queue /v1/images/backfill fills. */
+  TAGGING_QUEUE?: Queue<unknown>;
 }
 
 /** The jobs Worker (src/workers/jobs): every jobs binding is required. */

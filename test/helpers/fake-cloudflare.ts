@@ -3,8 +3,11 @@
  * wrangler, which honours CLOUDFLARE_API_BASE_URL, and through our own R2 existence checks), on
  * 127.0.0.1. It keeps R2 buckets and objects, queues (and their consumers), D1 databases (the SQL
  * sent to each, with the d1_migrations bookkeeping `wrangler d1 migrations apply` reads back), KV
- * namespaces and uploaded Worker scripts in memory, records every call in order, and can be told to fail a call (to test that a failed deploy leaves the active
+ * namespaces, R2 event-notification rules, zones (one per name asked for) with their Worker routes
+ * and uploaded Worker scripts in memory, records every call in order, and can be told to fail a call (to test that a failed deploy leaves the active
  * model pointer untouched). Answers follow the API's envelope: { success, errors, messages, result }.
+ * Lists are paged as the API pages them (`page`, `per_page`, an empty page past the end; see
+ * {@link paged}): wrangler's list calls loop on the page number.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 
@@ -40,6 +43,10 @@ export interface FakeCloudflare {
   databases: Map<string, { uuid: string; sql: string[] }>;
   /** KV namespace title -> id. */
   kv: Map<string, string>;
+  /** R2 bucket -> its event-notification rules (queue name, prefix, actions). */
+  notifications: Map<string, { queueId: string; queueName: string; prefix: string; actions: string[] }[]>;
+  /** Worker routes as deployed: pattern -> script (through the zone or the script's routes call). */
+  routes: Map<string, string>;
   /** Fail (HTTP 500, API error) every call whose "METHOD path" matches, retries included. */
   failOn: RegExp | null;
   close(): Promise<void>;
@@ -52,6 +59,34 @@ const apiError = (code: number, message: string) => ({
   messages: [],
   result: null,
 });
+
+/**
+ * One page of a list, as the API pages it: `page` (from 1) and `per_page` from the query, the
+ * rest of the list on later pages, an empty `result` past the end, and `result_info` telling the
+ * truth. wrangler's list calls rely on this in different ways (the Cloudflare SDK's iterator asks
+ * for the next page until one comes back empty; older helpers stop on a short page or on
+ * page x per_page >= total_count), so a stand-in that ignored `page` made `wrangler kv namespace
+ * list` ask for page 2, 3, ... forever once one namespace existed.
+ */
+function paged(url: URL, list: unknown[], defaultPerPage: number) {
+  const num = (name: string, fallback: number) => {
+    const n = Number(url.searchParams.get(name));
+    return Number.isInteger(n) && n >= 1 ? n : fallback;
+  };
+  const perPage = num("per_page", defaultPerPage);
+  const page = num("page", 1);
+  const items = list.slice((page - 1) * perPage, page * perPage);
+  return {
+    ...envelope(items),
+    result_info: {
+      page,
+      per_page: perPage,
+      count: items.length,
+      total_count: list.length,
+      total_pages: Math.ceil(list.length / perPage),
+    },
+  };
+}
 
 async function body(req: IncomingMessage): Promise<Uint8Array> {
   const chunks: Buffer[] = [];
@@ -72,6 +107,8 @@ export async function startFakeCloudflare(
     queues: new Map(),
     databases: new Map(),
     kv: new Map(),
+    notifications: new Map(),
+    routes: new Map(),
     failOn: null,
     close: async () => {},
   };
@@ -86,6 +123,22 @@ export async function startFakeCloudflare(
     const data = await body(req);
     fake.calls.push({ method, path });
     if (fake.failOn?.test(`${method} ${path}`)) return json(res, 500, apiError(10013, "injected failure"));
+    // Zones: any zone name asked for exists (id = "zone-" + name); its Worker routes.
+    if (path === "/zones" && method === "GET") {
+      const name = url.searchParams.get("name");
+      const list = name ? [{ id: `zone-${name}`, name }] : [];
+      return json(res, 200, paged(url, list, 50));
+    }
+    const z = /^\/zones\/([^/]+)\/workers\/routes$/.exec(path);
+    if (z && method === "GET") {
+      const list = [...fake.routes].map(([pattern, script]) => ({ id: pattern, pattern, script }));
+      return json(res, 200, paged(url, list, 50));
+    }
+    if (z && method === "POST") {
+      const r = JSON.parse(new TextDecoder().decode(data)) as { pattern: string; script: string };
+      fake.routes.set(r.pattern, r.script);
+      return json(res, 200, envelope({ id: r.pattern, ...r }));
+    }
     const acct = `/accounts/${account}`;
     if (!path.startsWith(acct)) return json(res, 404, apiError(7003, `unknown account in ${path}`));
     const rest = path.slice(acct.length);
@@ -153,10 +206,7 @@ export async function startFakeCloudflare(
       const list = [...fake.queues]
         .filter(([n]) => !names.length || names.includes(n))
         .map(([n, q]) => queueView(n, q));
-      return json(res, 200, {
-        ...envelope(list),
-        result_info: { page: 1, per_page: 100, count: list.length, total_count: list.length },
-      });
+      return json(res, 200, paged(url, list, 100));
     }
     m = /^\/queues\/([^/]+)$/.exec(rest);
     if (m && method === "GET") {
@@ -191,10 +241,7 @@ export async function startFakeCloudflare(
           created_at: "2026-01-01T00:00:00Z",
           version: "production",
         }));
-      return json(res, 200, {
-        ...envelope(list),
-        result_info: { page: 1, per_page: 1000, count: list.length, total_count: list.length },
-      });
+      return json(res, 200, paged(url, list, 1000));
     }
     if (rest === "/d1/database" && method === "POST") {
       const { name } = JSON.parse(text()) as { name: string };
@@ -248,10 +295,7 @@ export async function startFakeCloudflare(
     // KV namespaces: list and create.
     if (rest === "/storage/kv/namespaces" && method === "GET") {
       const list = [...fake.kv].map(([title, id]) => ({ id, title, supports_url_encoding: true }));
-      return json(res, 200, {
-        ...envelope(list),
-        result_info: { page: 1, per_page: 100, count: list.length, total_count: list.length },
-      });
+      return json(res, 200, paged(url, list, 100));
     }
     if (rest === "/storage/kv/namespaces" && method === "POST") {
       const { title } = JSON.parse(text()) as { title: string };
@@ -295,8 +339,43 @@ export async function startFakeCloudflare(
     if (rest === "/workers/subdomain") return json(res, 200, envelope({ subdomain: "beit-edge-test" }));
     if (/^\/workers\/scripts\/[^/]+\/subdomain$/.test(rest))
       return json(res, 200, envelope({ enabled: true, previews_enabled: true }));
+    m = /^\/workers\/scripts\/([^/]+)\/routes$/.exec(rest);
+    if (m && method === "PUT") {
+      const list = JSON.parse(text()) as { pattern: string }[];
+      for (const r of list) fake.routes.set(r.pattern, m[1]);
+      return json(res, 200, envelope(list));
+    }
     if (/^\/workers\/scripts\/[^/]+\/(schedules|routes)$/.test(rest))
       return json(res, 200, envelope(method === "GET" ? [] : { schedules: [] }));
+    // R2 event notifications: the bucket's rules by queue; PUT adds a queue's rules.
+    m = /^\/event_notifications\/r2\/([^/]+)\/configuration(?:\/queues\/([^/]+))?$/.exec(rest);
+    if (m && method === "GET" && !m[2]) {
+      const rules = fake.notifications.get(m[1]) ?? [];
+      return json(
+        res,
+        200,
+        envelope({
+          bucketName: m[1],
+          queues: rules.map((r) => ({
+            queueId: r.queueId,
+            queueName: r.queueName,
+            rules: [{ ruleId: `rule-${r.queueId}`, prefix: r.prefix, suffix: "", actions: r.actions }],
+          })),
+        }),
+      );
+    }
+    if (m?.[2] && method === "PUT") {
+      const hit = [...fake.queues].find(([, q]) => q.id === m![2]);
+      if (!hit) return json(res, 404, apiError(11000, "Queue does not exist"));
+      if (!fake.buckets.has(m[1]))
+        return json(res, 404, apiError(10006, "The specified bucket does not exist."));
+      const { rules } = JSON.parse(text()) as { rules: { prefix?: string; actions: string[] }[] };
+      const list = fake.notifications.get(m[1]) ?? [];
+      for (const r of rules)
+        list.push({ queueId: hit[1].id, queueName: hit[0], prefix: r.prefix ?? "", actions: r.actions });
+      fake.notifications.set(m[1], list);
+      return json(res, 200, envelope(null));
+    }
     return json(res, 404, apiError(7000, `not emulated: ${method} ${path}`));
   };
   const server: Server = createServer((req, res) => {

@@ -19,13 +19,16 @@ import {
 } from "../../classify/index.ts";
 import { authenticate } from "../../edge/auth.ts";
 import { configOf } from "../../edge/config.ts";
+import type { GatewayEnv } from "../../edge/env.ts";
 import { Deadline } from "../../edge/limits.ts";
 import { routeMethods } from "../../edge/methods.ts";
 import { problemResponse, toAppError } from "../../edge/problem.ts";
 import { AppError } from "../../shared/errors.ts";
 import { modelShape } from "../../shared/manifest.ts";
+import { imageRoutes } from "../../tagging/api.ts";
 import { ISOLATE_LIMIT_BYTES } from "../../topology.ts";
 import { FAVICON_SVG, homePage } from "./home-page.ts";
+import { imagesOpenApiPaths } from "./images-openapi.ts";
 import { readClassifyInput, resolveExifTranspose, resolveTopK, withCurlHint } from "./input.ts";
 import { type JobsAppEnv, registerJobRoutes } from "./jobs.ts";
 import { jobsPaths } from "./jobs-openapi.ts";
@@ -105,10 +108,23 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
     await next();
   });
 
+  // CDN image tagging (issue #10): the images themselves are public (no API key), the tagging
+  // Worker serves them; /v1/images (search, lookup, backfill) sits behind the /v1 auth above.
+  app.on(["GET", "HEAD"], "/images/*", async (c) => {
+    if (!c.env.TAGGING)
+      throw new AppError(
+        "not-found",
+        404,
+        "Image tagging is not deployed with this gateway (no TAGGING binding).",
+      );
+    return c.env.TAGGING.fetch(c.req.raw);
+  });
+  app.route("/", imageRoutes<GatewayEnv>());
+
   app.get("/", (c) => c.html(homePage(configOf(c.env).apiKey !== null)));
   app.get("/favicon.ico", () => new Response(FAVICON_SVG, { headers: FAVICON_HEADERS }));
   // Relative `servers` ("/"): the Host header is never reflected into the document.
-  app.get("/openapi.json", (c) => c.json(openApiDocument(jobsPaths())));
+  app.get("/openapi.json", (c) => c.json(openApiDocument({ ...jobsPaths(), ...imagesOpenApiPaths })));
 
   // 200 only when a classification can succeed now: the pointer and manifest load, every stage is
   // reachable and holds the active version (a cold or evicted stage is warmed here, as the next
