@@ -39,7 +39,7 @@ describe("version swap mid-traffic", () => {
 
     const seen = new Set<string>();
     for (const res of responses) {
-      expect(res.status).toBe(200);
+      expect(res.status, res.status === 200 ? "" : await res.clone().text()).toBe(200);
       const version = res.headers.get("x-model-version")!;
       seen.add(version);
       const key = version === fx.modelA.version ? "modelA" : version === fx.modelB.version ? "modelB" : null;

@@ -24,7 +24,6 @@
  */
 
 import ortWasm from "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm";
-import { nextTask } from "../../classify/serialize.ts";
 import type { StageEnv } from "../../edge/env.ts";
 import { problemResponse, toAppError } from "../../edge/problem.ts";
 import {
@@ -178,8 +177,6 @@ export async function handleStage(req: Request, env: StageEnv, ctx?: ExecutionCo
               400,
               `Stage ${stage} expects ${want} float32 values (${spec.shape.join("x")}), got ${body.byteLength} bytes.`,
             );
-          // A run is synchronous wasm for 0.1-1 s: let workerd poll its sockets first (see nextTask).
-          await nextTask();
           const t0 = Date.now();
           const out = await l.session.run(new Float32Array(body), spec, l.spec.outputs[0]);
           const ms = Date.now() - t0;

@@ -33,6 +33,27 @@ export interface ResidentView {
   loaded: boolean;
 }
 
+/**
+ * Waits for `p`, which another request settles, while this request keeps a timer of its own
+ * pending. workerd cancels a request as hung ("the Workers runtime canceled this request because it
+ * detected that your Worker's code had hung") when it waits only on promises that other requests'
+ * I/O or timers will settle: seen when a swap waited for a run that was on a zero-delay timer
+ * (test/model-versions.workerd.test.ts, 8 concurrent requests across a version swap, 1 in 3 runs).
+ */
+export async function awaitHoldingATimer(p: Promise<void>, everyMs = 20): Promise<void> {
+  let settled = false;
+  const done = () => {
+    settled = true;
+  };
+  p.then(done, done);
+  while (!settled) {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([p, new Promise<void>((r) => (timer = setTimeout(r, everyMs)))]);
+    clearTimeout(timer);
+  }
+  return p;
+}
+
 export class ResidentSession<L extends Releasable> {
   #resident: Resident<L> | null = null;
 
@@ -76,7 +97,7 @@ export class ResidentSession<L extends Releasable> {
         }
       }
       if (r && r.busy > 0) {
-        await new Promise<void>((wake) => r.waiters.push(wake));
+        await awaitHoldingATimer(new Promise<void>((wake) => r.waiters.push(wake)));
         continue;
       }
       if (r) {
