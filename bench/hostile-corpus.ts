@@ -38,44 +38,15 @@ import {
 import { encodePng, testPicture } from "../test/helpers/png.ts";
 import { buildTinyModel } from "../test/helpers/tiny-model.ts";
 import { imageBenchInputs } from "./image-inputs.ts";
+import { flag, pct } from "./lib/cli.ts";
+import { memOf, workerdPids } from "./lib/workerd-proc.ts";
 
 const root = resolve(import.meta.dirname, "..");
 const MiB = 1024 * 1024;
 
-function flag(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
-}
 const has = (name: string) => process.argv.includes(`--${name}`);
 
-function pct(xs: number[], p: number): number {
-  if (xs.length === 0) return Number.NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
-}
-
 // ---- the workerd process and its memory ----
-
-/** The workerd process(es) in wrangler's process group. */
-async function workerdPids(pgid: number): Promise<number[]> {
-  const out: number[] = [];
-  for (const e of await readdir("/proc")) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const st = await readFile(`/proc/${e}/stat`, "utf8");
-      const comm = st.slice(st.indexOf("(") + 1, st.lastIndexOf(")"));
-      const fields = st.slice(st.lastIndexOf(")") + 2).split(" ");
-      if (Number(fields[2]) === pgid && comm.includes("workerd")) out.push(Number(e));
-    } catch {}
-  }
-  return out;
-}
-
-async function memOf(pid: number): Promise<{ rss: number; hwm: number }> {
-  const s = await readFile(`/proc/${pid}/status`, "utf8");
-  const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(s)?.[1] ?? 0) * 1024;
-  return { rss: kb("VmRSS"), hwm: kb("VmHWM") };
-}
 
 /** Resets VmHWM to the current RSS (Linux: writing 5 to clear_refs). */
 async function resetPeak(pid: number): Promise<void> {

@@ -22,18 +22,9 @@ import { freePort, serveLocal } from "../scripts/lib/serve.ts";
 import { startWebhookReceiver } from "../scripts/lib/webhook-receiver.ts";
 import { generateWebhookSecret } from "../src/jobs/webhook-signature.ts";
 import { imageBenchInputs } from "./image-inputs.ts";
+import { flag, pct } from "./lib/cli.ts";
 
 const root = resolve(import.meta.dirname, "..");
-
-function flag(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
-}
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
-}
 
 async function main(): Promise<void> {
   const dir = resolve(flag("model", join(root, "model-shards/out/synthetic-base")));

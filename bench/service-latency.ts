@@ -27,7 +27,7 @@
  *
  * Prints a Markdown table (and writes it to bench/results/service-latency.md).
  */
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { loadLocalModel } from "../model-shards/runner.ts";
@@ -37,20 +37,12 @@ import { initNodeCodecs } from "../src/image/codecs-node.ts";
 import { imageToPixelValues } from "../src/image/index.ts";
 import { ISOLATE_LIMIT_BYTES } from "../src/topology.ts";
 import { imageBenchInputs } from "./image-inputs.ts";
+import { flag, pct } from "./lib/cli.ts";
 import { loadOrtNode, type OrtSession } from "./lib/ort-node.ts";
+import { memOf, workerdPids } from "./lib/workerd-proc.ts";
 
 const root = resolve(import.meta.dirname, "..");
 const MB128 = ISOLATE_LIMIT_BYTES;
-
-function flag(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
-}
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
-}
 
 /** Server-Timing entries by name (ms). */
 function timingOf(header: string): Record<string, number> {
@@ -62,27 +54,6 @@ function sumOf(t: Record<string, number>, prefix: string, n: number): number {
   let sum = 0;
   for (let i = 0; i < n; i++) sum += t[`${prefix}${i}`] ?? 0;
   return sum;
-}
-
-/** The workerd processes in wrangler's process group (Linux /proc). */
-async function workerdPids(pgid: number): Promise<number[]> {
-  const out: number[] = [];
-  for (const e of await readdir("/proc")) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const st = await readFile(`/proc/${e}/stat`, "utf8");
-      const comm = st.slice(st.indexOf("(") + 1, st.lastIndexOf(")"));
-      const fields = st.slice(st.lastIndexOf(")") + 2).split(" ");
-      if (Number(fields[2]) === pgid && comm.includes("workerd")) out.push(Number(e));
-    } catch {}
-  }
-  return out;
-}
-
-async function memOf(pid: number): Promise<{ rss: number; hwm: number }> {
-  const st = await readFile(`/proc/${pid}/status`, "utf8");
-  const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(st)?.[1] ?? 0) * 1024;
-  return { rss: kb("VmRSS"), hwm: kb("VmHWM") };
 }
 
 /**

@@ -26,19 +26,10 @@ import { type OriginFile, startImageOrigin } from "../scripts/lib/image-origin.t
 import { publishLocal, readManifest, withLocalBucket } from "../scripts/lib/local-r2.ts";
 import { freePort, serveLocal } from "../scripts/lib/serve.ts";
 import { BUCKETS } from "../src/topology.ts";
+import { flag, pct } from "./lib/cli.ts";
 import { sampleJpeg, writeSampleImages } from "./lib/sample-images.ts";
 
 const root = resolve(import.meta.dirname, "..");
-
-function flag(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
-}
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
-}
 
 /** Requests that got no answer within 30 s (then sent again); reported with the figures. */
 let stalls = 0;
