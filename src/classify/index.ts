@@ -174,7 +174,7 @@ export function createClassifier(env: ClassifierEnv, deps: ClassifierDeps): Clas
       const k = checkTopK(opts.topK, model.labels.length);
       const exifTranspose = opts.exifTranspose ?? true;
       const pipeline = new StagePipeline(env, model.manifest, keepAlive);
-      // Cold isolates: load the stages while the first image decodes. `prime: false` asks
+      // Cold isolates: load every stage at once while the first image decodes. `prime: false` asks
       // the stages to skip the run on zeros, which they honour under STAGE_PRIME=on-request (the default).
       const warmStart = Date.now();
       let warmMs = 0;
@@ -201,15 +201,13 @@ export function createClassifier(env: ClassifierEnv, deps: ClassifierDeps): Clas
         timings.decodeMs += Date.now() - t0;
         timings.preprocessMs += preprocessMs ?? 0;
         infos.push({ width, height, format });
-        // Not after the warm-up: each stage call joins that stage's load, so stage 0 runs while
-        // the later stages load. A load that fails fails the stage call that needs it.
-        const run = await pipeline.run(pixels, deadline);
-        const reports = await warm.catch(() => null);
+        const reports = await warm;
         // Loads this call caused (or waited on), with where each stage's shard came from.
         if (reports?.some((r) => r.origin !== "memory") && timings.warm === undefined) {
           timings.warm = reports.map((r) => `${r.stage}:${r.origin}:${r.loadMs}ms`).join(" ");
           timings.warmMs = warmMs;
         }
+        const run = await pipeline.run(pixels, deadline);
         timings.queueMs += run.queueMs;
         for (const t of run.timings) {
           timings.stageMs[t.stage] = (timings.stageMs[t.stage] ?? 0) + t.ms;

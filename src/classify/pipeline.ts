@@ -94,12 +94,8 @@ async function call(binding: Fetcher, req: Request, stage: number): Promise<Resp
 const warmed = new Map<string, { promise: Promise<WarmReport[]>; done: boolean }>();
 
 /**
- * Warms every stage of `manifest`, once per version per gateway isolate (concurrent callers share
- * the same attempt; a failed attempt is forgotten so that the next request retries). Stage 0 is
- * loaded first and the others once it is in memory, all at once: a classification's cold start
- * runs stage 0 while the others load (see {@link StagePipeline.run}), so that stage 0's first run
- * comes as early as possible and V8 has the other stages' loading time to compile the code that run
- * made hot before the next stage runs.
+ * Warms every stage of `manifest` in parallel, once per version per gateway isolate (concurrent
+ * callers share the same attempt; a failed attempt is forgotten so that the next request retries).
  * The attempt settles only when every stage has answered, so no stage is left loading on behalf of
  * a request that already ended; `keepAlive` (the request's waitUntil) holds it open until then.
  *
@@ -117,27 +113,20 @@ function warmAll(
   let p = cached?.promise;
   if (!p) {
     const bs = bindings(env, manifest);
-    const warmOne = async (i: number) => {
-      const res = await call(
-        bs[i],
-        stageRequest("/warm", manifest.version, i, undefined, { [HEADER_PRIME]: prime ? "1" : "0" }),
-        i,
-      );
-      return (await res.json()) as WarmReport;
-    };
-    const first = warmOne(0);
-    const rest = first.then(
-      () => bs.slice(1).map((_, i) => warmOne(i + 1)),
-      // Stage 0 failed: the others are not loaded on behalf of an attempt that already failed.
-      () => [],
-    );
-    p = rest
-      .then((others) => Promise.allSettled([first, ...others]))
-      .then((results) => {
-        const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-        if (failed) throw failed.reason;
-        return results.map((r) => (r as PromiseFulfilledResult<WarmReport>).value);
-      });
+    p = Promise.allSettled(
+      bs.map(async (b, i) => {
+        const res = await call(
+          b,
+          stageRequest("/warm", manifest.version, i, undefined, { [HEADER_PRIME]: prime ? "1" : "0" }),
+          i,
+        );
+        return (await res.json()) as WarmReport;
+      }),
+    ).then((results) => {
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed) throw failed.reason;
+      return results.map((r) => (r as PromiseFulfilledResult<WarmReport>).value);
+    });
     const entry = { promise: p, done: false };
     warmed.set(manifest.version, entry);
     p.then(
