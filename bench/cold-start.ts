@@ -22,7 +22,7 @@
  * them. Local only: in production each stage is its own isolate on the caller's thread too, but
  * R2, the Cache API and the clock differ (bench/README.md).
  *
- *   npx tsx bench/cold-start.ts --model DIR [--rounds 2] [--variants shipped,prime-always] [--profile 3]
+ *   npx tsx bench/cold-start.ts --model DIR [--rounds 2] [--variants shipped,no-prime-on-classify] [--profile 3]
  *
  * Prints a Markdown table (and writes bench/results/cold-start.md).
  */
@@ -55,11 +55,10 @@ if (typeof WebSocket === "undefined" && !process.execArgv.includes("--experiment
 
 /** Stage-Worker vars per variant (the shipped defaults are the empty set). */
 const VARIANTS: Record<string, Record<string, string>> = {
-  // STAGE_PRIME=on-request (default): a classification's cold start loads the stages without
-  // priming; its own first run warms them.
+  // STAGE_PRIME=always (default): every load primes on zeros, then the classification's run follows.
   shipped: {},
-  // Every load primes on zeros, then the classification's run follows.
-  "prime-always": { STAGE_PRIME: "always" },
+  // A classification's cold start loads the stages without priming; its own first run warms them.
+  "no-prime-on-classify": { STAGE_PRIME: "on-request" },
 };
 
 const { values: args } = parseCommandLine(

@@ -302,8 +302,8 @@ export const JOBS: WorkerSpec = {
 /** The vars of the stage Worker (parsed by src/workers/stage/index.ts). */
 export const STAGE_VARS = {
   STAGE_PRIME: {
-    default: "on-request",
-    doc: '"on-request": only a /warm that asks primes (x-stage-prime: 1, as /healthz does); a classification\'s cold start loads the stages without the run on zeros and its own first run through each stage warms it. "always": every stage load ends with one run on zeros; measured slower on this 2-core VM (R2 cold start 8.8 vs 6.0 s, quiet, bench/README.md "Cold start, issue #11 part 3"), kept for comparisons.',
+    default: "always",
+    doc: '"always": every stage load ends with one run on zeros (the isolate\'s first run, 3-4x a warm one, started as early as possible). "on-request": only a /warm that asks primes (x-stage-prime: 1, as /healthz does) and a classification\'s cold start lets its own first run do it; measured slower overall on this 2-core VM (bench/README.md, "Cold start, issue #11 part 1"), kept for comparisons.',
   },
 } satisfies Record<string, VarSpec>;
 

@@ -123,9 +123,8 @@ describe("stage isolate memory", () => {
       for (const k of ["manifestMs", "fetchMs", "verifyMs", "createMs", "primeMs"])
         expect(l[k]).toBeGreaterThanOrEqual(0);
       expect(parts).toBeLessThanOrEqual(l.totalMs);
-      // STAGE_PRIME=on-request (default): a classification's cold start does not prime; its own
-      // first run through the stage warms it.
-      expect(s.lastLoad?.primed).toBe(false);
+      // STAGE_PRIME=always (default): a classification's cold start primes every stage too.
+      expect(s.lastLoad?.primed).toBe(true);
     }
   });
 

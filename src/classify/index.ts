@@ -175,7 +175,7 @@ export function createClassifier(env: ClassifierEnv, deps: ClassifierDeps): Clas
       const exifTranspose = opts.exifTranspose ?? true;
       const pipeline = new StagePipeline(env, model.manifest, keepAlive);
       // Cold isolates: load every stage at once while the first image decodes. `prime: false` asks
-      // the stages to skip the run on zeros, which they honour under STAGE_PRIME=on-request (the default).
+      // the stages to skip the run on zeros, which they honour only under STAGE_PRIME=on-request.
       const warmStart = Date.now();
       let warmMs = 0;
       const warm = pipeline.warm(deadline, { prime: false }).then((reports) => {

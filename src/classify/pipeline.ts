@@ -249,7 +249,7 @@ export class StagePipeline {
   /**
    * Warms every stage at once (once per version per isolate; see {@link warmAll}). With
    * `prime: false` (a classification's cold start) the warm-up asks the stages to skip the run on
-   * zeros, which they do under STAGE_PRIME=on-request (the default); concurrent callers share the first
+   * zeros, which they do only under STAGE_PRIME=on-request; concurrent callers share the first
    * call's choice.
    * @returns each stage's report, or null when this isolate had already warmed the version.
    */

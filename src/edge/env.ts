@@ -75,7 +75,7 @@ export interface JobsEnv extends ClassifierEnv, Required<Omit<JobsBindings, keyo
 
 export interface StageEnv {
   MODELS: R2Bucket;
-  /** "on-request" (default) or "always": when a load runs the priming run (src/topology.ts STAGE_VARS). */
+  /** "always" (default) or "on-request": when a load runs the priming run (src/topology.ts STAGE_VARS). */
   STAGE_PRIME?: string;
 }
 

@@ -10,7 +10,7 @@
  * - `POST /warm` same headers, no body: loads the shard and session; 200 JSON {@link WarmReport}.
  *   `x-stage-prime: 0` asks the load not to prime the session with a run on zeros (a
  *   classification's cold start: its own first run comes next); without it the load primes. The
- *   stage honours it under STAGE_PRIME=on-request (the default; "always" primes every load).
+ *   stage honours it only under STAGE_PRIME=on-request (the default, "always", primes every load).
  * - `GET /status`: 200 JSON {@link StageStatus} (no loading).
  */
 

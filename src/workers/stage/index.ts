@@ -11,13 +11,12 @@
  *
  * Priming: an isolate's first run is 3-4x a warm one (V8 compiles and tiers up ORT's wasm code in
  * each isolate; a second session in a warm isolate runs at warm speed at once, see bench/README.md).
- * With `STAGE_PRIME=on-request` (default) a load primes only for a `/warm` that asks
- * (`x-stage-prime`, default on: `/healthz`, a warm-up before traffic); the gateway's classify path
- * asks not to and lets its own first run through each stage do it, and a load started by `/run`
- * does not prime. A cold classification then runs each stage once instead of twice: on a quiet
- * machine its cold start fell from 8.8 to 6.0 s (bench/README.md, "Cold start, issue #11 part 3").
- * `STAGE_PRIME=always` primes every load on zeros right after the session exists (kept for
- * comparisons; it measured faster only on a heavily loaded machine).
+ * With `STAGE_PRIME=always` (default) every load pays it on zeros right after the session exists,
+ * so the tier-up starts while the other stages are still loading. `STAGE_PRIME=on-request` primes
+ * only for a `/warm` that asks (`x-stage-prime`, default on: `/healthz`); the gateway's classify
+ * path asks not to and lets its own first run through each stage do it, and a load started by
+ * `/run` does not prime. That saves one run per stage but starts each stage's tier-up only when
+ * the request reaches it: measured slower overall here (bench/README.md), kept for comparisons.
  *
  * Lifecycle (resident.ts): a request for another version (or stage) waits until runs on the
  * resident session have finished, releases it, then loads the requested one. Wasm memory never
