@@ -134,7 +134,8 @@ if (args["same-process"]) {
 
 const run = promisify(execFile);
 const variants: { name: string; tuning: SessionTuning; node?: string[] }[] = [
-  { name: "shipped: optimisation all, arena + pattern on", tuning: {} },
+  { name: "shipped: the manifest's graphOptimization, arena + pattern on", tuning: {} },
+  { name: "optimisation all", tuning: { graphOptimizationLevel: "all" } },
   { name: "optimisation extended", tuning: { graphOptimizationLevel: "extended" } },
   { name: "optimisation basic", tuning: { graphOptimizationLevel: "basic" } },
   { name: "optimisation disabled", tuning: { graphOptimizationLevel: "disabled" } },

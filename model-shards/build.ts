@@ -171,6 +171,7 @@ export async function buildShards(ck: Checkpoint, opts: BuildOptions): Promise<M
       preprocess: ck.preprocess,
       labels: { file: labelFile, bytes: labelBytes.length, sha256: lsha, count: c.labels.length },
       stages,
+      graphOptimization: "disabled",
       budget: { stageBudgetBytes: plan.stageBudgetBytes, marginBytes: plan.marginBytes },
       createdAt: new Date().toISOString(),
       converter: CONVERTER,

@@ -66,7 +66,9 @@ const tensors = synth.tensors;
 const sg = buildStageGraph({ config, tensors, layers: [from, to], embeddings: from === 0, head, precision });
 tensors.clear();
 const { model, weights } = serializeModel(sg.graph, { location: "w.weights" });
-const session = await createStageSession(model, weights ? { path: "w.weights", data: weights } : null);
+const session = await createStageSession(model, weights ? { path: "w.weights", data: weights } : null, {
+  graphOptimizationLevel: "disabled",
+});
 const afterCreate = wasmHeapBytes();
 const input = from === 0 ? randomPixels(config, 1) : new Float32Array(numel(sg.input.shape)).fill(0.5);
 await session.run(input, sg.input, sg.output);

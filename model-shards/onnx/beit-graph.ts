@@ -11,7 +11,13 @@
  * and one relative_position_index [T, T] per stage (shared by every layer whose index is equal)
  * gathers it at run time into [heads, T, T]; a constant [heads, T, T] per layer would cost
  * 1.8 MiB per layer (21 MiB for base) of weights, wasm heap and R2 transfer.
- * GELU is the exact erf form (x/2 (1 + erf(x/sqrt 2))), which ORT fuses into its Gelu kernel.
+ *
+ * The graph comes already fused the way onnxruntime's own optimizer would leave it (q, k, v by one
+ * Split, q k^T as com.microsoft FusedMatMul with transB, the exact erf GELU x/2 (1 + erf(x/sqrt 2))
+ * as com.microsoft Gelu), so that the Workers open it with graph optimisation disabled
+ * (`Manifest.graphOptimization`): session create skips the optimizer's passes, and constant
+ * folding can no longer turn the bias table back into a constant [heads, T, T] per layer in the
+ * wasm heap (bench/README.md, "Session create").
  */
 
 import { AppError } from "../../src/shared/errors.ts";
@@ -223,12 +229,9 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
       `Layer range [${from}, ${to}) is outside 0..${config.num_hidden_layers}.`,
     );
   const scale = 1 / Math.sqrt(d);
-  const sqrt2 = g.scalar("sqrt2", Math.SQRT2);
-  const one = g.scalar("one", 1);
-  const half = g.scalar("half", 0.5);
+  const axis0 = g.i64("axis0", [0]);
   const qkvShape = g.i64("qkv_shape", [T, 3, heads, d]);
   const ctxShape = g.i64("ctx_shape", [1, T, H]);
-  const idx = [0, 1, 2].map((i) => g.i64(`idx${i}`, [i], []));
   // relative_position_index initializers already emitted, so equal indices are stored once.
   const indexInits: { data: BigInt64Array; name: string }[] = [];
   for (let l = from; l < to; l++) {
@@ -283,10 +286,20 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
 
     const ln1 = layerNorm(x, `l${l}_ln1`, `${k}.layernorm_before`);
     const qkv = linear(ln1, wqkv, bqkv, 3 * H, H, `l${l}_qkv`);
+    // [T, 3H] -> [3, heads, T, d] -> q, k, v [heads, T, d]; scores = q k^T with the transpose
+    // done inside FusedMatMul (what ORT's own optimizer makes of a MatMul over a Transpose).
     const split = g.op1("Transpose", [g.op1("Reshape", [qkv, qkvShape])], { perm: attr.ints([1, 2, 0, 3]) });
-    const [qh, kh, vh] = idx.map((i) => g.op1("Gather", [split, i], { axis: attr.int(0) }));
-    const kt = g.op1("Transpose", [kh], { perm: attr.ints([0, 2, 1]) });
-    const scores = g.op1("Add", [g.op1("MatMul", [qh, kt]), relbias]);
+    const [qh, kh, vh] = g
+      .op("Split", [split], { axis: attr.int(0) }, 3)
+      .map((t) => g.op1("Squeeze", [t, axis0]));
+    const qk = g.op(
+      "FusedMatMul",
+      [qh, kh],
+      { transB: attr.int(1), alpha: attr.float(1) },
+      1,
+      "com.microsoft",
+    )[0];
+    const scores = g.op1("Add", [qk, relbias]);
     const probs = g.op1("Softmax", [scores], { axis: attr.int(-1) });
     const ctx = g.op1("Transpose", [g.op1("MatMul", [probs, vh])], { perm: attr.ints([1, 0, 2]) });
     const ctxFlat = g.op1("Reshape", [ctx, ctxShape]);
@@ -301,8 +314,8 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
     const w1 = f32(need(tensors, `${k}.intermediate.dense.weight`, [I, H]));
     const b1 = f32(need(tensors, `${k}.intermediate.dense.bias`, [I]));
     const h1 = linear(ln2, w1, b1, I, H, `l${l}_fc1`);
-    const erf = g.op1("Erf", [g.op1("Div", [h1, sqrt2])]);
-    const gelu = g.op1("Mul", [g.op1("Mul", [h1, g.op1("Add", [erf, one])]), half]);
+    // Exact erf GELU, x/2 (1 + erf(x/sqrt 2)), as one kernel (ORT's contrib Gelu).
+    const gelu = g.op("Gelu", [h1], {}, 1, "com.microsoft")[0];
     const w2 = f32(need(tensors, `${k}.output.dense.weight`, [H, I]));
     const b2 = f32(need(tensors, `${k}.output.dense.bias`, [H]));
     const w22 = new Float32Array(H * I);

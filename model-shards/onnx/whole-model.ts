@@ -27,5 +27,7 @@ export function wholeModelGraph(
 /** An onnxruntime-web session of a graph built in memory, its large weights as external data. */
 export async function webSession(graph: GraphDef): Promise<StageSession> {
   const { model, weights } = serializeModel(graph, { location: "model.weights" });
-  return createStageSession(model, weights ? { path: "model.weights", data: weights } : null);
+  return createStageSession(model, weights ? { path: "model.weights", data: weights } : null, {
+    graphOptimizationLevel: "disabled",
+  });
 }

@@ -71,7 +71,7 @@ export async function openStage<O extends FileOrigin>(
     session = await createStageSession(
       graph.bytes,
       weights && spec.externalDataPath ? { path: spec.externalDataPath, data: weights.bytes } : null,
-      opts.tuning,
+      { graphOptimizationLevel: manifest.graphOptimization, ...opts.tuning },
     );
   } catch (e) {
     if (e instanceof AppError) throw e;

@@ -42,6 +42,11 @@ describe("parseManifest", () => {
     expect(parseManifest(JSON.parse(serializeManifest(m)))).toEqual(m);
   });
 
+  it("opens the converter's pre-fused graphs unoptimised, and a manifest without the field (older builds) fully optimised", () => {
+    expect(parseManifest(raw).graphOptimization).toBe("disabled");
+    expect(parseManifest(damaged((m) => delete m.graphOptimization)).graphOptimization).toBe("all");
+  });
+
   it("names the first bad path of a damaged manifest", () => {
     const last = tiny.manifest.stages.length - 1;
     const cases: [string, (m: Json) => void][] = [
@@ -60,6 +65,7 @@ describe("parseManifest", () => {
       ["$.stages[0].embeddings", (m) => (m.stages[0].embeddings = false)],
       [`$.stages[${last}].head`, (m) => (m.stages[last].head = false)],
       ["$.preprocess.image_std", (m) => (m.preprocess.image_std = [0, 0.5, 0.5])],
+      ["$.graphOptimization", (m) => (m.graphOptimization = "extended")],
     ];
     for (const [path, edit] of cases) expect(pathOf(damaged(edit)), path).toBe(path);
     expect(pathOf(null)).toBe("$");

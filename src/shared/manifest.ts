@@ -90,6 +90,10 @@ export function modelShape(from: ModelShape): ModelShape {
   return Object.fromEntries(MODEL_SHAPE_KEYS.map((k) => [k, from[k]])) as ModelShape;
 }
 
+/** The onnxruntime graph optimisation levels a manifest may ask for. */
+export const GRAPH_OPTIMIZATIONS = ["disabled", "all"] as const;
+export type GraphOptimization = (typeof GRAPH_OPTIMIZATIONS)[number];
+
 export interface Manifest {
   schema: typeof MANIFEST_SCHEMA;
   /** Content id of this model build: sha256 over the stage and label file hashes (hex, 64). */
@@ -111,6 +115,12 @@ export interface Manifest {
   /** JSON array of label strings, index = class id (from config.json id2label). */
   labels: FileRef & { count: number };
   stages: StageSpec[];
+  /**
+   * onnxruntime's graph optimisation level for opening the stage graphs: "disabled" for graphs the
+   * converter emits already fused (every build since 2026-12-02), "all" for older manifests, which
+   * lack the field.
+   */
+  graphOptimization: GraphOptimization;
   budget: { stageBudgetBytes: number; marginBytes: number };
   createdAt: string;
   converter: string;
@@ -311,6 +321,7 @@ export function parseManifest(value: unknown): Manifest {
     preprocess: preprocess(o.preprocess, "$.preprocess"),
     labels,
     stages,
+    graphOptimization: graphOptimization(o.graphOptimization),
     budget: {
       stageBudgetBytes: int(budget.stageBudgetBytes, "$.budget.stageBudgetBytes", 1),
       marginBytes: int(budget.marginBytes, "$.budget.marginBytes"),
@@ -318,6 +329,13 @@ export function parseManifest(value: unknown): Manifest {
     createdAt: str(o.createdAt, "$.createdAt"),
     converter: str(o.converter, "$.converter"),
   };
+}
+
+function graphOptimization(v: unknown): GraphOptimization {
+  if (v === undefined) return "all";
+  if (typeof v === "string" && (GRAPH_OPTIMIZATIONS as readonly string[]).includes(v))
+    return v as GraphOptimization;
+  throw new ManifestError("$.graphOptimization", `must be one of ${GRAPH_OPTIMIZATIONS.join(", ")}`);
 }
 
 /** Every file a manifest refers to (labels, then each stage's graph and weights). */
