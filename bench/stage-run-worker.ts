@@ -22,7 +22,11 @@ export default {
     if (u.pathname === "/weights") {
       const data = new Uint8Array(await req.arrayBuffer());
       if (!graph) return new Response("POST /graph first", { status: 400 });
-      session = await createStageSession(graph, { path: u.searchParams.get("path")!, data });
+      session = await createStageSession(
+        graph,
+        { path: u.searchParams.get("path")!, data },
+        { graphOptimizationLevel: (u.searchParams.get("level") ?? "all") as "all" | "disabled" },
+      );
       return new Response("ok");
     }
     const x = new Float32Array(await req.arrayBuffer());

@@ -55,14 +55,17 @@ const st = m.stages[k];
 const g = await readFile(join(dir, st.graph.file));
 const w = await readFile(join(dir, st.weights.file));
 await mf.dispatchFetch("http://x/graph", { method: "POST", body: g });
-await mf.dispatchFetch(`http://x/weights?path=${encodeURIComponent(st.externalDataPath)}`, {
+// The level the stage Workers use: the manifest's (older manifests: "all").
+const level = m.graphOptimization ?? "all";
+await mf.dispatchFetch(`http://x/weights?path=${encodeURIComponent(st.externalDataPath)}&level=${level}`, {
   method: "POST",
   body: w,
 });
-const node = await createStageSession(new Uint8Array(g), {
-  path: st.externalDataPath,
-  data: new Uint8Array(w),
-});
+const node = await createStageSession(
+  new Uint8Array(g),
+  { path: st.externalDataPath, data: new Uint8Array(w) },
+  { graphOptimizationLevel: level },
+);
 const x = new Float32Array(197 * 768).map((_, i) => Math.sin(i) * 0.5);
 const wd: number[] = [];
 const nd: number[] = [];

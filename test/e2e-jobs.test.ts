@@ -45,6 +45,8 @@ async function expectedTop(k: number): Promise<{ label: string; score: number }[
       s.weights && s.externalDataPath
         ? { path: s.externalDataPath, data: new Uint8Array(await readFile(join(shards, s.weights.file))) }
         : null,
+      // The level the stage Workers open it with (the scores are compared exactly).
+      { graphOptimizationLevel: manifest.graphOptimization },
     );
     x = await session.run(x, s.inputs[0], s.outputs[0]);
     await session.release();

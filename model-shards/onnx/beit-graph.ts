@@ -12,9 +12,10 @@
  * gathers it at run time into [heads, T, T]; a constant [heads, T, T] per layer would cost
  * 1.8 MiB per layer (21 MiB for base) of weights, wasm heap and R2 transfer.
  *
- * The graph comes already fused the way onnxruntime's own optimizer would leave it (q, k, v by one
+ * The graph comes already fused much as onnxruntime's own optimizer would leave it (q, k, v by one
  * Split, q k^T as com.microsoft FusedMatMul with transB, the exact erf GELU x/2 (1 + erf(x/sqrt 2))
- * as com.microsoft Gelu), so that the Workers open it with graph optimisation disabled
+ * as com.microsoft Gelu; ORT would also fold the bias Add into BiasGelu and one more Transpose per
+ * layer), so that the Workers open it with graph optimisation disabled
  * (`Manifest.graphOptimization`): session create skips the optimizer's passes, and constant
  * folding can no longer turn the bias table back into a constant [heads, T, T] per layer in the
  * wasm heap (bench/README.md, "Session create").

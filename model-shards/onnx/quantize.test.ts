@@ -35,7 +35,9 @@ async function runLinear(x: Float32Array, w: Float32Array, b: Float32Array, q: Q
     [{ name: "x", elemType: DataType.FLOAT, shape: [1, R, IN] }],
     [{ name: "y", elemType: DataType.FLOAT, shape: [1, R, OUT] }],
   );
-  const session = await createStageSession(serializeModel(graph).model, null);
+  const session = await createStageSession(serializeModel(graph).model, null, {
+    graphOptimizationLevel: "disabled",
+  });
   const out = await session.run(
     x,
     { name: "x", shape: [1, R, IN], dtype: "float32" },

@@ -23,7 +23,10 @@ export interface OpenStageOptions {
    * wasm heap measured afterwards is the working peak. Default false.
    */
   prime?: boolean;
-  /** ORT session options (bench/stage-load.ts compares them); the Workers use the defaults. */
+  /**
+   * ORT session options over the manifest's graph optimisation level (bench/stage-load.ts compares
+   * them); the Workers pass none.
+   */
   tuning?: SessionTuning;
 }
 

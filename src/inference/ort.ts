@@ -37,9 +37,9 @@ export interface StageSession {
   release(): Promise<void>;
 }
 
-/** Session options the benchmarks compare (bench/stage-load.ts); the Workers use the defaults. */
+/** Session options: the level comes from the manifest (open-stage.ts); the benchmarks compare the rest. */
 export interface SessionTuning {
-  /** Default "all". */
+  /** Default "all"; converter graphs say "disabled" in their manifest (Manifest.graphOptimization). */
   graphOptimizationLevel?: "disabled" | "basic" | "extended" | "all";
   enableCpuMemArena?: boolean;
   enableMemPattern?: boolean;
