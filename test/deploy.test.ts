@@ -98,6 +98,9 @@ function writes(fake: FakeCloudflare): string[] {
     if (c.method === "PUT" && obj) out.push(`put ${decodeURIComponent(obj[1])}`);
     const script = /^\/workers\/scripts\/([^/]+)$/.exec(rest);
     if (c.method === "PUT" && script) out.push(`script ${script[1]}`);
+    // A redeploy of an existing Worker: the deployment that makes the uploaded version live.
+    const redeploy = /^\/workers\/scripts\/([^/]+)\/deployments$/.exec(rest);
+    if (c.method === "POST" && redeploy) out.push(`script ${redeploy[1]}`);
   }
   return out;
 }
@@ -214,6 +217,45 @@ describe("npm run deploy against a local Cloudflare API stand-in", () => {
       await fake.close();
     }
   }, 300_000);
+
+  it("deploys a second time into the same account: every resource reused, nothing duplicated or re-uploaded", async () => {
+    const fake = await liveAccount();
+    try {
+      const opts = ["--tagging-notify", "--tagging-route", "cdn.example.test/images/*"];
+      const first = await deploy(fake, opts);
+      expect(first.code, first.stderr).toBe(0);
+      const snapshot = () => ({
+        buckets: [...fake.buckets].sort(),
+        queues: structuredClone([...fake.queues].sort()),
+        databases: [...fake.databases].map(([name, d]) => [name, d.uuid]),
+        kv: [...fake.kv],
+        notifications: structuredClone([...fake.notifications]),
+        routes: [...fake.routes],
+        objects: [...fake.objects.keys()].sort(),
+      });
+      const before = snapshot();
+      const callsBefore = fake.calls.length;
+      const second = await deploy(fake, opts);
+      expect(second.code, second.stderr).toBe(0);
+      // Same buckets, queues (same ids, each consumer once), one D1 database with the same id, the
+      // same KV namespace id, one notification rule, one route, the same objects.
+      expect(snapshot()).toEqual(before);
+      expect(fake.notifications.get("beit-edge-images")).toHaveLength(1);
+      // The second run uploads no model file again (content-addressed, all present) and
+      // redeploys the Workers, which bind the resources the first run made.
+      const secondWrites = writes({ ...fake, calls: fake.calls.slice(callsBefore) });
+      expect(secondWrites.filter((w) => w.startsWith("put shards/"))).toEqual([]);
+      expect(secondWrites).toContain("script beit-edge");
+      type Binding = { name: string; type: string; id?: string; namespace_id?: string };
+      const consumer = fake.scripts.get("beit-edge-tagging-consumer")!.metadata
+        .bindings as unknown as Binding[];
+      expect(consumer.find((b) => b.name === "TAGS")?.namespace_id).toBe(fake.kv.get("beit-edge-tags"));
+      expect(consumer.find((b) => b.type === "d1")?.id).toBe(fake.databases.get("beit-edge")!.uuid);
+      expect(JSON.parse(pointer(fake))).toMatchObject({ version: manifest.version });
+    } finally {
+      await fake.close();
+    }
+  }, 600_000);
 
   it("leaves the active model untouched when an upload fails midway", async () => {
     const fake = await liveAccount();

@@ -116,6 +116,8 @@ export async function startFakeCloudflare(
     res.writeHead(status, { "content-type": "application/json" });
     res.end(JSON.stringify(value));
   };
+  /** Uploaded versions of existing Workers, by version id, until a deployment makes one live. */
+  const versions = new Map<string, { script: string; upload: ScriptUpload }>();
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? "/", "http://fake");
     const path = url.pathname.replace(/^\/client\/v4/, "");
@@ -197,7 +199,9 @@ export async function startFakeCloudflare(
     const queueView = (name: string, q: { id: string; consumers: string[] }) => ({
       queue_id: q.id,
       queue_name: name,
-      consumers: q.consumers.map((script) => ({ script, service: script, type: "worker", settings: {} })),
+      // As the API lists a plain Worker's consumer (`service` / `environment` only for Workers with
+      // service environments); a redeploy updates it by consumer_id.
+      consumers: q.consumers.map((script) => ({ consumer_id: script, script, type: "worker", settings: {} })),
       producers: [],
     });
     if (rest === "/queues" && method === "GET") {
@@ -319,21 +323,54 @@ export async function startFakeCloudflare(
         }),
       );
     }
-    m = /^\/workers\/scripts\/([^/]+)$/.exec(rest);
-    if (m && method === "PUT") {
-      const name = m[1];
+    const upload = async (): Promise<ScriptUpload> => {
       const form = await new Response(data, {
         headers: { "content-type": req.headers["content-type"] ?? "" },
       }).formData();
       const metadata = JSON.parse(String(form.get("metadata") ?? "{}")) as ScriptUpload["metadata"];
       const parts = [...form.keys()].filter((k) => k !== "metadata");
-      fake.scripts.set(name, { bytes: data.byteLength, metadata, parts });
+      return { bytes: data.byteLength, metadata, parts };
+    };
+    m = /^\/workers\/scripts\/([^/]+)$/.exec(rest);
+    if (m && method === "PUT") {
+      const name = m[1];
+      fake.scripts.set(name, await upload());
       return json(
         res,
         200,
         envelope({ id: name, etag: `etag-${name}`, deployment_id: `dep-${name}`, startup_time_ms: 1 }),
       );
     }
+    // An existing Worker is redeployed as a new version (not live yet), then a deployment that
+    // sends 100% of traffic to it, which is when it replaces the script.
+    m = /^\/workers\/scripts\/([^/]+)\/versions$/.exec(rest);
+    if (m && method === "POST") {
+      if (!fake.scripts.has(m[1]))
+        return json(res, 404, apiError(10007, "This Worker does not exist on your account."));
+      const id = `version-${versions.size + 1}`;
+      versions.set(id, { script: m[1], upload: await upload() });
+      return json(
+        res,
+        200,
+        envelope({ id, resources: { script: { etag: `etag-${id}` } }, startup_time_ms: 1 }),
+      );
+    }
+    m = /^\/workers\/scripts\/([^/]+)\/deployments$/.exec(rest);
+    if (m && method === "POST") {
+      const body = JSON.parse(text()) as { versions: { version_id: string; percentage: number }[] };
+      const live = body.versions.find((v) => v.percentage === 100);
+      const version = live && versions.get(live.version_id);
+      if (!version || version.script !== m[1])
+        return json(
+          res,
+          400,
+          apiError(10021, "The deployment must send 100% of traffic to a version of this Worker."),
+        );
+      fake.scripts.set(m[1], version.upload);
+      return json(res, 200, envelope({ id: `deployment-${live.version_id}`, versions: body.versions }));
+    }
+    if (/^\/workers\/scripts\/[^/]+\/script-settings$/.test(rest) && method === "PATCH")
+      return json(res, 200, envelope({}));
     if (/^\/workers\/scripts\/[^/]+\/deployments$/.test(rest) && method === "GET")
       return json(res, 200, envelope({ deployments: [] }));
     if (rest === "/workers/subdomain") return json(res, 200, envelope({ subdomain: "beit-edge-test" }));
