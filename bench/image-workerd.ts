@@ -7,53 +7,20 @@
  *   npx tsx bench/image-workerd.ts [--runs N]
  */
 
-import { execFileSync } from "node:child_process";
-import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { Miniflare } from "miniflare";
-import { useLocalWorkerdFlags } from "../scripts/lib/workerd-wrapper.ts";
 import { initNodeCodecs } from "../src/image/codecs-node.ts";
 import { BEIT_BASE_PREPROCESS, imageToPixelValues } from "../src/image/index.ts";
-import { COMPATIBILITY_DATE } from "../src/topology.ts";
 import { imageBenchInputs } from "./image-inputs.ts";
+import { startBenchWorker } from "./lib/bench-worker.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
-// Local workerd as `npm start` runs it: with --single-threaded-gc (README, "the local stall").
-await useLocalWorkerdFlags(join(here, ".."));
-const out = join(here, "results", "image-worker");
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 const { values } = parseArgs({ options: { runs: { type: "string" } } });
 const runs = Number(values.runs ?? 7);
-await mkdir(out, { recursive: true });
-const config = join(out, "wrangler.toml");
-await writeFile(
-  config,
-  `name = "image-bench"\nmain = "${join(here, "image-worker.ts")}"\ncompatibility_date = "${COMPATIBILITY_DATE}"\n`,
-);
-execFileSync("npx", ["wrangler", "deploy", "--dry-run", "--outdir", join(out, "dist"), "-c", config], {
-  stdio: "pipe",
-});
-const dist = join(out, "dist");
-const modules: { type: "ESModule" | "CompiledWasm"; path: string; contents: string | Uint8Array }[] = [
-  {
-    type: "ESModule",
-    path: join(dist, "image-worker.js"),
-    contents: await readFile(join(dist, "image-worker.js"), "utf8"),
-  },
-];
-for (const f of await readdir(dist)) {
-  if (f.endsWith(".wasm"))
-    modules.push({ type: "CompiledWasm", path: join(dist, f), contents: await readFile(join(dist, f)) });
-}
-// (miniflare comes with wrangler; its option types are a union the literal below does not narrow.)
-const mf = new Miniflare({
-  modules,
-  modulesRoot: dist,
-  compatibilityDate: COMPATIBILITY_DATE,
-} as unknown as ConstructorParameters<typeof Miniflare>[0]);
+const mf = await startBenchWorker(join(here, "image-worker.ts"), "image-worker");
 await initNodeCodecs();
 const rows = [
   "| input | decode (ms) | preprocess (ms) | total (ms) | pixel_values equal Node's |",

@@ -6,45 +6,14 @@
  *
  *   npx tsx bench/stage-run-workerd.ts [--model DIR] [--stage K] [--runs N]
  */
-import { execFileSync } from "node:child_process";
-import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { Miniflare } from "miniflare";
-import { useLocalWorkerdFlags } from "../scripts/lib/workerd-wrapper.ts";
 import { createStageSession } from "../src/inference/ort.ts";
-import { COMPATIBILITY_DATE } from "../src/topology.ts";
+import { startBenchWorker } from "./lib/bench-worker.ts";
 
 const here = import.meta.dirname;
-// Local workerd as `npm start` runs it: with --single-threaded-gc (README, "the local stall").
-await useLocalWorkerdFlags(join(here, ".."));
-const out = join(here, "results", "stage-run-worker");
-await mkdir(out, { recursive: true });
-const config = join(out, "wrangler.toml");
-await writeFile(
-  config,
-  `name = "stage-run-bench"\nmain = "${join(here, "stage-run-worker.ts")}"\ncompatibility_date = "${COMPATIBILITY_DATE}"\n`,
-);
-execFileSync("npx", ["wrangler", "deploy", "--dry-run", "--outdir", join(out, "dist"), "-c", config], {
-  stdio: "pipe",
-});
-const dist = join(out, "dist");
-const modules: { type: "ESModule" | "CompiledWasm"; path: string; contents: string | Uint8Array }[] = [
-  {
-    type: "ESModule",
-    path: join(dist, "stage-run-worker.js"),
-    contents: await readFile(join(dist, "stage-run-worker.js"), "utf8"),
-  },
-];
-for (const f of await readdir(dist))
-  if (f.endsWith(".wasm"))
-    modules.push({ type: "CompiledWasm", path: join(dist, f), contents: await readFile(join(dist, f)) });
-// (miniflare's option types are a union the literal below does not narrow.)
-const mf = new Miniflare({
-  modules,
-  modulesRoot: dist,
-  compatibilityDate: COMPATIBILITY_DATE,
-} as unknown as ConstructorParameters<typeof Miniflare>[0]);
+const mf = await startBenchWorker(join(here, "stage-run-worker.ts"), "stage-run-worker");
 const { values } = parseArgs({
   options: { model: { type: "string" }, stage: { type: "string" }, runs: { type: "string" } },
 });
