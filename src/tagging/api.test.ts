@@ -1,7 +1,7 @@
 import { Hono } from "hono";
-import { Miniflare } from "miniflare";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type TestD1, testD1 } from "../../test/helpers/d1.ts";
+import { type LocalBindings, localBindings } from "../../test/helpers/local-bindings.ts";
 import { problemResponse, toAppError } from "../edge/problem.ts";
 import { type ImagesApiEnv, imageRoutes } from "./api.ts";
 import { locatorOf } from "./identity.ts";
@@ -9,7 +9,7 @@ import type { TagMessage } from "./messages.ts";
 import { ImageStore } from "./store.ts";
 
 let d1: TestD1;
-let mf: Miniflare;
+let local: LocalBindings;
 let env: ImagesApiEnv;
 const sent: TagMessage[] = [];
 const app = new Hono<{ Bindings: ImagesApiEnv }>();
@@ -18,12 +18,8 @@ app.route("/", imageRoutes());
 
 beforeAll(async () => {
   d1 = await testD1();
-  mf = new Miniflare({
-    modules: true,
-    script: "export default { fetch() { return new Response(null, { status: 404 }); } }",
-    r2Buckets: ["IMAGES"],
-  });
-  const bucket = (await mf.getR2Bucket("IMAGES")) as unknown as R2Bucket;
+  local = localBindings({ r2Buckets: ["IMAGES"] });
+  const bucket = await local.bucket("IMAGES");
   for (let i = 0; i < 5; i++) await bucket.put(`photos/${i}.png`, new Uint8Array([i]));
   await bucket.put("other/x.png", new Uint8Array([9]));
   const queue = {
@@ -56,7 +52,7 @@ beforeAll(async () => {
   }
 });
 afterAll(async () => {
-  await mf?.dispose();
+  await local?.dispose();
   await d1?.dispose();
 });
 

@@ -5,10 +5,10 @@
  * the exact bodies producers send, R2 event notifications included.
  */
 import { createHash } from "node:crypto";
-import { Miniflare } from "miniflare";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { type RunningOrigin, startImageOrigin } from "../../scripts/lib/image-origin.ts";
 import { testD1 } from "../../test/helpers/d1.ts";
+import { type LocalBindings, localBindings } from "../../test/helpers/local-bindings.ts";
 import { testPng } from "../../test/helpers/png.ts";
 import { AppError } from "../shared/errors.ts";
 import { parseTaggingConfig, type TaggingConfig } from "./config.ts";
@@ -26,7 +26,7 @@ import { handleImageRequest, PendingSet } from "./proxy.ts";
 import { ImageStore } from "./store.ts";
 
 let d1: Awaited<ReturnType<typeof testD1>>;
-let mf: Miniflare;
+let local: LocalBindings;
 let kv: KVNamespace;
 let bucket: R2Bucket;
 let origin: RunningOrigin;
@@ -105,14 +105,9 @@ const tagMsg = (path: string): TagMessage => ({
 beforeAll(async () => {
   d1 = await testD1();
   store = new ImageStore(d1.db);
-  mf = new Miniflare({
-    modules: true,
-    script: "export default { fetch() { return new Response(null, { status: 404 }); } }",
-    kvNamespaces: ["TAGS"],
-    r2Buckets: ["IMAGES"],
-  });
-  kv = (await mf.getKVNamespace("TAGS")) as unknown as KVNamespace;
-  bucket = (await mf.getR2Bucket("IMAGES")) as unknown as R2Bucket;
+  local = localBindings({ kvNamespaces: ["TAGS"], r2Buckets: ["IMAGES"] });
+  kv = await local.kv("TAGS");
+  bucket = await local.bucket("IMAGES");
   const files = new Map([
     ["a/cat.png", { bytes: cat, contentType: "image/png" }],
     ["b/same-cat.png", { bytes: cat, contentType: "image/png" }],
@@ -128,7 +123,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await origin?.stop();
-  await mf?.dispose();
+  await local?.dispose();
   await d1?.dispose();
 });
 beforeEach(async () => {

@@ -4,9 +4,10 @@
  * are exercised by the workerd and wrangler dev tests). Fault injection wraps the real bindings.
  */
 import { createHash } from "node:crypto";
-import { Response as MfResponse, Miniflare } from "miniflare";
+import { Response as MfResponse } from "miniflare";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { type OriginFile, type RunningOrigin, startImageOrigin } from "../../scripts/lib/image-origin.ts";
+import { type LocalBindings, localBindings } from "../../test/helpers/local-bindings.ts";
 import { testPng } from "../../test/helpers/png.ts";
 import { parseTaggingConfig, type TaggingConfig } from "./config.ts";
 import { LABELS_HEADER, MODEL_HEADER, STATUS_HEADER, statusEntry, taggedEntry } from "./entry.ts";
@@ -16,7 +17,7 @@ import { handleImageRequest, PendingSet, type ProxyDeps } from "./proxy.ts";
 
 const sha = (b: ArrayBuffer | Uint8Array) => createHash("sha256").update(new Uint8Array(b)).digest("hex");
 
-let mf: Miniflare;
+let local: LocalBindings;
 let kv: KVNamespace;
 let bucket: R2Bucket;
 let cache: Cache;
@@ -78,16 +79,11 @@ let httpConfig: TaggingConfig;
 const r2Config = parseTaggingConfig({ R2_PREFIX: "site/" }, true);
 
 beforeAll(async () => {
-  mf = new Miniflare({
-    modules: true,
-    script: "export default { fetch() { return new Response(null, { status: 404 }); } }",
-    kvNamespaces: ["TAGS"],
-    r2Buckets: ["IMAGES"],
-  });
-  kv = (await mf.getKVNamespace("TAGS")) as unknown as KVNamespace;
-  bucket = (await mf.getR2Bucket("IMAGES")) as unknown as R2Bucket;
+  local = localBindings({ kvNamespaces: ["TAGS"], r2Buckets: ["IMAGES"] });
+  kv = await local.kv("TAGS");
+  bucket = await local.bucket("IMAGES");
   // Miniflare's proxy can only carry its own Response class into cache.put: adapt at the boundary.
-  const mfCache = (await mf.getCaches()).default;
+  const mfCache = (await local.mf.getCaches()).default;
   cache = {
     match: (url: string) => mfCache.match(url),
     put: async (url: string, res: Response) =>
@@ -112,7 +108,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await origin?.stop();
-  await mf?.dispose();
+  await local?.dispose();
 });
 
 beforeEach(async () => {

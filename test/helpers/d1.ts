@@ -5,7 +5,7 @@
  */
 import { readdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { Miniflare } from "miniflare";
+import { type LocalBindings, localBindings } from "./local-bindings.ts";
 
 const MIGRATIONS = resolve(import.meta.dirname, "../../migrations");
 
@@ -22,22 +22,18 @@ export function migrationStatements(sql: string): string[] {
 
 export interface TestD1 {
   db: D1Database;
-  mf: Miniflare;
+  /** The same Miniflare's UPLOADS bucket and the rest of its bindings. */
+  bindings: LocalBindings;
   dispose(): Promise<void>;
 }
 
 /** A fresh in-memory D1 database with migrations/ applied. */
 export async function testD1(): Promise<TestD1> {
-  const mf = new Miniflare({
-    modules: true,
-    script: "export default { fetch() { return new Response(null, { status: 404 }); } }",
-    d1Databases: ["DB"],
-    r2Buckets: ["UPLOADS"],
-  });
-  const db = (await mf.getD1Database("DB")) as unknown as D1Database;
+  const bindings = localBindings({ d1Databases: ["DB"], r2Buckets: ["UPLOADS"] });
+  const db = await bindings.d1("DB");
   for (const file of (await readdir(MIGRATIONS)).filter((f) => f.endsWith(".sql")).sort()) {
     const statements = migrationStatements(await readFile(join(MIGRATIONS, file), "utf8"));
     await db.batch(statements.map((s) => db.prepare(s)));
   }
-  return { db, mf, dispose: () => mf.dispose() };
+  return { db, bindings, dispose: () => bindings.dispose() };
 }
