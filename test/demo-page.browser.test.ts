@@ -29,6 +29,11 @@ const png = { name: "gradient.png", mimeType: "image/png", buffer: Buffer.from(t
 async function openPage(): Promise<{ page: Page; problems: string[] }> {
   const page = await browser!.newPage({ viewport: { width: 390, height: 844 } });
   const problems: string[] = [];
+  // playwright turns on file-chooser interception when the first "filechooser" listener is added,
+  // without waiting for the browser to confirm it; a key press sent right after waitForEvent could
+  // reach chromium first, and the chooser then opened unintercepted (no event: a CI flake). A
+  // listener from the start has it on long before any key press.
+  page.on("filechooser", () => undefined);
   page.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
   page.on("console", (m) => {
     if (m.type() === "error" && !/Failed to load resource/.test(m.text()))
