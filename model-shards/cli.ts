@@ -2,13 +2,16 @@
  * @module
  * `npm run model -- <command>`: the converter's command line.
  *
- *   synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both] [--init synth|torch]
+ *   synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both]
+ *          [--init synth|torch|outlier|massive] [--strength S]
  *   build  --from <hub id | dir> --out DIR [--precision int8|fp32] [--stage-budget-mb N] [--revision R]
  *          [--activations per-tensor|per-row] [--weight-bits 8|7] [--asymmetric none|gelu|all]
- *          [--bias-correction none|mlp-output|all]
+ *          [--bias-correction none|mlp-output|all] [--outliers calibrated|none]
+ *          [--max-rel-l2 X|none] [--fidelity-inputs N]
  *   verify DIR
  *   run    --model DIR --pixels FILE [--top K]
  *   plan   --config base|tiny|DIR [--precision int8|fp32] [--stage-budget-mb N]
+ *   acceptance [--from <hub id | dir>] [--image FILE|URL] [--out DIR] [--max-rel-l2 X]
  *
  * Errors print `error[<code>]: <detail>` on stderr and exit 1.
  */
@@ -16,27 +19,34 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AppError, isAppError } from "../src/shared/errors.ts";
 import type { Precision } from "../src/shared/manifest.ts";
+import { type AcceptanceOptions, EXIT_SKIPPED, EXPECTED, runAcceptance } from "./acceptance.ts";
 import { parseCommandLine } from "./args.ts";
-import { buildShards, verifyShards } from "./build.ts";
+import { buildShards, DEFAULT_MAX_REL_L2, verifyShards } from "./build.ts";
 import { parseBeitConfig } from "./checkpoint/config.ts";
 import { downloadProgress } from "./checkpoint/hub.ts";
 import { loadCheckpoint } from "./checkpoint/index.ts";
 import { synthCommand } from "./checkpoint/synth.ts";
 import type { BeitConfig } from "./checkpoint/types.ts";
 import { baseConfig, tinySynthConfig } from "./configs.ts";
+import { formatFidelity } from "./fidelity.ts";
 import { DEFAULT_QUANT, type QuantOptions } from "./onnx/quantize.ts";
 import { formatPlan, MiB, planStages } from "./plan.ts";
 import { progressBar } from "./progress.ts";
 import { loadLocalModel } from "./runner.ts";
 
 const USAGE = `usage: npm run model -- <command>
-  synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both] [--init synth|torch]
+  synth  --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both]
+         [--init synth|torch|outlier|massive] [--strength S]
   build  --from <hub id | dir> --out DIR [--precision int8|fp32] [--stage-budget-mb N] [--revision R]
          [--activations per-tensor|per-row] [--weight-bits 8|7] [--asymmetric none|gelu|all]
-         [--bias-correction none|mlp-output|all]
+         [--bias-correction none|mlp-output|all] [--outliers calibrated|none]
+         [--max-rel-l2 X|none (default ${DEFAULT_MAX_REL_L2})] [--fidelity-inputs N]
   verify DIR
   run    --model DIR --pixels FILE [--top K]
-  plan   --config base|tiny|DIR [--precision int8|fp32] [--stage-budget-mb N]`;
+  plan   --config base|tiny|DIR [--precision int8|fp32] [--stage-budget-mb N]
+  acceptance [--from <hub id | dir>] [--image FILE|URL] [--out DIR] [--max-rel-l2 X]
+         the real checkpoint against Hugging Face's expected logits; exit 0 passed, 1 failed,
+         3 skipped (the hub or the picture unreachable)`;
 
 function usage(msg: string): AppError {
   return new AppError("invalid-arguments", 400, `${msg}\n${USAGE}`);
@@ -53,6 +63,15 @@ function parseFlags(argv: string[], allowed: string[]): { flags: Record<string, 
     usage,
   );
   return { flags: values as Record<string, string>, rest: positionals };
+}
+
+/** --max-rel-l2: a positive number, "none" (measure only), default DEFAULT_MAX_REL_L2. */
+function targetOf(v: string | undefined): number | undefined {
+  if (v === "none") return undefined;
+  if (v === undefined) return DEFAULT_MAX_REL_L2;
+  const x = Number(v);
+  if (!(Number.isFinite(x) && x > 0)) throw usage(`--max-rel-l2 must be a positive number or none, got ${v}`);
+  return x;
 }
 
 function precisionOf(v: string | undefined): Precision {
@@ -98,6 +117,9 @@ async function build(argv: string[]): Promise<void> {
     "weight-bits",
     "asymmetric",
     "bias-correction",
+    "outliers",
+    "max-rel-l2",
+    "fidelity-inputs",
   ]);
   if (!flags.from) throw usage("--from <hub id | dir> is required");
   if (!flags.out) throw usage("--out DIR is required");
@@ -115,7 +137,20 @@ async function build(argv: string[]): Promise<void> {
   const biasCorrection = flags["bias-correction"] ?? DEFAULT_QUANT.biasCorrection ?? "none";
   if (biasCorrection !== "none" && biasCorrection !== "mlp-output" && biasCorrection !== "all")
     throw usage(`--bias-correction must be none, mlp-output or all, got ${biasCorrection}`);
-  const quant: QuantOptions = { activation, weightBits, asymmetric, biasCorrection };
+  const outlierChannels = flags.outliers ?? DEFAULT_QUANT.outlierChannels ?? "none";
+  if (outlierChannels !== "none" && outlierChannels !== "calibrated")
+    throw usage(`--outliers must be calibrated or none, got ${outlierChannels}`);
+  if (flags["max-rel-l2"] !== undefined && precision !== "int8")
+    throw usage("--max-rel-l2 applies to int8 builds");
+  const maxRelL2 = precision === "int8" ? targetOf(flags["max-rel-l2"]) : undefined;
+  const fidelityInputs =
+    flags["fidelity-inputs"] === undefined ? undefined : Number(flags["fidelity-inputs"]);
+  if (
+    fidelityInputs !== undefined &&
+    !(Number.isInteger(fidelityInputs) && fidelityInputs >= 1 && fidelityInputs <= 100)
+  )
+    throw usage(`--fidelity-inputs must be an integer 1..100, got ${flags["fidelity-inputs"]}`);
+  const quant: QuantOptions = { activation, weightBits, asymmetric, biasCorrection, outlierChannels };
   const bar = buildProgress();
   const t0 = performance.now();
   bar(`loading ${flags.from}`, 0);
@@ -128,12 +163,15 @@ async function build(argv: string[]): Promise<void> {
     precision,
     stageBudgetBytes,
     quant,
+    maxRelL2,
+    fidelityInputs,
     onProgress: bar,
   });
   const bytes = manifest.stages.reduce((s, st) => s + st.graph.bytes + (st.weights?.bytes ?? 0), 0);
   process.stdout.write(
     `${manifest.precision} shards of ${manifest.model.id} (${manifest.stages.length} stages, ${(bytes / MiB).toFixed(1)} MiB, version ${manifest.version.slice(0, 12)}) written to ${flags.out} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
   );
+  if (manifest.fidelity) process.stdout.write(`${formatFidelity(manifest.fidelity)}\n`);
 }
 
 async function verify(argv: string[]): Promise<void> {
@@ -174,6 +212,44 @@ async function run(argv: string[]): Promise<void> {
   process.stdout.write(`${JSON.stringify(out)}\n`);
 }
 
+async function acceptance(argv: string[]): Promise<number> {
+  const { flags, rest } = parseFlags(argv, [
+    "from",
+    "image",
+    "out",
+    "max-rel-l2",
+    "expect-class",
+    "expect-logits",
+  ]);
+  if (rest.length) throw usage(`unexpected argument ${JSON.stringify(rest[0])}`);
+  const maxRelL2 = targetOf(flags["max-rel-l2"]) ?? Number.POSITIVE_INFINITY;
+  let expect: AcceptanceOptions["expect"];
+  if (flags["expect-class"] !== undefined || flags["expect-logits"] !== undefined) {
+    const topClass = Number(flags["expect-class"]);
+    const logits = (flags["expect-logits"] ?? "").split(",").map(Number);
+    if (!Number.isInteger(topClass) || topClass < 0 || logits.some((v) => !Number.isFinite(v)))
+      throw usage("--expect-class N and --expect-logits a,b,c go together (a class index and numbers)");
+    expect = { topClass, logits, tolerance: EXPECTED.tolerance };
+  }
+  const t0 = performance.now();
+  const result = await runAcceptance({
+    from: flags.from,
+    image: flags.image,
+    out: flags.out ?? "model-shards/out/acceptance",
+    maxRelL2,
+    expect,
+    log: (line) => process.stderr.write(`${line}\n`),
+  });
+  if (result.status !== "skipped") for (const line of result.lines) process.stdout.write(`${line}\n`);
+  const secs = ((performance.now() - t0) / 1000).toFixed(0);
+  process.stdout.write(
+    result.status === "skipped"
+      ? `acceptance: SKIPPED, nothing was checked (${result.lines[0]}); run it where the hub is reachable, or set HF_ENDPOINT to a mirror\n`
+      : `acceptance: ${result.status.toUpperCase()} in ${secs} s\n`,
+  );
+  return result.status === "passed" ? 0 : result.status === "skipped" ? EXIT_SKIPPED : 1;
+}
+
 async function plan(argv: string[]): Promise<void> {
   const { flags } = parseFlags(argv, ["config", "precision", "stage-budget-mb"]);
   const config = await configFor(flags.config ?? "base");
@@ -203,6 +279,8 @@ export async function main(argv: string[]): Promise<number> {
       case "plan":
         await plan(rest);
         break;
+      case "acceptance":
+        return await acceptance(rest);
       case undefined:
       case "help":
       case "--help":

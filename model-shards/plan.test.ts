@@ -6,10 +6,12 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
+import { calibratedQuant } from "./build.ts";
 import { parseBeitConfig } from "./checkpoint/config.ts";
 import { synthesize } from "./checkpoint/synth.ts";
 import { baseConfig } from "./configs.ts";
 import { buildStageGraph } from "./onnx/beit-graph.ts";
+import { DEFAULT_QUANT } from "./onnx/quantize.ts";
 import { estimateStage, formatPlan, ISOLATE_LIMIT, MiB, planStages, weightParts } from "./plan.ts";
 import { randomBeit, tinyConfig } from "./testing/random-beit.ts";
 
@@ -92,6 +94,27 @@ describe("planStages", () => {
     expect(Math.abs(sg.weightBytes - 2 * midParts.perLayer - midParts.perStage)).toBeLessThan(1024);
   });
 
+  it("the outlier allowance covers what calibrated outlier channels add to a layer", async () => {
+    const ck = synthesize({ size: "tiny", seed: 3, init: "outlier" });
+    const config = parseBeitConfig(ck.config);
+    const quant = await calibratedQuant(config, ck.tensors, DEFAULT_QUANT);
+    let channels = 0;
+    const sg = buildStageGraph({
+      config,
+      tensors: ck.tensors,
+      layers: [0, 4],
+      embeddings: true,
+      head: true,
+      precision: "int8",
+      quant: { ...quant, onLayer: (r) => (channels += r.outliers.length) },
+    });
+    expect(channels).toBeGreaterThan(0);
+    const parts = weightParts(config, "int8");
+    const plain = parts.embeddings + 4 * parts.perLayer + parts.perStage + parts.head;
+    expect(sg.weightBytes).toBeGreaterThan(plain);
+    expect(sg.weightBytes).toBeLessThanOrEqual(plain + 4 * parts.perLayerOutliers + parts.headOutliers);
+  });
+
   // Measured after session create and two runs, each in its own process; the estimate must cover
   // the measurement without being absurd (<= 1.5x).
   it("estimates cover the wasm heap onnxruntime-web actually grows to", async () => {
@@ -132,7 +155,11 @@ describe("planStages", () => {
       console.log(
         `${c.size} [${c.from},${c.to}) ${c.precision}: wasm heap measured ${(m.afterRun / MiB).toFixed(1)} MiB, estimated ${(est.wasmHeapBytes / MiB).toFixed(1)} MiB`,
       );
-      expect(Math.abs(est.weightBytes - m.weightBytes)).toBeLessThan(1024);
+      // The estimate holds the outlier-channel allowance, which a graph built without calibration
+      // (as here) does not use.
+      const parts = weightParts(c.config, c.precision);
+      const allowance = (c.to - c.from) * parts.perLayerOutliers + (c.head ? parts.headOutliers : 0);
+      expect(Math.abs(est.weightBytes - allowance - m.weightBytes)).toBeLessThan(1024);
       expect(est.wasmHeapBytes).toBeGreaterThanOrEqual(m.afterRun);
       expect(est.wasmHeapBytes).toBeLessThanOrEqual(1.5 * m.afterRun);
     });

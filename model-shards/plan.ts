@@ -19,6 +19,7 @@ import type { Precision } from "../src/shared/manifest.ts";
 import { ISOLATE_LIMIT_BYTES } from "../src/topology.ts";
 import { gridSide, numRelativeDistance } from "./checkpoint/layout.ts";
 import type { BeitConfig } from "./checkpoint/types.ts";
+import { MAX_OUTLIERS } from "./onnx/quantize.ts";
 
 export const MiB = 1024 * 1024;
 /** Cloudflare Workers' memory limit per isolate (the topology's one value). */
@@ -39,6 +40,14 @@ export interface StageWeightParts {
   head: number;
   /** Shared by the stage's encoder layers (relative_position_index). */
   perStage: number;
+  /**
+   * int8: what splitting off outlier channels may add to a layer at most (gather indices, the
+   * outlier product's column and migration scales, and for the MLP output projection column
+   * sums); the outlier weights themselves move out of the ordinary product, so they add nothing. Counted in every estimate: which layers get outliers is known only after calibration.
+   */
+  perLayerOutliers: number;
+  /** The same for the classifier. */
+  headOutliers: number;
 }
 
 /** Initializer bytes as the graph builder lays them out (within a few hundred bytes of constants). */
@@ -61,9 +70,17 @@ export function weightParts(config: BeitConfig, precision: Precision): StageWeig
     4 * 4 * H + lin(3 * H, H) + 4 * heads * rows + lin(H, H) + lin(I, H) + lin(H, I) + asymColSum;
   const embeddings = 4 * (H * C * P * P + H + H);
   const head = 4 * 2 * H + lin(L, H);
-  // One relative_position_index [T, T] int64 per stage with encoder layers.
-  const perStage = 8 * T * T;
-  return { embeddings, perLayer, head, perStage };
+  // One relative_position_index [T, T] int32 per stage with encoder layers.
+  const perStage = 4 * T * T;
+  // Per split layer: gather indices (int32, every input channel once), the outlier product's
+  // column scales and its channels' migration scales; an int8 outlier product of the MLP output
+  // projection also stores column sums.
+  const split = (out: number, inp: number, colSums = false) =>
+    4 * inp + 4 * out + 4 * MAX_OUTLIERS + (colSums ? 4 * out : 0);
+  const perLayerOutliers =
+    precision === "int8" ? split(3 * H, H) + split(H, H) + split(I, H) + split(H, I, true) : 0;
+  const headOutliers = precision === "int8" ? split(L, H) : 0;
+  return { embeddings, perLayer, head, perStage, perLayerOutliers, headOutliers };
 }
 
 /** Estimated peak activation bytes inside the wasm heap for a stage. */
@@ -108,14 +125,18 @@ export function estimateStage(
   from: number,
   to: number,
   head = to === config.num_hidden_layers,
+  extra: ExtraBytes = {},
 ): PlannedStage {
   const parts = weightParts(config, precision);
   const embeddings = from === 0;
+  let extraBytes = head ? (extra.head ?? 0) : 0;
+  for (let l = from; l < to; l++) extraBytes += extra.layer?.(l) ?? 0;
   const weightBytes =
+    extraBytes +
     (embeddings ? parts.embeddings : 0) +
-    (to - from) * parts.perLayer +
+    (to - from) * (parts.perLayer + parts.perLayerOutliers) +
     (to > from ? parts.perStage : 0) +
-    (head ? parts.head : 0);
+    (head ? parts.head + parts.headOutliers : 0);
   const wasmHeapBytes = Math.ceil(
     WASM_BASE + WASM_WEIGHT_FACTOR * weightBytes + activationBytes(config, to - from, head),
   );
@@ -129,7 +150,17 @@ export function estimateStage(
   };
 }
 
+/** Weight bytes a build adds beyond {@link weightParts} (linear layers kept in float32). */
+export interface ExtraBytes {
+  /** Extra bytes of encoder layer `l`. */
+  layer?: (l: number) => number;
+  /** Extra bytes of the head. */
+  head?: number;
+}
+
 export interface PlanOptions {
+  /** Weight bytes beyond the int8 layout, per layer and for the head. */
+  extra?: ExtraBytes;
   /** Per-stage budget; default ISOLATE_LIMIT - DEFAULT_MARGIN. */
   stageBudgetBytes?: number;
   /**
@@ -166,7 +197,7 @@ export function planStages(config: BeitConfig, precision: Precision, opts: PlanO
   for (let j = 1; j <= N; j++)
     for (let i = 0; i < j; i++) {
       if (!Number.isFinite(best[i].count) || j - i > maxLayers) continue;
-      const est = estimateStage(config, precision, i, j, false).estimatedPeakBytes;
+      const est = estimateStage(config, precision, i, j, false, opts.extra).estimatedPeakBytes;
       if (est > budget) continue;
       const cand = { count: best[i].count + 1, max: Math.max(best[i].max, est) };
       if (better(cand, best[j])) {
@@ -178,7 +209,7 @@ export function planStages(config: BeitConfig, precision: Precision, opts: PlanO
   let final: { from: number; score: Score } | null = null;
   for (let i = 0; i <= N; i++) {
     if (!Number.isFinite(best[i].count) || N - i > maxLayers) continue;
-    const est = estimateStage(config, precision, i, N, true).estimatedPeakBytes;
+    const est = estimateStage(config, precision, i, N, true, opts.extra).estimatedPeakBytes;
     if (est > budget) continue;
     const cand = { count: best[i].count + 1, max: Math.max(best[i].max, est) };
     if (!final || better(cand, final.score)) final = { from: i, score: cand };
@@ -192,9 +223,9 @@ export function planStages(config: BeitConfig, precision: Precision, opts: PlanO
       `No split fits a stage budget of ${(budget / MiB).toFixed(1)} MiB: a one-layer stage needs about ${(one.estimatedPeakBytes / MiB).toFixed(1)} MiB and the head alone ${(head.estimatedPeakBytes / MiB).toFixed(1)} MiB. Raise --stage-budget-mb or use --precision int8.`,
     );
   }
-  const stages: PlannedStage[] = [estimateStage(config, precision, final.from, N, true)];
+  const stages: PlannedStage[] = [estimateStage(config, precision, final.from, N, true, opts.extra)];
   for (let j = final.from; j > 0; j = prev[j])
-    stages.unshift(estimateStage(config, precision, prev[j], j, false));
+    stages.unshift(estimateStage(config, precision, prev[j], j, false, opts.extra));
   return { precision, stageBudgetBytes: budget, marginBytes, stages };
 }
 

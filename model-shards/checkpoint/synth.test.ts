@@ -200,6 +200,18 @@ describe("synthCommand", () => {
     [["--size", "tiny", "--out", "x", "--format", "onnx"], "--format must be bin, safetensors or both"],
     [["--size", "tiny", "--out", "x", "--bogus"], 'unexpected argument "--bogus"'],
     [["--size"], "--size needs a value"],
+    [
+      ["--size", "tiny", "--out", "x", "--init", "trained"],
+      "--init must be one of synth, torch, outlier, massive",
+    ],
+    [
+      ["--size", "tiny", "--out", "x", "--init", "outlier", "--strength", "0"],
+      "--strength must be a number in (0, 10]",
+    ],
+    [
+      ["--size", "tiny", "--out", "x", "--strength", "2"],
+      "--strength applies to --init outlier or massive only",
+    ],
   ])("refuses %j with usage", async (argv, message) => {
     const err = await synthCommand(argv).catch((e) => e);
     expect(err).toBeInstanceOf(AppError);
@@ -290,5 +302,68 @@ describe("torch init family", () => {
       expect(variance / ((bound * bound) / 3)).toBeGreaterThan(0.8);
       expect(variance / ((bound * bound) / 3)).toBeLessThan(1.2);
     }
+  });
+});
+
+describe("outlier and massive families", () => {
+  const ln = (ck: ReturnType<typeof synthesize>, key: string) => ck.tensors.get(key)?.data as Float32Array;
+  const gains = (ck: ReturnType<typeof synthesize>) =>
+    Array.from(ln(ck, "beit.encoder.layer.2.layernorm_before.weight"), Math.abs).sort((a, b) => b - a);
+
+  it("outlier: the synth weights plus a few LayerNorm channels 15-40x, residual offsets and hot MLP channels", () => {
+    const base = synthesize({ size: "tiny", seed: 4 });
+    const ck = synthesize({ size: "tiny", seed: 4, init: "outlier" });
+    expect(ck.config.beit_edge_init).toBe("outlier");
+    expect(ck.config.beit_edge_strength).toBe(1);
+    const g = gains(ck);
+    const median = g[g.length >> 1];
+    // max(2, 64/128) residual channels + max(2, 64/96) others: 4 channels far above the rest.
+    expect(g[3] / median).toBeGreaterThan(10);
+    expect(g[4] / median).toBeLessThan(2);
+    const offsets = Array.from(ln(ck, "beit.embeddings.patch_embeddings.projection.bias"), Math.abs);
+    expect(offsets.filter((v) => v > 7).length).toBe(2);
+    // Untouched tensors are the synth family's, bit for bit.
+    for (const key of ["beit.encoder.layer.0.attention.output.dense.weight", "beit.encoder.layer.3.lambda_1"])
+      expect(ln(ck, key)).toEqual(ln(base, key));
+    // Strength 2 doubles the departures: the gains roughly double.
+    const g2 = gains(synthesize({ size: "tiny", seed: 4, init: "outlier", strength: 2 }));
+    expect(g2[0] / g[0]).toBeGreaterThan(1.5);
+  });
+
+  it("outlier: the model still gives finite logits that depend on the input (float64 reference)", () => {
+    const ck = synthesize({ size: "tiny", seed: 4, init: "outlier" });
+    const config = parseBeitConfig(ck.config);
+    const a = referenceForward(
+      config,
+      ck.tensors,
+      Float64Array.from({ length: 3 * 224 * 224 }, (_, i) => Math.sin(i)),
+    );
+    const b = referenceForward(
+      config,
+      ck.tensors,
+      Float64Array.from({ length: 3 * 224 * 224 }, (_, i) => Math.cos(i / 7)),
+    );
+    expect(a.every(Number.isFinite)).toBe(true);
+    expect(a.some((v, i) => Math.abs(v - b[i]) > 1e-3)).toBe(true);
+  });
+
+  it("massive: a CLS token with two huge channels, larger layer scale and classifier", () => {
+    const base = synthesize({ size: "tiny", seed: 5 });
+    const ck = synthesize({ size: "tiny", seed: 5, init: "massive" });
+    const cls = Array.from(ln(ck, "beit.embeddings.cls_token"), Math.abs).sort((x, y) => y - x);
+    expect(cls[1]).toBeGreaterThan(35);
+    expect(cls[2]).toBeLessThan(5);
+    const lam = ln(ck, "beit.encoder.layer.1.lambda_1");
+    expect(Math.min(...lam)).toBeGreaterThanOrEqual(0.5);
+    expect(Math.max(...lam)).toBeLessThan(1.5);
+    const c = ln(ck, "classifier.weight");
+    expect(c[7] / ln(base, "classifier.weight")[7]).toBeCloseTo(6, 4);
+  });
+
+  it("refuses a strength outside (0, 10] and an unknown family", () => {
+    expect(() => synthesize({ size: "tiny", init: "outlier", strength: 0 })).toThrow(
+      /strength must be a number/,
+    );
+    expect(() => synthesize({ size: "tiny", init: "bogus" as never })).toThrow(/unknown init "bogus"/);
   });
 });

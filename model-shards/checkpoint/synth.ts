@@ -18,7 +18,7 @@ import { numel } from "./dtypes.ts";
 import { expectedTensorShapes, gridSide, isIndexKey, relativePositionIndex } from "./layout.ts";
 import { writePytorchBin } from "./pytorch.ts";
 import { writeSafetensors } from "./safetensors.ts";
-import type { StateDict } from "./types.ts";
+import type { BeitConfig, StateDict } from "./types.ts";
 
 /** A synthesized checkpoint, in memory. */
 export interface SynthCheckpoint {
@@ -45,11 +45,22 @@ export interface SynthOptions {
    * lambda = config.layer_scale_init_value, CLS token and relative position bias tables 0 (both are
    * created with torch.zeros). A second family with different statistics for the int8 fidelity
    * benchmarks.
+   *
+   * "outlier": the "synth" weights with the channel statistics trained ViTs show (see
+   * {@link injectOutliers}): a few residual-stream channels with large offsets and large LayerNorm
+   * gains and offsets in every layer, a few more LayerNorm channels with large gains, and a few MLP
+   * channels that fire far above the rest. "massive": the "synth" weights with a few massive
+   * residual values on one token (the CLS token), a large layer scale and a large-magnitude
+   * classifier (logits spread over +-100). Both are families for testing int8 on statistics the
+   * scheme was not tuned to; `strength` scales their departures from "synth".
    */
   init?: SynthInit;
+  /** "outlier" and "massive" only: how strong the outliers are (default 1; 2 doubles them). */
+  strength?: number;
 }
 
-export type SynthInit = "synth" | "torch";
+export const SYNTH_INITS = ["synth", "torch", "outlier", "massive"] as const;
+export type SynthInit = (typeof SYNTH_INITS)[number];
 
 const SIZES: Record<
   SynthSize,
@@ -165,6 +176,7 @@ export function synthConfig(opts: SynthOptions): Record<string, unknown> {
     beit_edge_synthetic: true,
     beit_edge_seed: opts.seed ?? 0,
     beit_edge_init: opts.init ?? "synth",
+    ...(opts.init === "outlier" || opts.init === "massive" ? { beit_edge_strength: opts.strength ?? 1 } : {}),
   };
   return config;
 }
@@ -181,7 +193,17 @@ export function synthesize(opts: SynthOptions): SynthCheckpoint {
   const config = synthConfig(opts);
   const parsed = parseBeitConfig(config);
   const rng = new Prng(opts.seed ?? 0);
-  if ((opts.init ?? "synth") === "torch")
+  const init = opts.init ?? "synth";
+  if (!SYNTH_INITS.includes(init))
+    throw new AppError(
+      "invalid-arguments",
+      400,
+      `unknown init ${JSON.stringify(init)}; use ${SYNTH_INITS.join(", ")}.`,
+    );
+  const strength = opts.strength ?? 1;
+  if (!(Number.isFinite(strength) && strength > 0 && strength <= 10))
+    throw new AppError("invalid-arguments", 400, `strength must be a number in (0, 10], got ${strength}.`);
+  if (init === "torch")
     return { config, preprocessor: hubPreprocessorConfig(224), tensors: torchInit(parsed, rng) };
   const H = dims.hidden;
   const I = dims.mlp;
@@ -221,7 +243,99 @@ export function synthesize(opts: SynthOptions): SynthCheckpoint {
     else normal(0.02); // biases
     tensors.set(key, { dtype: "F32", shape, data });
   }
+  // The outlier families draw from a generator of their own, so their base weights are exactly
+  // the "synth" family's of the same seed.
+  const extra = new Prng(((opts.seed ?? 0) ^ 0x5eed0017) >>> 0);
+  if (init === "outlier") injectOutliers(parsed, tensors, extra, strength);
+  if (init === "massive") injectMassive(parsed, tensors, extra, strength);
   return { config, preprocessor: hubPreprocessorConfig(224), tensors };
+}
+
+/** `count` distinct indices in [0, n), drawn from `rng`. */
+function pick(rng: Prng, n: number, count: number): number[] {
+  const out = new Set<number>();
+  while (out.size < Math.min(count, n)) out.add(Math.floor(rng.next() * n));
+  return [...out];
+}
+
+/**
+ * The "outlier" family's departures from "synth", per the statistics reported for trained ViTs
+ * (LayerNorm-input channel ranges differing by 10-100x, a few residual channels with large offsets
+ * and gains, a few MLP channels far above the rest). At strength s:
+ * - max(2, H/128) residual channels carry an offset of +-8s from the embeddings on (patch bias and
+ *   CLS token), topped up by +-s in every MLP output bias;
+ * - in every LayerNorm before attention and MLP, those channels and max(2, H/96) others get a gain
+ *   of 1 + (14..39) s and an offset of +-2s; the next Linear's columns for them are divided by
+ *   sqrt(gain), so they carry weight in the output without drowning it;
+ * - max(2, I/256) MLP channels per layer have their fc1 rows scaled by 1 + 7s and bias +2s (they
+ *   fire ~8x above the rest after GELU), their fc2 columns halved.
+ */
+export function injectOutliers(config: BeitConfig, tensors: StateDict, rng: Prng, s: number): void {
+  const H = config.hidden_size;
+  const I = config.intermediate_size;
+  const t = (key: string) => tensors.get(key)?.data as Float32Array;
+  const residual = pick(rng, H, Math.max(2, Math.round(H / 128)));
+  const sign = residual.map(() => (rng.next() < 0.5 ? -1 : 1));
+  const pb = t("beit.embeddings.patch_embeddings.projection.bias");
+  const cls = t("beit.embeddings.cls_token");
+  for (const [k, c] of residual.entries()) {
+    pb[c] += 8 * s * sign[k];
+    cls[c] += 8 * s * sign[k];
+  }
+  for (let l = 0; l < config.num_hidden_layers; l++) {
+    const k = `beit.encoder.layer.${l}`;
+    const b2 = t(`${k}.output.dense.bias`);
+    for (const [j, c] of residual.entries()) b2[c] += s * sign[j];
+    for (const [ln, next] of [
+      [
+        "layernorm_before",
+        ["attention.attention.query", "attention.attention.key", "attention.attention.value"],
+      ],
+      ["layernorm_after", ["intermediate.dense"]],
+    ] as const) {
+      const gain = t(`${k}.${ln}.weight`);
+      const bias = t(`${k}.${ln}.bias`);
+      for (const c of [...residual, ...pick(rng, H, Math.max(2, Math.round(H / 96)))]) {
+        const g = 1 + (14 + 25 * rng.next()) * s;
+        gain[c] *= g;
+        bias[c] += 2 * s * (rng.next() < 0.5 ? -1 : 1);
+        for (const name of next) {
+          const w = t(`${k}.${name}.weight`);
+          const out = w.length / H;
+          for (let o = 0; o < out; o++) w[o * H + c] /= Math.sqrt(g);
+        }
+      }
+    }
+    const w1 = t(`${k}.intermediate.dense.weight`);
+    const b1 = t(`${k}.intermediate.dense.bias`);
+    const w2 = t(`${k}.output.dense.weight`);
+    for (const c of pick(rng, I, Math.max(2, Math.round(I / 256)))) {
+      for (let i = 0; i < H; i++) w1[c * H + i] *= 1 + 7 * s;
+      b1[c] += 2 * s;
+      for (let o = 0; o < H; o++) w2[o * I + c] *= 0.5;
+    }
+  }
+}
+
+/**
+ * The "massive" family's departures from "synth" at strength s: two residual channels of the CLS
+ * token hold +-40s (a token whose values dwarf every other token's, as trained ViTs show on a few
+ * tokens), layer scale lambda in 0.5..1.5 (instead of 0.1..0.5), and a classifier 6x larger
+ * (logits over +-100).
+ */
+export function injectMassive(config: BeitConfig, tensors: StateDict, rng: Prng, s: number): void {
+  const t = (key: string) => tensors.get(key)?.data as Float32Array;
+  const cls = t("beit.embeddings.cls_token");
+  for (const c of pick(rng, config.hidden_size, 2)) cls[c] += 40 * s * (rng.next() < 0.5 ? -1 : 1);
+  for (let l = 0; l < config.num_hidden_layers; l++)
+    for (const name of ["lambda_1", "lambda_2"]) {
+      const lam = t(`beit.encoder.layer.${l}.${name}`);
+      for (let i = 0; i < lam.length; i++) lam[i] = 0.5 + rng.next();
+    }
+  for (const key of ["classifier.weight", "classifier.bias"]) {
+    const w = t(key);
+    for (let i = 0; i < w.length; i++) w[i] *= 6 * Math.min(s, 2);
+  }
 }
 
 /** The "torch" family of {@link SynthOptions.init}. */
@@ -299,7 +413,7 @@ function usage(what: string): AppError {
   return new AppError(
     "invalid-arguments",
     400,
-    `${what}. Usage: npm run model -- synth --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both] [--init synth|torch]`,
+    `${what}. Usage: npm run model -- synth --size tiny|base --out DIR [--seed N] [--format bin|safetensors|both] [--init ${SYNTH_INITS.join("|")}] [--strength S]`,
   );
 }
 
@@ -308,7 +422,7 @@ function usage(what: string): AppError {
  * and prints one line saying what was written.
  */
 export async function synthCommand(argv: string[]): Promise<void> {
-  const names = ["size", "out", "seed", "format", "labels", "init"] as const;
+  const names = ["size", "out", "seed", "format", "labels", "init", "strength"] as const;
   const { values: opts } = parseCommandLine(
     { args: argv, options: Object.fromEntries(names.map((n) => [n, { type: "string" as const }])) },
     usage,
@@ -323,9 +437,14 @@ export async function synthCommand(argv: string[]): Promise<void> {
     throw usage("--format must be bin, safetensors or both");
   const numLabels = opts.labels === undefined ? undefined : Number(opts.labels);
   const init = (opts.init ?? "synth") as SynthInit;
-  if (init !== "synth" && init !== "torch") throw usage("--init must be synth or torch");
+  if (!SYNTH_INITS.includes(init)) throw usage(`--init must be one of ${SYNTH_INITS.join(", ")}`);
+  const strength = opts.strength === undefined ? undefined : Number(opts.strength);
+  if (strength !== undefined && !(Number.isFinite(strength) && strength > 0 && strength <= 10))
+    throw usage(`--strength must be a number in (0, 10], got ${opts.strength}`);
+  if (strength !== undefined && init !== "outlier" && init !== "massive")
+    throw usage("--strength applies to --init outlier or massive only");
   const t0 = performance.now();
-  const ck = synthesize({ size: opts.size, seed, numLabels, init });
+  const ck = synthesize({ size: opts.size, seed, numLabels, init, strength });
   await writeCheckpoint(opts.out, ck, format);
   let params = 0;
   for (const t of ck.tensors.values()) if (t.dtype !== "I64") params += t.data.length;
@@ -336,6 +455,6 @@ export async function synthCommand(argv: string[]): Promise<void> {
       files.push(`${f} ${(s.size / 1e6).toFixed(1)} MB`);
   }
   process.stdout.write(
-    `synthetic ${opts.size} checkpoint (${init} init, seed ${seed}, ${(params / 1e6).toFixed(1)}M parameters, ${numLabels ?? SIZES[opts.size].labels} labels) written to ${opts.out}: ${files.join(", ")} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
+    `synthetic ${opts.size} checkpoint (${init} init${strength ? ` strength ${strength}` : ""}, seed ${seed}, ${(params / 1e6).toFixed(1)}M parameters, ${numLabels ?? SIZES[opts.size].labels} labels) written to ${opts.out}: ${files.join(", ")} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
   );
 }

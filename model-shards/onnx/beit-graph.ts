@@ -8,7 +8,7 @@
  * the 1/sqrt(head_dim) scale is folded into the query weight and bias; layer scale lambda_1 and
  * lambda_2 are folded into the attention output and MLP output projections. The relative position
  * bias stays a table: each layer stores it transposed, [heads, (2w-1)^2 + 3] (35 KiB for base),
- * and one relative_position_index [T, T] per stage (shared by every layer whose index is equal)
+ * and one relative_position_index [T, T] (int32) per stage (shared by every layer whose index is equal)
  * gathers it at run time into [heads, T, T]; a constant [heads, T, T] per layer would cost
  * 1.8 MiB per layer (21 MiB for base) of weights, wasm heap and R2 transfer.
  *
@@ -39,8 +39,10 @@ export interface StageGraphOptions {
   precision: Precision;
   quant?: QuantOptions;
   /**
-   * Calibration graph: the output is not the stage's but the per-channel means over tokens of
-   * every linear layer's input, concatenated in the order of {@link StageGraph.probes}.
+   * Calibration graph: the output is not the stage's but, for every linear layer's input, its
+   * per-channel mean over tokens, its per-channel mean of x^2 and its per-channel max |x| over
+   * tokens (3 x inp values),
+   * concatenated in the order of {@link StageGraph.probes}.
    */
   probeInputMeans?: boolean;
 }
@@ -51,7 +53,7 @@ export interface StageGraph {
   output: TensorSpec;
   /** Sum of initializer bytes. */
   weightBytes: number;
-  /** With probeInputMeans: which linear layer each slice of the output belongs to. */
+  /** With probeInputMeans: which linear layer each slice (3 x length values) of the output belongs to. */
   probes: { prefix: string; length: number }[];
 }
 
@@ -189,8 +191,15 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
   ) => {
     if (opts.probeInputMeans) {
       const rows = g.op1("Reshape", [x, g.i64(`${prefix}_probe_shape`, [-1, inp])]);
-      const value = g.op1("ReduceMean", [rows], { axes: attr.ints([0]), keepdims: attr.int(0) });
-      probes.push({ prefix, length: inp, value });
+      const reduce = { axes: attr.ints([0]), keepdims: attr.int(0) };
+      const mean = g.op1("ReduceMean", [rows], reduce);
+      const meanSquare = g.op1("ReduceMean", [g.op1("Mul", [rows, rows])], reduce);
+      const absMax = g.op1("ReduceMax", [g.op1("Abs", [rows])], reduce);
+      probes.push({
+        prefix,
+        length: inp,
+        value: g.op1("Concat", [mean, meanSquare, absMax], { axis: attr.int(0) }),
+      });
     }
     if (int8 && !(prefix === "classifier" && q.headFloat) && (q.select?.(prefix) ?? true))
       return quantizedLinear(g, x, w, b, out, inp, q, prefix);
@@ -274,7 +283,7 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
         );
     let indexName = indexInits.find((e) => e.data.every((v, i) => v === index[i]))?.name;
     if (!indexName) {
-      indexName = g.i64(`l${l}_relpos_index`, Array.from(index, Number), [T, T]);
+      indexName = g.i32(`l${l}_relpos_index`, Array.from(index, Number), [T, T]);
       indexInits.push({ data: index, name: indexName });
     }
     const relbias = g.op1(
@@ -335,7 +344,7 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
   }
   let output = stageOutput;
   if (opts.probeInputMeans) {
-    const total = probes.reduce((a, p) => a + p.length, 0);
+    const total = probes.reduce((a, p) => a + 3 * p.length, 0);
     output = { name: "input_means", shape: [total], dtype: "float32" };
     x = probes.length
       ? g.op1(

@@ -60,6 +60,11 @@ export class GraphBuilder {
     return this.init(prefix, dims, DataType.UINT8, bytesOf(arr));
   }
 
+  /** An int32 initializer (gather indices). */
+  i32(prefix: string, data: ArrayLike<number>, dims: number[] = [data.length]): string {
+    return this.init(prefix, dims, DataType.INT32, bytesOf(Int32Array.from(data)));
+  }
+
   /** An int64 initializer (shapes, axes, indices). */
   i64(prefix: string, data: number[], dims: number[] = [data.length]): string {
     return this.init(prefix, dims, DataType.INT64, bytesOf(BigInt64Array.from(data.map((v) => BigInt(v)))));

@@ -46,9 +46,61 @@ export function calibrationPixels(config: BeitConfig, index: number): Float32Arr
   return out;
 }
 
+/** What calibration measures of one linear layer's input, per channel. */
+export interface ChannelStats {
+  /** Mean over tokens and pictures. */
+  mean: Float32Array;
+  /** Mean of x^2 over tokens and pictures. */
+  meanSquare: Float32Array;
+  /** Largest |x| over tokens and pictures. */
+  absMax: Float32Array;
+}
+
 /**
- * Per linear layer (graph prefix, e.g. "l3_fc2"), the per-channel mean of its input, averaged over
+ * Per linear layer (graph prefix, e.g. "l3_fc2"), per-channel statistics of its input over
  * `images` calibration pictures, from the fp32 graph.
+ *
+ * @example
+ * const stats = await calibrateInputs(config, tensors);
+ * const outliers = chooseOutliers(config, tensors, stats);
+ */
+export async function calibrateInputs(
+  config: BeitConfig,
+  tensors: StateDict,
+  images = CALIBRATION_IMAGES,
+): Promise<Map<string, ChannelStats>> {
+  const sg = wholeModelGraph(config, tensors, { precision: "fp32", probeInputMeans: true });
+  const session = await webSession(sg.graph);
+  const sum = new Float64Array(sg.output.shape[0]);
+  const max = new Float64Array(sg.output.shape[0]);
+  try {
+    for (let n = 0; n < images; n++) {
+      const out = await session.run(calibrationPixels(config, n), sg.input, sg.output);
+      for (let i = 0; i < sum.length; i++) {
+        sum[i] += out[i];
+        max[i] = Math.max(max[i], out[i]);
+      }
+    }
+    // Per probe: mean, mean of squares (both averaged over pictures), max |x| (the max of maxes).
+  } finally {
+    await session.release();
+  }
+  const stats = new Map<string, ChannelStats>();
+  let at = 0;
+  for (const p of sg.probes) {
+    const n = p.length;
+    stats.set(p.prefix, {
+      mean: Float32Array.from(sum.subarray(at, at + n), (v) => v / images),
+      meanSquare: Float32Array.from(sum.subarray(at + n, at + 2 * n), (v) => v / images),
+      absMax: Float32Array.from(max.subarray(at + 2 * n, at + 3 * n)),
+    });
+    at += 3 * n;
+  }
+  return stats;
+}
+
+/**
+ * Per linear layer, the per-channel mean of its input (for bias correction).
  *
  * @example
  * const inputMeans = await calibrateInputMeans(config, tensors);
@@ -59,25 +111,6 @@ export async function calibrateInputMeans(
   tensors: StateDict,
   images = CALIBRATION_IMAGES,
 ): Promise<Map<string, Float32Array>> {
-  const sg = wholeModelGraph(config, tensors, { precision: "fp32", probeInputMeans: true });
-  const session = await webSession(sg.graph);
-  const sum = new Float64Array(sg.output.shape[0]);
-  try {
-    for (let n = 0; n < images; n++) {
-      const out = await session.run(calibrationPixels(config, n), sg.input, sg.output);
-      for (let i = 0; i < sum.length; i++) sum[i] += out[i];
-    }
-  } finally {
-    await session.release();
-  }
-  const means = new Map<string, Float32Array>();
-  let at = 0;
-  for (const p of sg.probes) {
-    means.set(
-      p.prefix,
-      Float32Array.from(sum.subarray(at, at + p.length), (v) => v / images),
-    );
-    at += p.length;
-  }
-  return means;
+  const stats = await calibrateInputs(config, tensors, images);
+  return new Map([...stats].map(([k, v]) => [k, v.mean]));
 }

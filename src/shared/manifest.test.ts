@@ -47,6 +47,14 @@ describe("parseManifest", () => {
     expect(parseManifest(damaged((m) => delete m.graphOptimization)).graphOptimization).toBe("all");
   });
 
+  it("carries an int8 build's measured fidelity, and parses manifests written before it without one", () => {
+    const f = parseManifest(raw).fidelity;
+    expect(f?.reference).toMatch(/fp32/);
+    expect(f?.inputs).toBeGreaterThan(0);
+    expect(f?.top1Agreement).toBeLessThanOrEqual(f?.inputs ?? 0);
+    expect(parseManifest(damaged((m) => delete m.fidelity)).fidelity).toBeUndefined();
+  });
+
   it("names the first bad path of a damaged manifest", () => {
     const last = tiny.manifest.stages.length - 1;
     const cases: [string, (m: Json) => void][] = [
@@ -66,6 +74,11 @@ describe("parseManifest", () => {
       [`$.stages[${last}].head`, (m) => (m.stages[last].head = false)],
       ["$.preprocess.image_std", (m) => (m.preprocess.image_std = [0, 0.5, 0.5])],
       ["$.graphOptimization", (m) => (m.graphOptimization = "extended")],
+      ["$.fidelity.top1Agreement", (m) => (m.fidelity.top1Agreement = m.fidelity.inputs + 1)],
+      ["$.fidelity.relL2Mean", (m) => (m.fidelity.relL2Mean = -0.1)],
+      ["$.fidelity.top5OverlapMean", (m) => (m.fidelity.top5OverlapMean = 6)],
+      ["$.fidelity.floatLayers[0]", (m) => (m.fidelity.floatLayers = [3])],
+      ["$.fidelity", (m) => (m.fidelity = "good")],
     ];
     for (const [path, edit] of cases) expect(pathOf(damaged(edit)), path).toBe(path);
     expect(pathOf(null)).toBe("$");

@@ -122,8 +122,35 @@ export interface Manifest {
    */
   graphOptimization: GraphOptimization;
   budget: { stageBudgetBytes: number; marginBytes: number };
+  /**
+   * int8 builds: how closely the shards follow the fp32 graph of the same checkpoint, measured by
+   * the converter on held-out inputs. Absent for fp32 builds and manifests written before it.
+   */
+  fidelity?: Fidelity;
   createdAt: string;
   converter: string;
+}
+
+/** int8 against fp32 logits, as measured at build time (Manifest.fidelity). */
+export interface Fidelity {
+  /** What the int8 logits were compared with. */
+  reference: string;
+  /** How many held-out inputs (none of them calibration pictures). */
+  inputs: number;
+  /** Mean and worst ||int8 - fp32|| / ||fp32|| over the inputs, all logits. */
+  relL2Mean: number;
+  relL2Max: number;
+  /** Inputs whose top-1 class is the same. */
+  top1Agreement: number;
+  /** Mean number of shared classes among the top 5 (0..5). */
+  top5OverlapMean: number;
+  /** The --max-rel-l2 target the build had to meet, or null. */
+  target: number | null;
+  /** Linear layers with outlier channels split off, and those channels in all. */
+  outlierLayers: number;
+  outlierChannels: number;
+  /** Linear layers kept in float32 to meet the target. */
+  floatLayers: string[];
 }
 
 export class ManifestError extends Error {
@@ -326,8 +353,35 @@ export function parseManifest(value: unknown): Manifest {
       stageBudgetBytes: int(budget.stageBudgetBytes, "$.budget.stageBudgetBytes", 1),
       marginBytes: int(budget.marginBytes, "$.budget.marginBytes"),
     },
+    ...(o.fidelity === undefined ? {} : { fidelity: fidelity(o.fidelity, "$.fidelity") }),
     createdAt: str(o.createdAt, "$.createdAt"),
     converter: str(o.converter, "$.converter"),
+  };
+}
+
+function fidelity(v: unknown, path: string): Fidelity {
+  const o = obj(v, path);
+  const inputs = int(o.inputs, `${path}.inputs`, 1);
+  const top1 = int(o.top1Agreement, `${path}.top1Agreement`);
+  if (top1 > inputs) throw new ManifestError(`${path}.top1Agreement`, "exceeds inputs");
+  const overlap = num(o.top5OverlapMean, `${path}.top5OverlapMean`);
+  if (overlap < 0 || overlap > 5) throw new ManifestError(`${path}.top5OverlapMean`, "expected 0..5");
+  const nonNegative = (key: string) => {
+    const x = num(o[key], `${path}.${key}`);
+    if (x < 0) throw new ManifestError(`${path}.${key}`, "must be >= 0");
+    return x;
+  };
+  return {
+    reference: str(o.reference, `${path}.reference`),
+    inputs,
+    relL2Mean: nonNegative("relL2Mean"),
+    relL2Max: nonNegative("relL2Max"),
+    top1Agreement: top1,
+    top5OverlapMean: overlap,
+    target: o.target === null ? null : nonNegative("target"),
+    outlierLayers: int(o.outlierLayers, `${path}.outlierLayers`),
+    outlierChannels: int(o.outlierChannels, `${path}.outlierChannels`),
+    floatLayers: arr(o.floatLayers, `${path}.floatLayers`).map((x, i) => str(x, `${path}.floatLayers[${i}]`)),
   };
 }
 

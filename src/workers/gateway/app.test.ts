@@ -87,8 +87,10 @@ describe("gateway app", () => {
     const model = (await (await app.request("/v1/model", {}, env)).json()) as {
       version: string;
       stages: unknown[];
+      fidelity: unknown;
     };
     expect(model.version).toBe(tiny.manifest.version);
+    expect(model.fidelity).toEqual(tiny.manifest.fidelity ?? null);
     expect(model.stages).toHaveLength(tiny.manifest.stages.length);
     expect(await (await app.request("/v1/labels", {}, env)).json()).toEqual(tiny.labels);
     const health = await app.request("/healthz", {}, env);

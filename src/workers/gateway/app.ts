@@ -246,6 +246,7 @@ export function modelSummary(model: ModelView) {
       output: s.outputs[0].shape,
     })),
     budget: m.budget,
+    fidelity: m.fidelity ?? null,
     createdAt: m.createdAt,
     converter: m.converter,
   };

@@ -208,6 +208,23 @@ function components(): Json {
             },
           },
           budget: { type: "object", properties: { stageBudgetBytes: int, marginBytes: int } },
+          fidelity: {
+            type: ["object", "null"],
+            description:
+              "int8 builds: the int8 logits against the fp32 graph of the same checkpoint on held-out inputs, as the converter measured them; null for fp32 builds and older manifests",
+            properties: {
+              reference: { type: "string" },
+              inputs: int,
+              relL2Mean: { type: "number", description: "mean ||int8 - fp32|| / ||fp32|| of all logits" },
+              relL2Max: { type: "number" },
+              top1Agreement: { ...int, description: "inputs whose top-1 class agrees" },
+              top5OverlapMean: { type: "number", description: "mean shared classes among the top 5" },
+              target: { type: ["number", "null"], description: "the build's --max-rel-l2, if any" },
+              outlierLayers: int,
+              outlierChannels: int,
+              floatLayers: { type: "array", items: { type: "string" } },
+            },
+          },
           createdAt: { type: "string" },
           converter: { type: "string" },
         },
