@@ -14,6 +14,11 @@
  *   floor        the worst input channels (the same choice, fp32 cost model) multiplied in float32:
  *                per-token int8 activations and per-channel int8 weights for the rest, the floor
  *                the issue asks to report beside what the build achieves
+ * Levers (--variants ln-fold,smooth,shipped-smooth), measured once each:
+ *   ln-fold      LayerNorm gamma/beta folded into the following Linear, no outlier channels
+ *   smooth       SmoothQuant alpha 0.5 on the LayerNorm-fed layers (folded into the LayerNorm), no
+ *                outlier channels
+ *   shipped-smooth  the shipped scheme plus SmoothQuant 0.5 on the LayerNorm-fed layers
  *
  * Usage: tsx bench/model-fidelity.ts [--families synth,torch,outlier:1,outlier:2,massive:1] [--n 20]
  *        [--variants before,shipped,int8-group,floor]
@@ -65,7 +70,9 @@ for (const family of families) {
   const ref = await fp32Logits(config, ck.tensors, inputs);
   let span = 0;
   for (const o of ref) for (const v of o) span = Math.max(span, Math.abs(v));
-  const variants: [string, string, QuantOptions][] = (
+  const none = { ...calibrated, maxOutliers: 0 };
+  type Variant = [key: string, name: string, quant: QuantOptions, layerNormMigration?: "fold" | number];
+  const variants = (
     [
       ["before", "before #18: one int8 product per layer", { ...calibrated, inputStats: undefined }],
       ["shipped", "shipped: calibrated outlier channels (w8)", calibrated],
@@ -75,14 +82,18 @@ for (const family of families) {
         { ...calibrated, outlierPrecision: "int8" },
       ],
       ["floor", "floor: outlier channels in float32", { ...calibrated, outlierPrecision: "fp32" }],
-    ] as [string, string, QuantOptions][]
+      ["ln-fold", "LayerNorm folded into the next Linear, no outlier channels", none, "fold"],
+      ["smooth", "SmoothQuant 0.5 on LayerNorm-fed layers, no outlier channels", none, 0.5],
+      ["shipped-smooth", "shipped + SmoothQuant 0.5 on LayerNorm-fed layers", calibrated, 0.5],
+    ] as Variant[]
   ).filter(([key]) => wanted.has(key));
   const sessions = [];
-  for (const [, name, quant] of variants) {
+  for (const [, name, quant, layerNormMigration] of variants) {
     let channels = 0;
     let layers = 0;
     const sg = wholeModelGraph(config, ck.tensors, {
       precision: "int8",
+      layerNormMigration,
       quant: {
         ...quant,
         onLayer: (r) => {

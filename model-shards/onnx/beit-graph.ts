@@ -45,6 +45,15 @@ export interface StageGraphOptions {
    * concatenated in the order of {@link StageGraph.probes}.
    */
   probeInputMeans?: boolean;
+  /**
+   * Benchmarks only, levers measured against the shipped scheme (bench/model-fidelity.ts): how
+   * the LayerNorm before attention and before the MLP meets its Linear. "fold": gamma and beta go
+   * into the Linear (W diag(gamma), b + W beta) and the LayerNorm only normalizes; a number alpha:
+   * SmoothQuant's migration, s_j = a_j^alpha / max|W_:,j|^(1 - alpha) from the calibrated range a_j
+   * of channel j (quant.inputStats), gamma and beta divided by s, W's columns multiplied by it.
+   * Exact in real arithmetic either way. Outlier channels are not chosen for those layers then.
+   */
+  layerNormMigration?: "fold" | number;
 }
 
 export interface StageGraph {
@@ -206,16 +215,66 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
     const y = g.op1("MatMul", [x, g.f32(`${prefix}_w`, transpose(w, out, inp), [inp, out])]);
     return b ? g.op1("Add", [y, g.f32(`${prefix}_b`, b, [out])]) : y;
   };
-  const layerNorm = (x: string, prefix: string, key: string) =>
+  const layerNorm = (
+    x: string,
+    prefix: string,
+    key: string,
+    affine = {
+      gamma: f32(need(tensors, `${key}.weight`, [H])),
+      beta: f32(need(tensors, `${key}.bias`, [H])),
+    },
+  ) =>
     g.op1(
       "LayerNormalization",
-      [
-        x,
-        g.f32(`${prefix}_g`, f32(need(tensors, `${key}.weight`, [H])), [H]),
-        g.f32(`${prefix}_b`, f32(need(tensors, `${key}.bias`, [H])), [H]),
-      ],
+      [x, g.f32(`${prefix}_g`, affine.gamma, [H]), g.f32(`${prefix}_b`, affine.beta, [H])],
       { axis: attr.int(-1), epsilon: attr.float(eps) },
     );
+  /**
+   * A LayerNorm followed by a Linear ([out, H] weight `w`, bias `b`), with the benchmark's
+   * {@link StageGraphOptions.layerNormMigration} applied.
+   */
+  const normThenLinear = (
+    x: string,
+    lnPrefix: string,
+    key: string,
+    w: Float32Array,
+    b: Float32Array,
+    out: number,
+    prefix: string,
+  ) => {
+    const gamma = f32(need(tensors, `${key}.weight`, [H]));
+    const beta = f32(need(tensors, `${key}.bias`, [H]));
+    const how = opts.layerNormMigration;
+    if (how === undefined) return linear(layerNorm(x, lnPrefix, key), w, b, out, H, prefix);
+    const range = q.inputStats?.get(prefix)?.absMax;
+    const s = new Float32Array(H);
+    for (let j = 0; j < H; j++) {
+      if (how === "fold") s[j] = gamma[j];
+      else {
+        if (!range) throw new Error(`layerNormMigration ${how} needs calibrated ranges for ${prefix}`);
+        let wMax = 0;
+        for (let o = 0; o < out; o++) wMax = Math.max(wMax, Math.abs(w[o * H + j]));
+        s[j] = range[j] > 0 && wMax > 0 ? range[j] ** how / wMax ** (1 - how) : 1;
+      }
+    }
+    // LN'(x) = LN(x) / s (gamma / s, beta / s); W' = W diag(s). For "fold", s = gamma, so the new
+    // gamma is 1 and the new beta beta / gamma, which is then moved into the bias: b + W beta.
+    const w2 = Float32Array.from(w, (v, i) => v * s[i % H]);
+    const b2 = Float32Array.from(b);
+    let beta2 = Float32Array.from(beta, (v, j) => v / s[j]);
+    if (how === "fold") {
+      for (let o = 0; o < out; o++) for (let j = 0; j < H; j++) b2[o] += w[o * H + j] * beta[j];
+      beta2 = new Float32Array(H);
+    }
+    const ln = layerNorm(x, lnPrefix, key, {
+      gamma: Float32Array.from(gamma, (v, j) => v / s[j]),
+      beta: beta2,
+    });
+    const noOutliers = { ...q, outliers: new Map([...(q.outliers ?? new Map()), [prefix, []]]) };
+    return int8 && (q.select?.(prefix) ?? true)
+      ? quantizedLinear(g, ln, w2, b2, out, H, noOutliers, prefix)
+      : linear(ln, w2, b2, out, H, prefix);
+  };
 
   let x = input.name;
   if (opts.embeddings) {
@@ -294,8 +353,7 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
       },
     );
 
-    const ln1 = layerNorm(x, `l${l}_ln1`, `${k}.layernorm_before`);
-    const qkv = linear(ln1, wqkv, bqkv, 3 * H, H, `l${l}_qkv`);
+    const qkv = normThenLinear(x, `l${l}_ln1`, `${k}.layernorm_before`, wqkv, bqkv, 3 * H, `l${l}_qkv`);
     // [T, 3H] -> [3, heads, T, d] -> q, k, v [heads, T, d]; scores = q k^T with the transpose
     // done inside FusedMatMul (what ORT's own optimizer makes of a MatMul over a Transpose).
     const split = g.op1("Transpose", [g.op1("Reshape", [qkv, qkvShape])], { perm: attr.ints([1, 2, 0, 3]) });
@@ -320,10 +378,9 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
     const bo2 = bo.map((v, o) => v * lam1[o]);
     x = g.op1("Add", [x, linear(ctxFlat, wo2, bo2, H, H, `l${l}_attn_out`)]);
 
-    const ln2 = layerNorm(x, `l${l}_ln2`, `${k}.layernorm_after`);
     const w1 = f32(need(tensors, `${k}.intermediate.dense.weight`, [I, H]));
     const b1 = f32(need(tensors, `${k}.intermediate.dense.bias`, [I]));
-    const h1 = linear(ln2, w1, b1, I, H, `l${l}_fc1`);
+    const h1 = normThenLinear(x, `l${l}_ln2`, `${k}.layernorm_after`, w1, b1, I, `l${l}_fc1`);
     // Exact erf GELU, x/2 (1 + erf(x/sqrt 2)), as one kernel (ORT's contrib Gelu).
     const gelu = g.op("Gelu", [h1], {}, 1, "com.microsoft")[0];
     const w2 = f32(need(tensors, `${k}.output.dense.weight`, [H, I]));

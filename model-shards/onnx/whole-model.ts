@@ -18,7 +18,9 @@ import { type GraphDef, serializeModel } from "./proto.ts";
 export function wholeModelGraph(
   config: BeitConfig,
   tensors: StateDict,
-  opts: Pick<StageGraphOptions, "precision" | "quant" | "probeInputMeans"> & { layers?: number },
+  opts: Pick<StageGraphOptions, "precision" | "quant" | "probeInputMeans" | "layerNormMigration"> & {
+    layers?: number;
+  },
 ): StageGraph {
   const { layers = config.num_hidden_layers, ...rest } = opts;
   return buildStageGraph({ config, tensors, layers: [0, layers], embeddings: true, head: true, ...rest });
