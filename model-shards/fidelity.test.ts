@@ -10,12 +10,16 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isAppError } from "../src/shared/errors.ts";
 import { type Fidelity, parseManifest } from "../src/shared/manifest.ts";
-import { buildShards } from "./build.ts";
+import { buildShards, calibratedQuant } from "./build.ts";
+import { parseBeitConfig } from "./checkpoint/config.ts";
 import { loadCheckpoint } from "./checkpoint/index.ts";
 import { type SynthInit, synthesize, writeCheckpoint } from "./checkpoint/synth.ts";
 import type { Checkpoint } from "./checkpoint/types.ts";
 import { agreement } from "./fidelity.ts";
+import { maxAbsDiff } from "./metrics.ts";
 import { DEFAULT_QUANT } from "./onnx/quantize.ts";
+import { webSession, wholeModelGraph } from "./onnx/whole-model.ts";
+import { randomPixels } from "./testing/random-beit.ts";
 
 let root: string;
 beforeAll(async () => {
@@ -96,6 +100,24 @@ describe("--max-rel-l2", () => {
       await expect(
         buildShards(ck, { outDir: join(root, "bad"), precision: "int8", maxRelL2: bad }),
       ).rejects.toThrow(/maxRelL2 must be a positive number/);
+  });
+});
+
+describe("the benchmark's LayerNorm levers", () => {
+  it("are exact in real arithmetic: the fp32 graph gives the same logits folded, migrated or not", async () => {
+    const ck = synthesize({ size: "tiny", seed: 3, init: "outlier" });
+    const config = parseBeitConfig(ck.config);
+    const quant = await calibratedQuant(config, ck.tensors, DEFAULT_QUANT);
+    const x = randomPixels(config, 5);
+    const logits = async (layerNormMigration?: "fold" | number) => {
+      const sg = wholeModelGraph(config, ck.tensors, { precision: "fp32", quant, layerNormMigration });
+      const session = await webSession(sg.graph);
+      const y = await session.run(x, sg.input, sg.output);
+      await session.release();
+      return y;
+    };
+    const plain = await logits();
+    for (const how of ["fold", 0.5] as const) expect(maxAbsDiff(await logits(how), plain)).toBeLessThan(1e-4);
   });
 });
 
