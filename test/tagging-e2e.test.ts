@@ -30,7 +30,7 @@ const files = new Map<string, OriginFile>();
 
 /**
  * Polls `f` until it returns a value. Generous: the first job also warms every stage (cold). A
- * poll that stalls (see the README's known gaps: locally a request can stall while the consumer
+ * poll that stalls (before the --single-threaded-gc fix: locally a request can stall while the consumer
  * runs in the same workerd process) is abandoned after 30 s and counted, not fatal.
  */
 let stalls = 0;

@@ -285,7 +285,7 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
     "--show-interactive-dev-session=false",
   ];
   // workerd through scripts/lib/workerd-wrapper.ts: with --single-threaded-gc (without it the whole
-  // local runtime could livelock on a 2-core machine: README, webhook section, "the local stall"),
+  // local runtime could livelock on a 2-core machine: LOCAL_V8_FLAGS in workerd-wrapper.ts),
   // and the user runtime's entry on a known port (the only place crons can be routed by Worker).
   const userEntryPort = await freePort();
   const workerdEnv = await workerdWrapper(configDir, root, {

@@ -136,7 +136,7 @@ describe("JPEG: scans and sample precision are checked before decoding", () => {
     expect(atLimit).not.toBe("image-too-complex");
   });
 
-  it("a 12-bit JPEG is 415 unsupported-format (the README's promise), not a 400 decoder error", async () => {
+  it("a 12-bit JPEG is 415 unsupported-format (docs/api.md's promise), not a 400 decoder error", async () => {
     for (const sof of [0xc1, 0xc2]) {
       const e = await refusal(jpegWithScans(1, { sof, precision: 12 }));
       expect([e.code, e.status]).toEqual(["unsupported-format", 415]);
