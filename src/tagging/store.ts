@@ -103,6 +103,12 @@ export interface SearchPage {
   next_cursor: string | null;
 }
 
+/** One page of the list of every image. */
+export interface ListPage {
+  items: ImageRecord[];
+  next_cursor: string | null;
+}
+
 export interface SearchQuery {
   label: string;
   minScore?: number;
@@ -317,6 +323,23 @@ export class ImageStore {
       this.db.prepare("DELETE FROM images WHERE locator = ?1").bind(locator),
     ]);
     return (del.meta.changes ?? 0) > 0;
+  }
+
+  /** One page of every recorded image, oldest (lowest id) first; the cursor is the last id. */
+  async list(q: { limit?: number; cursor?: string | null }): Promise<ListPage> {
+    const limit = q.limit ?? SEARCH_LIMITS.default;
+    const after = q.cursor ? decodeCursor(q.cursor)[1] : 0;
+    const { results } = await this.db
+      .prepare("SELECT * FROM images WHERE id > ?1 ORDER BY id LIMIT ?2")
+      .bind(after, limit + 1)
+      .all<ImageRow>();
+    const page = results.slice(0, limit);
+    const labels = await this.labelsOf(page.map((r) => r.id));
+    const last = page[page.length - 1];
+    return {
+      items: page.map((r) => toRecord(r, labels.get(r.id) ?? [])),
+      next_cursor: results.length > limit && last ? encodeCursor(0, last.id) : null,
+    };
   }
 
   /** One page of images carrying `label` (see the module header for the order and the cursor). */
