@@ -328,7 +328,9 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
     } catch {}
   };
   process.once("exit", killOnExit);
-  child.on("exit", () => {
+  let exitedHow = "";
+  child.on("exit", (code, signal) => {
+    exitedHow = signal ? `killed by ${signal}` : `exit code ${code}`;
     exited = true;
     process.removeListener("exit", killOnExit);
   });
@@ -363,7 +365,7 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
   };
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 120_000);
   for (;;) {
-    if (exited) throw new Error(`wrangler dev exited before it was ready.\n${out.slice(-4000)}`);
+    if (exited) throw new Error(`wrangler dev exited before it was ready (${exitedHow}).\n${out.slice(-4000)}`);
     if (Date.now() > deadline) {
       await stop();
       throw new Error(

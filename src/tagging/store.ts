@@ -41,13 +41,12 @@ export interface ImageOutcome {
   now: number;
 }
 
-/** An image as the API shows it. */
-export interface ImageRecord {
+/** The columns of an image the API shows as they are stored. */
+interface ImageColumns {
   id: number;
   locator: string;
   source: "origin" | "r2";
   url: string | null;
-  key: string | null;
   public_url: string | null;
   etag: string | null;
   last_modified: string | null;
@@ -57,34 +56,25 @@ export interface ImageRecord {
   width: number | null;
   height: number | null;
   format: string | null;
-  model: { id: string; version: string } | null;
   status: TagStatus;
   reason: string | null;
+}
+
+/** An image as the API shows it. */
+export interface ImageRecord extends ImageColumns {
+  key: string | null;
+  model: { id: string; version: string } | null;
   classified: boolean;
   tagged_at: string | null;
   updated_at: string;
   labels: { label: string; score: number; class_id: number }[];
 }
 
-interface ImageRow {
-  id: number;
-  locator: string;
-  source: "origin" | "r2";
-  url: string | null;
+/** An image as D1 stores it (migrations/0002_images.sql). */
+interface ImageRow extends ImageColumns {
   r2_key: string | null;
-  public_url: string | null;
-  etag: string | null;
-  last_modified: string | null;
-  content_length: number | null;
-  content_type: string | null;
-  sha256: string | null;
-  width: number | null;
-  height: number | null;
-  format: string | null;
   model_id: string | null;
   model_version: string | null;
-  status: TagStatus;
-  reason: string | null;
   classified: number;
   tagged_at: number | null;
   updated_at: number;
