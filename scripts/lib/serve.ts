@@ -365,7 +365,8 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
   };
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 120_000);
   for (;;) {
-    if (exited) throw new Error(`wrangler dev exited before it was ready (${exitedHow}).\n${out.slice(-4000)}`);
+    if (exited)
+      throw new Error(`wrangler dev exited before it was ready (${exitedHow}).\n${out.slice(-4000)}`);
     if (Date.now() > deadline) {
       await stop();
       throw new Error(
