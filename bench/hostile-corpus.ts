@@ -29,6 +29,7 @@ import { freePort, serveLocal } from "../scripts/lib/serve.ts";
 import { shardKey } from "../src/shards/layout.ts";
 import {
   animatedWebp,
+  animatedWebpLaterFrame,
   jpegWithScans,
   pngBomb,
   pngFromZlib,
@@ -192,20 +193,7 @@ async function corpus(svcUrl: string, hostUrl: string, valid: Uint8Array): Promi
       async () => raw(animatedWebp([1, 1], [12000, 12000], [12000, 12000]), "image/webp"),
     ),
     c("webp-anim-later-frame", "animated WebP: 2nd frame's VP8L 9000x9000 behind a 64x64 header", async () =>
-      raw(
-        animatedWebp(
-          [64, 64],
-          [64, 64],
-          [64, 64],
-          [
-            [
-              [64, 64],
-              [9000, 9000],
-            ],
-          ],
-        ),
-        "image/webp",
-      ),
+      raw(animatedWebpLaterFrame(), "image/webp"),
     ),
     c("webp-vp8x-still-mismatch", "still VP8X 1x1 canvas, VP8L 8000x8000", async () =>
       raw(stillWebpVp8x([1, 1], [8000, 8000]), "image/webp"),

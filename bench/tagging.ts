@@ -153,7 +153,7 @@ async function main(): Promise<void> {
         await report(latency.join("\n"));
         return;
       }
-      // Printed now as well, so that a backfill that stalls (README, known gaps) still leaves them.
+      // Printed now as well, so that a backfill that stalls still leaves them.
       process.stderr.write(`${latency.join("\n")}\n\n`);
       // Backfill.
       process.stderr.write(`backfill of ${backfillN} images ...\n`);
@@ -191,7 +191,7 @@ async function main(): Promise<void> {
         }
         if (done >= enqueued) break;
         if (Date.now() - b0 > 3_600_000) throw new Error("backfill did not finish within an hour");
-        // The local queue can stop dispatching (README, known gaps): say so instead of waiting an hour.
+        // The local queue can stop dispatching (it did before the --single-threaded-gc fix): say so instead of waiting an hour.
         if (Date.now() - lastProgress > stallS * 1000)
           throw new Error(
             `backfill made no progress for ${stallS} s at ${done}/${enqueued} (${((lastProgress - b0) / 1000).toFixed(1)} s after the backfill started, ${((lastDone / (lastProgress - b0)) * 60000).toFixed(1)} images/minute until then)`,

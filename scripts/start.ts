@@ -10,8 +10,8 @@
  *   server), --verbose (wrangler's full start-up output)
  *   npm start -- --images DIR        serve the files of DIR through the tagging Worker (default: samples)
  *
- * CDN image tagging demo: the sample JPEGs (bench/lib/sample-images.ts; two names share one file's
- * bytes) and a text file, or the files of --images DIR, are seeded into the local IMAGES bucket,
+ * CDN image tagging demo: the sample images (samples/; sunset.jpg also as copies/sunset.jpg) and
+ * a text file, or the files of --images DIR, are seeded into the local IMAGES bucket,
  * which the tagging Worker serves at http://localhost:8787/images/<key> (the gateway forwards
  * /images/* to it); D1 migrations are applied before wrangler dev starts.
  *
@@ -29,7 +29,6 @@
  */
 import { stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { writeSampleImages } from "../bench/lib/sample-images.ts";
 import { parseCommandLine } from "../model-shards/args.ts";
 import { buildShards, verifyShards } from "../model-shards/build.ts";
 import { loadCheckpoint } from "../model-shards/checkpoint/index.ts";
@@ -41,10 +40,14 @@ import { BUCKETS, JOBS, WORKERS } from "../src/topology.ts";
 import { resolveDevSecrets } from "./lib/dev-secrets.ts";
 import { contentTypeOf, filesOfDir } from "./lib/image-origin.ts";
 import { publishLocal, withLocalBucket } from "./lib/local-r2.ts";
+import { checkPortFree, launcherPids } from "./lib/process-guard.ts";
 import { localLoopbackFetch, serveLocal } from "./lib/serve.ts";
 import { localWebhookSecret } from "./lib/webhook-secret.ts";
 
 export const HUB_ID = "microsoft/beit-base-patch16-224-pt22k-ft22k";
+
+/** The sample every example uses (samples/README.md). */
+const SAMPLE_JPEG = "sunset.jpg";
 
 const root = resolve(import.meta.dirname, "..");
 
@@ -171,8 +174,9 @@ async function resolveModel(args: StartArgs): Promise<string> {
 const startedAt = Date.now();
 
 /**
- * Seeds the local IMAGES bucket: the files of `dir`, or the demo samples (made once into
- * .wrangler/sample-images). Returns the keys.
+ * Seeds the local IMAGES bucket: the files of `dir`, or the committed samples (samples/*.jpg,
+ * *.png), one of them again under copies/ (same bytes: classified once) and a text file (skipped:
+ * not an image). Returns the keys.
  */
 async function seedImages(persist: string, dir: string | undefined): Promise<string[]> {
   let files: Map<string, { bytes: Uint8Array; contentType: string }>;
@@ -180,12 +184,13 @@ async function seedImages(persist: string, dir: string | undefined): Promise<str
     if (!(await exists(dir))) throw new AppError("usage", 2, `--images ${dir}: no such directory.`);
     files = await filesOfDir(dir);
   } else {
-    const samples = join(root, ".wrangler/sample-images");
-    const names = await writeSampleImages(samples, 4);
-    files = await filesOfDir(samples);
-    // the same bytes under a second name (classified once), and a file that is not an image
-    const first = files.get(names[0]);
-    if (first) files.set(`copies/${names[0]}`, first);
+    files = new Map(
+      [...(await filesOfDir(join(root, "samples")))].filter(([key]) =>
+        /\.(jpe?g|png|webp|gif|avif)$/.test(key),
+      ),
+    );
+    const first = files.get(SAMPLE_JPEG);
+    if (first) files.set(`copies/${SAMPLE_JPEG}`, first);
     files.set("notes.txt", {
       bytes: new TextEncoder().encode("not an image\n"),
       contentType: contentTypeOf("notes.txt"),
@@ -216,6 +221,12 @@ function cronLine(): string {
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  // Before a minute of building and publishing: is the port free? (The other ports wrangler dev
+  // needs, its inspector's and the user runtime's entry, are picked free by serveLocal.)
+  if (!args.prepareOnly) {
+    const taken = await checkPortFree(args.port);
+    if (taken) throw new AppError("port-in-use", 1, taken);
+  }
   const dir = await resolveModel(args);
   const manifest: Manifest = await verifyShards(dir);
   progress(`publishing ${dir} to local R2 (${args.persist}) ...`);
@@ -253,17 +264,19 @@ async function main(): Promise<void> {
     readyTimeoutMs: 300_000,
     // wrangler dev does not fire Cron Triggers; serveLocal does, on the topology's schedules.
     runCrons: true,
+    guardPids: [process.pid, ...launcherPids()],
   });
   const url = svc.url.replace("127.0.0.1", "localhost");
   const auth = secrets.values.API_KEY !== undefined;
   banner([
     `beit-edge is serving ${what}`,
-    `  ${url}/            drop an image`,
-    `  curl --data-binary @cat.jpg -H 'content-type: image/jpeg' ${url}/v1/classify`,
-    `  curl -sD - -o /dev/null ${url}/images/${imageKeys.find((k) => k.endsWith(".jpg")) ?? imageKeys[0] ?? "<key>"}   tagged images`,
-    `  npm run tag -- --bucket ${BUCKETS.IMAGES}                     tag the whole bucket`,
+    `  ${url}/            the demo page: classify an image, browse the tagged images`,
+    `  curl --data-binary @samples/${SAMPLE_JPEG} -H 'content-type: image/jpeg' ${url}/v1/classify`,
+    `  curl -sD - -o /dev/null ${url}/images/${SAMPLE_JPEG}      tagged images (image-labels header)`,
+    `  npm run tag -- --bucket ${BUCKETS.IMAGES} --url ${url}        tag the whole bucket`,
     `  webhook jobs: npm run webhook-receiver -- --port 9000, then`,
-    `  curl -F file=@cat.jpg -F callback_url=http://127.0.0.1:9000/ ${url}/v1/jobs`,
+    `  curl -F file=@samples/${SAMPLE_JPEG} -F callback_url=http://127.0.0.1:9000/webhooks ${url}/v1/jobs`,
+    `Docs: README.md and docs/ (API: ${url}/openapi.json).`,
     auth
       ? `Auth is ON (API_KEY from ${secrets.sources.API_KEY === "environment" ? "the environment" : ".dev.vars"}): add -H 'authorization: Bearer <key>' to /v1/* calls.`
       : "Auth is off (no API_KEY in the environment or .dev.vars): the API is open.",
@@ -280,13 +293,19 @@ async function main(): Promise<void> {
     `  curl -H 'MF-Route-Override: ${JOBS.name}' '${svc.userEntryUrl}/cdn-cgi/handler/scheduled?cron=*+*+*+*+*'`,
     `Ready in ${((Date.now() - startedAt) / 1000).toFixed(0)} s. Stop with Ctrl-C.`,
   ]);
+  let stopping = false;
   const stop = async () => {
+    stopping = true;
     await svc.stop();
     process.exit(0);
   };
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
-  await new Promise<void>((r) => svc.child.once("exit", () => r()));
+  process.once("SIGHUP", stop);
+  const code = await new Promise<number>((r) => svc.child.once("exit", (c) => r(c ?? 1)));
+  if (stopping) return;
+  process.stderr.write(`wrangler dev exited (code ${code}); the local server is stopped.\n`);
+  process.exit(code === 0 ? 0 : 1);
 }
 
 main().catch((e: unknown) => {

@@ -303,7 +303,7 @@ export const JOBS: WorkerSpec = {
 export const STAGE_VARS = {
   STAGE_PRIME: {
     default: "always",
-    doc: '"always": every stage load ends with one run on zeros (the isolate\'s first run, 3-4x a warm one, started as early as possible). "on-request": only a /warm that asks primes (x-stage-prime: 1, as /healthz does) and a classification\'s cold start lets its own first run do it; measured slower overall on this 2-core VM (bench/README.md, "Cold start, issue #11 part 1"), kept for comparisons.',
+    doc: '"always": every stage load ends with one run on zeros (the isolate\'s first run, 3-4x a warm one, started as early as possible). "on-request": only a /warm that asks primes (x-stage-prime: 1, as /healthz does) and a classification\'s cold start lets its own first run do it; measured slower overall on this 2-core VM (bench/README.md, "Cold start"), kept for comparisons.',
   },
 } satisfies Record<string, VarSpec>;
 

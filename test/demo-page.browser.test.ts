@@ -1,14 +1,18 @@
 /**
  * The demo page at `/` in a real browser: Debian's chromium driven by playwright-core (no browser
- * download), against the real service (`wrangler dev`, tiny synthetic model). Keyboard only
- * (Tab to the button, Enter and Space open the chooser), results in a live region with timing and
- * model identity, the same file twice, a file that is not an image, an unreachable server, and no
- * failed request (favicon included) or page error throughout.
+ * download), against the real service (`wrangler dev`, tiny synthetic model, two samples in its
+ * IMAGES bucket as npm start seeds them). Keyboard only (Tab through the views' links to the
+ * button, Enter and Space open the chooser), results in a live region with timing and model
+ * identity, the same file twice, a file that is not an image, an unreachable server; the tagged-
+ * images view by keyboard (tag the bucket, every image with its labels, search by label, the model
+ * shown as synthetic); and no failed request (favicon and thumbnails included) or page error
+ * throughout.
  *
  * Chromium comes from `apt-get install chromium` (.ci/run does it). Without it the tests are
  * skipped with a notice, except under CI=true, where a missing browser fails the run.
  */
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testPng } from "./helpers/png.ts";
@@ -48,6 +52,16 @@ async function openPage(): Promise<{ page: Page; problems: string[] }> {
   return { page, problems };
 }
 
+/** Presses Tab until the element with `id` has the focus; returns the ids focused on the way. */
+async function tabTo(page: Page, id: string): Promise<string[]> {
+  const seen: string[] = [];
+  for (let i = 0; i < 12 && seen[seen.length - 1] !== id; i++) {
+    await page.keyboard.press("Tab");
+    seen.push(String(await page.evaluate("document.activeElement && document.activeElement.id")));
+  }
+  return seen;
+}
+
 /** Presses `key` on the focused button and feeds the file chooser it opens. */
 async function chooseWithKey(page: Page, key: "Enter" | " ", file: typeof png): Promise<void> {
   const chooser = page.waitForEvent("filechooser", { timeout: 10_000 });
@@ -58,7 +72,18 @@ async function chooseWithKey(page: Page, key: "Enter" | " ", file: typeof png): 
 describe.skipIf(!executablePath)("demo page in chromium", () => {
   beforeAll(async () => {
     [svc, browser] = await Promise.all([
-      startTinyService({ seed: 13 }),
+      startTinyService({
+        seed: 13,
+        images: Object.fromEntries(
+          [
+            ["sunset.jpg", "image/jpeg"],
+            ["rings.png", "image/png"],
+          ].map(([name, contentType]) => [
+            name,
+            { bytes: readFileSync(join(import.meta.dirname, "../samples", name)), contentType },
+          ]),
+        ),
+      }),
       chromium.launch({
         executablePath,
         headless: true,
@@ -74,8 +99,7 @@ describe.skipIf(!executablePath)("demo page in chromium", () => {
 
   it("works from the keyboard: Tab, Enter; labels in a live region with timing and model; same file again with Space", async () => {
     const { page, problems } = await openPage();
-    await page.keyboard.press("Tab");
-    expect(await page.evaluate("document.activeElement && document.activeElement.id")).toBe("choose");
+    expect(await tabTo(page, "choose")).toEqual(["nav-classify", "nav-tagged", "choose"]);
     expect(await page.getAttribute("#out", "aria-live")).toBe("polite");
     await chooseWithKey(page, "Enter", png);
     await page.waitForSelector("#out table tr", { timeout: 60_000 });
@@ -124,4 +148,47 @@ describe.skipIf(!executablePath)("demo page in chromium", () => {
     expect(await page.getAttribute("#out", "aria-busy")).toBeNull();
     expect(problems).toEqual([]);
   });
+
+  it("shows the tagged images with their labels and searches them by label, from the keyboard", async () => {
+    const { page, problems } = await openPage();
+    expect(await page.textContent("#model")).toContain("SYNTHETIC");
+    await tabTo(page, "nav-tagged");
+    await page.keyboard.press("Enter");
+    await expect.poll(() => page.evaluate("location.hash")).toBe("#tagged");
+    expect(await page.isVisible("#tagged")).toBe(true);
+    expect(await page.isHidden("#classify")).toBe(true);
+    expect(await page.getAttribute("#nav-tagged", "aria-current")).toBe("page");
+    await expect
+      .poll(() => page.textContent("#tagged-status"), { timeout: 30_000 })
+      .toContain("No image is recorded yet");
+    expect(await page.getAttribute("#tagged-status", "aria-live")).toBe("polite");
+    // Tag the bucket (what npm run tag does); both samples come back with their labels.
+    await tabTo(page, "tag-all");
+    await page.keyboard.press("Enter");
+    await expect
+      .poll(() => page.locator("#gallery > li ol").count(), { timeout: 120_000, interval: 1_000 })
+      .toBe(2);
+    const names = await page.locator("#gallery > li strong").allTextContents();
+    expect(names.sort()).toEqual(["rings.png", "sunset.jpg"]);
+    expect(await page.textContent("#tagged-status")).toContain("2 tagged");
+    for (const img of await page.locator("#gallery img").all())
+      expect(
+        await img.evaluate((e) => (e as unknown as { naturalWidth: number }).naturalWidth),
+      ).toBeGreaterThan(0);
+    // Search by the best label of rings.png: typed into the search box, Enter submits.
+    const rings = page.locator("#gallery > li", { hasText: "rings.png" });
+    const best = ((await rings.locator("ol li").first().textContent()) ?? "").replace(/ [\d.]+%$/, "");
+    expect(best).toMatch(/^synthetic-/);
+    await tabTo(page, "label");
+    await page.keyboard.type(best);
+    await page.keyboard.press("Enter");
+    await expect
+      .poll(() => page.textContent("#tagged-status"), { timeout: 30_000 })
+      .toContain(`labelled ${best}`);
+    expect(await page.locator("#gallery > li strong").allTextContents()).toContain("rings.png");
+    // The page links to the OpenAPI document, which is served.
+    const openapi = await page.getAttribute("footer a", "href");
+    expect((await page.request.get(`${svc!.url}${openapi}`)).status()).toBe(200);
+    expect(problems).toEqual([]);
+  }, 180_000);
 });

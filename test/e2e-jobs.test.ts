@@ -6,7 +6,7 @@
  * so scoping is checked too. Everything is bounded by timeouts and the servers are always stopped.
  * The first test classifies synchronously (POST /v1/classify) in the same wrangler dev before the
  * jobs round trips: with the webhook retries after it, it is the regression test of the local stall
- * (README, webhook section): without --single-threaded-gc (scripts/lib/workerd-wrapper.ts) the
+ * (scripts/lib/workerd-wrapper.ts LOCAL_V8_FLAGS): without --single-threaded-gc (scripts/lib/workerd-wrapper.ts) the
  * * whole local workerd livelocked in 5 of 14 runs on our 2-core machine, right after the first
  * delayed delivery retry. The last test restarts wrangler dev to lose a queued message and checks
  * that the sweeper (the jobs Worker's cron, fired as npm start fires it) completes the delivery.

@@ -6,23 +6,14 @@
  * into the local IMAGES bucket for bulk tagging. Plain fetch, bounded by timeouts, the server always stopped.
  */
 import { createHash } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sampleJpeg } from "../bench/lib/sample-images.ts";
-import { buildShards } from "../model-shards/build.ts";
-import { loadCheckpoint } from "../model-shards/checkpoint/index.ts";
-import { synthesize, writeCheckpoint } from "../model-shards/checkpoint/synth.ts";
 import { type OriginFile, type RunningOrigin, startImageOrigin } from "../scripts/lib/image-origin.ts";
-import { publishLocal, withLocalBucket } from "../scripts/lib/local-r2.ts";
-import { freePort, type RunningService, serveLocal } from "../scripts/lib/serve.ts";
 import { BUCKETS } from "../src/topology.ts";
 import { testPng } from "./helpers/png.ts";
+import { startTinyService, type TinyService } from "./helpers/tiny-service.ts";
 
-const root = resolve(import.meta.dirname, "..");
-let dir: string;
-let svc: RunningService | null = null;
+let svc: TinyService | null = null;
 let origin: RunningOrigin | null = null;
 const sha = (b: ArrayBuffer | Uint8Array) => createHash("sha256").update(new Uint8Array(b)).digest("hex");
 const photo = testPng(64, 48, 21);
@@ -30,7 +21,7 @@ const files = new Map<string, OriginFile>();
 
 /**
  * Polls `f` until it returns a value. Generous: the first job also warms every stage (cold). A
- * poll that stalls (see the README's known gaps: locally a request can stall while the consumer
+ * poll that stalls (before the --single-threaded-gc fix: locally a request can stall while the consumer
  * runs in the same workerd process) is abandoned after 30 s and counted, not fatal.
  */
 let stalls = 0;
@@ -61,24 +52,9 @@ async function lookup(url: string): Promise<Record<string, unknown> | null> {
 }
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), "beit-edge-tagging-e2e-"));
-  await writeCheckpoint(join(dir, "ck"), synthesize({ size: "tiny", seed: 11 }), "safetensors");
-  const manifest = await buildShards(await loadCheckpoint(join(dir, "ck")), {
-    outDir: join(dir, "shards"),
-    precision: "int8",
-    stageBudgetBytes: 32_000_000,
-  });
-  await publishLocal(join(dir, "shards"), join(dir, "state"));
-  await withLocalBucket(
-    join(dir, "state"),
-    async (bucket) => {
-      for (let i = 0; i < 7; i++)
-        await bucket.put(`bulk/${i}.jpg`, await sampleJpeg(100 + i, 96, 64), {
-          httpMetadata: { contentType: "image/jpeg" },
-        });
-    },
-    BUCKETS.IMAGES,
-  );
+  const bulk: Record<string, { bytes: Uint8Array; contentType: string }> = {};
+  for (let i = 0; i < 7; i++)
+    bulk[`bulk/${i}.jpg`] = { bytes: await sampleJpeg(100 + i, 96, 64), contentType: "image/jpeg" };
   files.set("photo.png", {
     bytes: photo,
     contentType: "image/png",
@@ -89,14 +65,9 @@ beforeAll(async () => {
   files.set("readme.txt", { bytes: new TextEncoder().encode("hello"), contentType: "text/plain" });
   files.set("big.png", { bytes: testPng(400, 400, 23), contentType: "image/png" });
   origin = await startImageOrigin(files);
-  svc = await serveLocal({
-    root,
-    stages: manifest.stages.length,
-    persistTo: join(dir, "state"),
-    port: await freePort(),
-    configDir: join(dir, "configs"),
-    prebundle: true,
-    readyTimeoutMs: 150_000,
+  svc = await startTinyService({
+    seed: 11,
+    images: bulk,
     // The proxy maps paths to this origin; its consumer fetches only from the same one.
     varsByKind: {
       tagging: { ORIGIN_URL: origin.url },
@@ -108,7 +79,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await svc?.stop();
   await origin?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
 }, 30_000);
 
 describe("tagging over wrangler dev", () => {

@@ -2,7 +2,7 @@
  * @module
  * A benchmark Worker in one local workerd isolate: the entry file bundled by wrangler as a deploy
  * would (`.wasm` imports become compiled modules), then started in Miniflare with the project's
- * local workerd flags (--single-threaded-gc, README "the local stall"). Used by
+ * local workerd flags (--single-threaded-gc, LOCAL_V8_FLAGS in scripts/lib/workerd-wrapper.ts). Used by
  * bench/image-workerd.ts and bench/stage-run-workerd.ts.
  */
 import { execFileSync } from "node:child_process";

@@ -25,10 +25,15 @@ async function encoder(): Promise<void> {
   return encoderReady;
 }
 
-/** One photo-like JPEG of `width` x `height` from `seed`. */
-export async function sampleJpeg(seed: number, width = 640, height = 480): Promise<Uint8Array> {
+/** One photo-like JPEG of `width` x `height` from `seed` (or of the RGBA `pixels` given). */
+export async function sampleJpeg(
+  seed: number,
+  width = 640,
+  height = 480,
+  pixels?: Uint8ClampedArray,
+): Promise<Uint8Array> {
   await encoder();
-  const image = { data: syntheticPhoto(width, height, seed), width, height, colorSpace: "srgb" };
+  const image = { data: pixels ?? syntheticPhoto(width, height, seed), width, height, colorSpace: "srgb" };
   const opts = {
     quality: 85,
     baseline: true,

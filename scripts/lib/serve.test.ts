@@ -39,6 +39,33 @@ describe("wranglerNoiseFilter", () => {
   });
 });
 
+describe("wranglerNoiseFilter: a URL input that cannot be fetched", () => {
+  // As workerd printed it on 2026-12-06 for {"url":"https://example.com/cat.jpg"} offline.
+  const dnsFailure = [
+    "[wrangler:info] POST /v1/classify 200 OK (304ms)",
+    "\x1b[31m✘ \x1b[41;31m[\x1b[41;97mERROR\x1b[41;31m]\x1b[0m \x1b[1me = kj/async-io-unix.c++:1298: failed: DNS lookup failed.; params.host = example.com; params.service = ; gai_strerror(status) = Name or service not known\x1b[0m",
+    "",
+    "  stack: /work/node_modules/@cloudflare/workerd-linux-64/bin/workerd@51f50be /work/node_modules/@cloudflare/workerd-linux-64/bin/workerd@51f5bb0; sentryErrorContext = jsgInternalError; wdErrId = 5e12ajg5f0o1dhr38bjjmtp3",
+    "",
+    "",
+    "[wrangler:info] POST /v1/classify 400 Bad Request (11ms)",
+  ];
+  it("drops workerd's red error and native stack, keeping the request's one line", () => {
+    const f = wranglerNoiseFilter();
+    f.ready();
+    expect(dnsFailure.filter(f.keep)).toEqual([
+      "[wrangler:info] POST /v1/classify 200 OK (304ms)",
+      "[wrangler:info] POST /v1/classify 400 Bad Request (11ms)",
+    ]);
+  });
+  it("keeps other errors", () => {
+    const f = wranglerNoiseFilter();
+    f.ready();
+    const other = "✘ [ERROR] Uncaught TypeError: x is not a function";
+    expect([other].filter(f.keep)).toEqual([other]);
+  });
+});
+
 describe("localV8Flags", () => {
   it("defaults to --single-threaded-gc; BEIT_EDGE_V8_FLAGS replaces the list, empty means none", () => {
     expect(localV8Flags({})).toEqual(["--single-threaded-gc"]);

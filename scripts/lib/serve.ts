@@ -13,6 +13,7 @@ import { WORKERS } from "../../src/topology.ts";
 import { applyLocalMigrations } from "./d1-migrations.ts";
 import { writeDevVars } from "./dev-secrets.ts";
 import { type CronTicker, startCronTicker, triggerScheduled } from "./local-crons.ts";
+import { startGuard } from "./process-guard.ts";
 import { localV8Flags, workerdWrapper } from "./workerd-wrapper.ts";
 import { type GeneratedConfigs, writeWranglerConfigs } from "./wrangler-configs.ts";
 
@@ -60,6 +61,12 @@ export interface ServeOptions {
    * {@link RunningService.scheduled} when they want a tick.
    */
   runCrons?: boolean;
+  /**
+   * Pids whose end ends the server (scripts/lib/process-guard.ts): default this process; `npm
+   * start` adds the processes that launched it (npm, sh, tsx), so that wrangler dev and workerd
+   * never outlive `npm start`, even when it is killed with SIGKILL.
+   */
+  guardPids?: number[];
 }
 
 export interface RunningService {
@@ -102,9 +109,21 @@ export function wranglerNoiseFilter(opts: { cronsFired?: boolean } = {}): {
 } {
   let inTable = false;
   let inCronWarning = false;
+  let inFetchError = false;
   let ready = false;
   const keep = (raw: string) => {
     const line = raw.replace(/\x1b\[[0-9;]*m/g, "").trimEnd();
+    // workerd's own report of an outbound connection that failed (a URL input whose host does not
+    // resolve or refuses): a red ERROR line and a native stack. It is the user's error, already
+    // answered as problem+json (400 url-unreachable) and logged as that request's one line.
+    if (OUTBOUND_FAILURE.test(line)) {
+      inFetchError = true;
+      return false;
+    }
+    if (inFetchError) {
+      if (line === "" || /^\s/.test(line)) return false;
+      inFetchError = false;
+    }
     // The warning, then a blank line and its indented lines ("To manually trigger ...", the curl
     // command, "For more details, see ...").
     if (opts.cronsFired && /Scheduled Workers are not automatically triggered/.test(line)) {
@@ -143,6 +162,13 @@ export function wranglerNoiseFilter(opts: { cronsFired?: boolean } = {}): {
     },
   };
 }
+
+/**
+ * workerd's log line for an outbound connection that failed at the network level, e.g.
+ * `✘ [ERROR] e = kj/async-io-unix.c++:1298: failed: DNS lookup failed.; params.host = example.com`.
+ */
+const OUTBOUND_FAILURE =
+  /\[ERROR\].*kj\/async-io[\w-]*\.c\+\+:\d+: (?:failed|disconnected): (?:DNS lookup failed|connect\(|.*(?:Connection refused|Network is unreachable|No route to host|timed out))/;
 
 /** Pipes `from` to `to` line by line, keeping only the lines `keep` accepts. */
 function pipeLines(from: NodeJS.ReadableStream, to: NodeJS.WritableStream, keep: (l: string) => boolean) {
@@ -259,7 +285,7 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
     "--show-interactive-dev-session=false",
   ];
   // workerd through scripts/lib/workerd-wrapper.ts: with --single-threaded-gc (without it the whole
-  // local runtime could livelock on a 2-core machine: README, webhook section, "the local stall"),
+  // local runtime could livelock on a 2-core machine: LOCAL_V8_FLAGS in workerd-wrapper.ts),
   // and the user runtime's entry on a known port (the only place crons can be routed by Worker).
   const userEntryPort = await freePort();
   const workerdEnv = await workerdWrapper(configDir, root, {
@@ -293,14 +319,18 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
     out += String(d);
   });
   let exited = false;
-  // wrangler runs in its own process group; never leave it behind if this process goes away.
+  // wrangler runs in its own process group; never leave it behind if this process goes away:
+  // on a normal exit here, and through the guard process when this one (or its launcher) is killed.
+  if (child.pid !== undefined) startGuard(child.pid, opts.guardPids ?? [process.pid]);
   const killOnExit = () => {
     try {
       if (!exited && child.pid) process.kill(-child.pid, "SIGTERM");
     } catch {}
   };
   process.once("exit", killOnExit);
-  child.on("exit", () => {
+  let exitedHow = "";
+  child.on("exit", (code, signal) => {
+    exitedHow = signal ? `killed by ${signal}` : `exit code ${code}`;
     exited = true;
     process.removeListener("exit", killOnExit);
   });
@@ -335,7 +365,8 @@ export async function serveLocal(opts: ServeOptions): Promise<RunningService> {
   };
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 120_000);
   for (;;) {
-    if (exited) throw new Error(`wrangler dev exited before it was ready.\n${out.slice(-4000)}`);
+    if (exited)
+      throw new Error(`wrangler dev exited before it was ready (${exitedHow}).\n${out.slice(-4000)}`);
     if (Date.now() > deadline) {
       await stop();
       throw new Error(

@@ -4,7 +4,7 @@
  * `MINIFLARE_WORKERD_PATH`, for two things miniflare 4.20260426 has no option for:
  * - V8 flags: it adds `v8Flags` to the binary Cap'n Proto config miniflare pipes to workerd's
  *   stdin. `--single-threaded-gc` ({@link LOCAL_V8_FLAGS}) avoids a livelock of local workerd on
- *   small machines that froze every Worker of `wrangler dev` at once (README, webhook section).
+ *   small machines that froze every Worker of `wrangler dev` at once ({@link LOCAL_V8_FLAGS}).
  * - A known port for the user runtime's entry socket (miniflare asks for port 0 and learns the
  *   real one over the control fd, so a fixed one changes nothing for it). wrangler dev's public
  *   port is its proxy Worker, in another workerd, which consumes miniflare's `MF-Route-Override`

@@ -13,7 +13,7 @@
  * An instance under that size is kept for the next decode of its format, which reuses its memory:
  * a 12 MP baseline JPEG's 51 MB heap stays, because building a fresh instance and growing a fresh
  * 51 MB memory for every such photo (while the last one waited for the garbage collector) made
- * every other 12 MP request in the service 1.5-2 s slower (bench/README.md, "warm path" run).
+ * every other 12 MP request in the service 1.5-2 s slower (measured in the service, issue #11).
  * At most one large instance lives at a time: before a decode, {@link releaseLargeCodecs} drops
  * every other codec's instance over {@link KEEP_OTHER_BYTES} (the TypeScript decoders drop them
  * all), and the decode-memory estimate counts the memory the instance already holds

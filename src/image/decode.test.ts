@@ -5,6 +5,7 @@ import { bigJpeg } from "../../test/helpers/jpeg-encode.ts";
 import type { AppError } from "../shared/errors.ts";
 import { codecMemoryBytes, RELEASE_AFTER_BYTES, retainedCodecBytes } from "./codecs.ts";
 import { initNodeCodecs } from "./codecs-node.ts";
+import { crc32 } from "./crc32.ts";
 import { decodeImage, inspectImage } from "./decode.ts";
 import { decodeJpegTs } from "./jpeg-ts.ts";
 import { DEFAULT_LIMITS, estimateDecodeBytes, resolveLimits } from "./limits.ts";
@@ -117,6 +118,10 @@ function pngHeaderOnly(width: number, height: number): Uint8Array {
   v.setUint32(16, width);
   v.setUint32(20, height);
   b.set([8, 2, 0, 0, 0], 24);
+  v.setUint32(29, crc32(b, 12, 29));
+  // then an IEND with its CRC: the header is complete and checks out, only the image data is missing
+  b.set([0x49, 0x45, 0x4e, 0x44], 37);
+  v.setUint32(41, crc32(b, 37, 41));
   return b;
 }
 
@@ -260,7 +265,7 @@ describe("memory budget (maxDecodeBytes) from the header", () => {
   });
 });
 
-/** A PNG (8-bit RGB) with the given IHDR size and raw IDAT payload; CRCs are zero (not checked). */
+/** A PNG (8-bit RGB) with the given IHDR size and raw IDAT payload; the IDAT and IEND CRCs are zero (Pillow does not check them). */
 function pngWithIdat(width: number, height: number, idat: Uint8Array): Uint8Array {
   const head = pngHeaderOnly(width, height).subarray(0, 33);
   const b = new Uint8Array(33 + 12 + idat.length + 12);

@@ -7,6 +7,7 @@ import { deflateSync } from "node:zlib";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
   animatedWebp,
+  animatedWebpLaterFrame,
   jpegWithScans,
   pngBomb,
   pngFromZlib,
@@ -93,19 +94,7 @@ describe("WebP: every frame's real bitstream size is checked before decoding", (
     const e = await refusal(animatedWebp([1, 1], [12000, 12000], [12000, 12000]));
     expect([e.code, e.status]).toEqual(["image-too-large", 413]);
     // A later frame counts too, though only the first is decoded.
-    const later = await refusal(
-      animatedWebp(
-        [64, 64],
-        [64, 64],
-        [64, 64],
-        [
-          [
-            [64, 64],
-            [9000, 9000],
-          ],
-        ],
-      ),
-    );
+    const later = await refusal(animatedWebpLaterFrame());
     expect([later.code, later.detail]).toEqual(["undecodable-image", expect.stringContaining("9000x9000")]);
   });
 
@@ -136,7 +125,7 @@ describe("JPEG: scans and sample precision are checked before decoding", () => {
     expect(atLimit).not.toBe("image-too-complex");
   });
 
-  it("a 12-bit JPEG is 415 unsupported-format (the README's promise), not a 400 decoder error", async () => {
+  it("a 12-bit JPEG is 415 unsupported-format (docs/api.md's promise), not a 400 decoder error", async () => {
     for (const sof of [0xc1, 0xc2]) {
       const e = await refusal(jpegWithScans(1, { sof, precision: 12 }));
       expect([e.code, e.status]).toEqual(["unsupported-format", 415]);

@@ -78,9 +78,31 @@ describe("/v1/images routes", () => {
     expect((strong.body.items as unknown[]).length).toBe(2);
   });
 
+  it("lists every recorded image without a label, oldest first, with labels and status, in pages", async () => {
+    const first = await get("/v1/images?limit=2");
+    expect(first.status).toBe(200);
+    const items = first.body.items as { id: number; labels: unknown[]; status: string }[];
+    expect(items.length).toBe(2);
+    expect(items[0].id).toBeLessThan(items[1].id);
+    expect(items[0]).toHaveProperty("labels");
+    expect(items[0]).toHaveProperty("status");
+    const all: number[] = items.map((i) => i.id);
+    let cursor = first.body.next_cursor as string | null;
+    while (cursor) {
+      const page = await get(`/v1/images?limit=2&cursor=${cursor}`);
+      all.push(...(page.body.items as { id: number }[]).map((i) => i.id));
+      cursor = page.body.next_cursor as string | null;
+    }
+    expect(all).toEqual([...all].sort((a, b) => a - b));
+    expect(new Set(all).size).toBe(all.length);
+    expect(all.length).toBeGreaterThanOrEqual(5);
+  });
+
   it("refuses bad parameters with problem+json", async () => {
     for (const [path, status, code] of [
-      ["/v1/images", 422, "invalid-parameter"],
+      ["/v1/images?label=", 422, "invalid-parameter"],
+      ["/v1/images?limit=0", 422, "invalid-parameter"],
+      ["/v1/images?cursor=zzz", 422, "invalid-parameter"],
       ["/v1/images?label=x&limit=0", 422, "invalid-parameter"],
       ["/v1/images?label=x&limit=101", 422, "invalid-parameter"],
       ["/v1/images?label=x&min_score=2", 422, "invalid-parameter"],

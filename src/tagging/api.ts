@@ -5,7 +5,8 @@
  * thrown as AppError and leave through the gateway's problem+json handler.
  *
  * - `GET /v1/images?label=&min_score=&limit=&cursor=`: images carrying `label` (case-insensitive
- *   exact match), best score first; `next_cursor` until the last page.
+ *   exact match), best score first; `next_cursor` until the last page. Without `label`: every
+ *   recorded image (tagged, pending, skipped or failed), oldest first (the demo page's list).
  * - `GET /v1/images/tags?url=` (origin URL or the URL it was served under) `| ?key=` (R2 key):
  *   one image's status and labels; 404 `image-not-found` when it was never seen.
  * - `GET /v1/images/stats?prefix=&since=`: counts by status (for `npm run tag` progress).
@@ -70,7 +71,15 @@ export function imageRoutes<E extends ImagesApiEnv>(): Hono<{ Bindings: E }> {
 
   app.get("/v1/images", async (c) => {
     const label = c.req.query("label");
-    if (!label) throw invalid("label", "label is required, e.g. /v1/images?label=tabby,%20tabby%20cat");
+    if (label === undefined)
+      return c.json(
+        await storeOf(c.env).list({
+          limit: numberParam(c.req.query("limit"), "limit", 1, SEARCH_LIMITS.max, true),
+          cursor: c.req.query("cursor") ?? null,
+        }),
+      );
+    if (!label)
+      throw invalid("label", "label is empty; give one, e.g. /v1/images?label=tabby,%20tabby%20cat");
     if (label.length > 1000) throw invalid("label", "label is longer than 1000 characters.");
     const page = await storeOf(c.env).search({
       label,

@@ -41,13 +41,12 @@ export interface ImageOutcome {
   now: number;
 }
 
-/** An image as the API shows it. */
-export interface ImageRecord {
+/** The columns of an image the API shows as they are stored. */
+interface ImageColumns {
   id: number;
   locator: string;
   source: "origin" | "r2";
   url: string | null;
-  key: string | null;
   public_url: string | null;
   etag: string | null;
   last_modified: string | null;
@@ -57,34 +56,25 @@ export interface ImageRecord {
   width: number | null;
   height: number | null;
   format: string | null;
-  model: { id: string; version: string } | null;
   status: TagStatus;
   reason: string | null;
+}
+
+/** An image as the API shows it. */
+export interface ImageRecord extends ImageColumns {
+  key: string | null;
+  model: { id: string; version: string } | null;
   classified: boolean;
   tagged_at: string | null;
   updated_at: string;
   labels: { label: string; score: number; class_id: number }[];
 }
 
-interface ImageRow {
-  id: number;
-  locator: string;
-  source: "origin" | "r2";
-  url: string | null;
+/** An image as D1 stores it (migrations/0002_images.sql). */
+interface ImageRow extends ImageColumns {
   r2_key: string | null;
-  public_url: string | null;
-  etag: string | null;
-  last_modified: string | null;
-  content_length: number | null;
-  content_type: string | null;
-  sha256: string | null;
-  width: number | null;
-  height: number | null;
-  format: string | null;
   model_id: string | null;
   model_version: string | null;
-  status: TagStatus;
-  reason: string | null;
   classified: number;
   tagged_at: number | null;
   updated_at: number;
@@ -100,6 +90,12 @@ interface LabelRow {
 /** One page of search results. */
 export interface SearchPage {
   items: (ImageRecord & { score: number })[];
+  next_cursor: string | null;
+}
+
+/** One page of the list of every image. */
+export interface ListPage {
+  items: ImageRecord[];
   next_cursor: string | null;
 }
 
@@ -317,6 +313,23 @@ export class ImageStore {
       this.db.prepare("DELETE FROM images WHERE locator = ?1").bind(locator),
     ]);
     return (del.meta.changes ?? 0) > 0;
+  }
+
+  /** One page of every recorded image, oldest (lowest id) first; the cursor is the last id. */
+  async list(q: { limit?: number; cursor?: string | null }): Promise<ListPage> {
+    const limit = q.limit ?? SEARCH_LIMITS.default;
+    const after = q.cursor ? decodeCursor(q.cursor)[1] : 0;
+    const { results } = await this.db
+      .prepare("SELECT * FROM images WHERE id > ?1 ORDER BY id LIMIT ?2")
+      .bind(after, limit + 1)
+      .all<ImageRow>();
+    const page = results.slice(0, limit);
+    const labels = await this.labelsOf(page.map((r) => r.id));
+    const last = page[page.length - 1];
+    return {
+      items: page.map((r) => toRecord(r, labels.get(r.id) ?? [])),
+      next_cursor: results.length > limit && last ? encodeCursor(0, last.id) : null,
+    };
   }
 
   /** One page of images carrying `label` (see the module header for the order and the cursor). */

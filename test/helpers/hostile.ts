@@ -147,6 +147,21 @@ export function animatedWebp(
   return concat([ascii("RIFF"), le32(body.length), body]);
 }
 
+/** An animated WebP whose second frame's VP8L bitstream is 9000x9000 behind a 64x64 frame header. */
+export function animatedWebpLaterFrame(): Uint8Array {
+  return animatedWebp(
+    [64, 64],
+    [64, 64],
+    [64, 64],
+    [
+      [
+        [64, 64],
+        [9000, 9000],
+      ],
+    ],
+  );
+}
+
 /** A still WebP: VP8X canvas `canvas`, VP8L bitstream `bitstream`. */
 export function stillWebpVp8x(canvas: [number, number], bitstream: [number, number]): Uint8Array {
   const vp8x = riffChunk("VP8X", [0, 0, 0, 0, ...le24(canvas[0] - 1), ...le24(canvas[1] - 1)]);

@@ -7,9 +7,10 @@
  * port (the old one can still be held by the exiting workerd), which `url` then names.
  */
 import { join, resolve } from "node:path";
-import { publishLocal } from "../../scripts/lib/local-r2.ts";
+import { publishLocal, withLocalBucket } from "../../scripts/lib/local-r2.ts";
 import { freePort, type RunningService, type ServeOptions, serveLocal } from "../../scripts/lib/serve.ts";
 import type { Manifest } from "../../src/shared/manifest.ts";
+import { BUCKETS } from "../../src/topology.ts";
 import { buildTinyModel } from "./tiny-model.ts";
 
 export interface TinyService {
@@ -30,6 +31,8 @@ export async function startTinyService(opts: {
   secrets?: Record<string, string>;
   vars?: ServeOptions["vars"];
   varsByKind?: ServeOptions["varsByKind"];
+  /** Files to put in the local IMAGES bucket before the server starts, by key (as npm start seeds samples/). */
+  images?: Record<string, { bytes: Uint8Array; contentType: string }>;
 }): Promise<TinyService> {
   const root = resolve(import.meta.dirname, "../..");
   const tiny = await buildTinyModel(opts.seed);
@@ -37,6 +40,15 @@ export async function startTinyService(opts: {
   let service: RunningService | null = null;
   try {
     await publishLocal(tiny.out, join(dir, "state"));
+    if (opts.images)
+      await withLocalBucket(
+        join(dir, "state"),
+        async (bucket) => {
+          for (const [key, f] of Object.entries(opts.images ?? {}))
+            await bucket.put(key, new Uint8Array(f.bytes), { httpMetadata: { contentType: f.contentType } });
+        },
+        BUCKETS.IMAGES,
+      );
     const serveOpts: ServeOptions = {
       root,
       stages: manifest.stages.length,

@@ -121,7 +121,9 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   });
   app.route("/", imageRoutes<GatewayEnv>());
 
-  app.get("/", (c) => c.html(homePage(configOf(c.env).apiKey !== null)));
+  app.get("/", (c) =>
+    c.html(homePage({ needsKey: configOf(c.env).apiKey !== null, imagesBucket: c.env.IMAGES_BUCKET })),
+  );
   app.get("/favicon.ico", () => new Response(FAVICON_SVG, { headers: FAVICON_HEADERS }));
   // Relative `servers` ("/"): the Host header is never reflected into the document.
   app.get("/openapi.json", (c) => c.json(openApiDocument({ ...jobsPaths(), ...imagesOpenApiPaths })));

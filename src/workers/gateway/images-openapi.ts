@@ -12,10 +12,16 @@ export const imagesOpenApiPaths: Record<string, Json> = {
   "/v1/images": {
     get: {
       operationId: "searchImages",
-      summary: "Images carrying a label (case-insensitive exact match), best score first",
+      summary:
+        "Images carrying a label (case-insensitive exact match), best score first; without label, every recorded image, oldest first",
       security: v1Security,
       parameters: [
-        { name: "label", in: "query", required: true, schema: { type: "string" } },
+        {
+          name: "label",
+          in: "query",
+          schema: { type: "string" },
+          description: "the label to search for; omit it to list every image the tagging Worker has recorded",
+        },
         { name: "min_score", in: "query", schema: { type: "number", minimum: 0, maximum: 1 } },
         { name: "limit", in: "query", schema: { type: "integer", minimum: 1, maximum: 100, default: 20 } },
         {
@@ -26,7 +32,7 @@ export const imagesOpenApiPaths: Record<string, Json> = {
         },
       ],
       responses: {
-        "200": json(obj, "{ items: [image + score], next_cursor }"),
+        "200": json(obj, "{ items: [image (+ score when searching by label)], next_cursor }"),
         ...errorResponses("401", "422", "503"),
       },
     },
