@@ -9,7 +9,13 @@ import { createStageSession } from "../../src/inference/ort.ts";
 import { mulberry32 } from "../../src/shared/random.ts";
 import { GraphBuilder } from "./builder.ts";
 import { DataType, serializeModel } from "./proto.ts";
-import { correctBias, type QuantOptions, quantizedLinear, quantizeWeight } from "./quantize.ts";
+import {
+  correctBias,
+  migrationScales,
+  type QuantOptions,
+  quantizedLinear,
+  quantizeWeight,
+} from "./quantize.ts";
 
 const R = 6; // token rows
 const IN = 96;
@@ -26,9 +32,15 @@ function data() {
   return { w, b, x };
 }
 
-async function runLinear(x: Float32Array, w: Float32Array, b: Float32Array, q: QuantOptions) {
+async function runLinear(
+  x: Float32Array,
+  w: Float32Array,
+  b: Float32Array,
+  q: QuantOptions,
+  prefix = "l0_fc2",
+) {
   const g = new GraphBuilder();
-  const y = quantizedLinear(g, "x", w, b, OUT, IN, q, "l0_fc2");
+  const y = quantizedLinear(g, "x", w, b, OUT, IN, q, prefix);
   g.rename(y, "y");
   const graph = g.graph(
     "t",
@@ -95,6 +107,71 @@ describe("quantizedLinear", () => {
     );
     const ref = exact(x, wDeq, b);
     expect(rms(asym, ref)).toBeLessThan(0.75 * rms(sym, ref));
+  });
+
+  it("outlier channels: the 16-bit product gives the arithmetic it describes, and beats one int8 product", async () => {
+    const { w, b } = data();
+    const r = mulberry32(11);
+    // Two channels 40x and 25x wider than the rest, as after a LayerNorm with large gains.
+    const x = Float32Array.from({ length: R * IN }, (_, k) => {
+      const c = k % IN;
+      return (r() - 0.5) * (c === 3 ? 40 : c === 17 ? 25 : 1);
+    });
+    const absMax = new Float32Array(IN);
+    const meanSquare = new Float32Array(IN);
+    for (let k = 0; k < x.length; k++) {
+      absMax[k % IN] = Math.max(absMax[k % IN], Math.abs(x[k]));
+      meanSquare[k % IN] += (x[k] * x[k]) / R;
+    }
+    const stats = new Map([["l0_fc1", { absMax, meanSquare }]]);
+    const seen: number[][] = [];
+    const quant: QuantOptions = {
+      activation: "per-row",
+      weightBits: 8,
+      inputStats: stats,
+      onLayer: (l) => seen.push([...l.outliers]),
+    };
+    const split = await runLinear(x, w, b, quant, "l0_fc1");
+    const plain = await runLinear(x, w, b, { activation: "per-row", weightBits: 8 }, "l0_fc1");
+    expect(seen[0]).toEqual([3, 17]);
+    // The same arithmetic in float64: ordinary channels as one symmetric int8 product, the two
+    // outlier channels migrated, their weights int8 per column, activations 16-bit per row.
+    const normal = Array.from({ length: IN }, (_, i) => i).filter((i) => i !== 3 && i !== 17);
+    const outl = [3, 17];
+    const cols = (idx: number[]) =>
+      Float32Array.from(
+        { length: OUT * idx.length },
+        (_, k) => w[Math.floor(k / idx.length) * IN + idx[k % idx.length]],
+      );
+    const qn = quantizeWeight(cols(normal), OUT, normal.length, 8);
+    const sm = migrationScales(
+      cols(outl),
+      OUT,
+      2,
+      outl.map((c) => absMax[c]),
+      outl.map((c) => meanSquare[c]),
+      8,
+    );
+    const wo = cols(outl).map((v, k) => v * sm[k % 2]);
+    const qo = quantizeWeight(wo, OUT, 2, 8);
+    const expected = new Float64Array(R * OUT);
+    for (let row = 0; row < R; row++) {
+      const xn = normal.map((c) => x[row * IN + c]);
+      const sN = Math.fround(Math.max(...xn.map(Math.abs)) / 127);
+      const xo = outl.map((c, k) => Math.fround(x[row * IN + c] * Math.fround(1 / sm[k])));
+      const sO = Math.fround(Math.max(...xo.map(Math.abs)) / 32767);
+      for (let o = 0; o < OUT; o++) {
+        let accN = 0;
+        for (const [k, v] of xn.entries())
+          accN += Math.min(127, Math.max(-128, Math.round(Math.fround(v / sN)))) * qn.q[k * OUT + o];
+        let accO = 0;
+        for (const [k, v] of xo.entries()) accO += Math.round(Math.fround(v / sO)) * qo.q[k * OUT + o];
+        expected[row * OUT + o] = accN * qn.scales[o] * sN + accO * qo.scales[o] * sO + b[o];
+      }
+    }
+    expect(rms(split, expected)).toBeLessThan(1e-4);
+    const ref = exact(x, w, b);
+    expect(rms(split, ref)).toBeLessThan(0.2 * rms(plain, ref));
   });
 
   it("bias correction cancels the weight rounding's effect on the input mean", () => {

@@ -152,9 +152,9 @@ export function noiseToSignal(
 
 /**
  * How a layer's outlier channels are multiplied:
- * - "w8": their weights stay int8 (per output channel, their own scales), dequantized at run time
- *   (DequantizeLinear) and multiplied by the float activations: no activation rounding for them,
- *   no extra weight bytes;
+ * - "w8": "w8a16": their weights stay int8 (per output channel, scales of their own, each column
+ *   migrated by a_j^alpha) and their activations are rounded to 16 bits per token row, multiplied
+ *   as two exact int8 products ({@link int16RowProduct}); no extra weight bytes;
  * - "int8": a second int8 product with its own per-token and per-column scales, the channels
  *   evened out by a SmoothQuant-style migration inside the group;
  * - "fp32": float weights and activations (4 bytes per weight): the floor the benchmarks report.
@@ -202,8 +202,9 @@ export const MAX_OUTLIERS = 32;
  * largest range in the group. Splitting off the K widest channels leaves
  *   a_K^2 sum_{normal} ||W_:,j||^2  +  a_0^2 sum_{outliers} ||W_:,j||^2   (int8 outlier product)
  *   a_K^2 sum_{normal} ||W_:,j||^2                                        (fp32 outlier product)
- * (a_K: the (K+1)-th widest range). The smallest K within 10% of the best K <= maxK is taken, and
- * none at all unless it at least halves the noise, so layers without outliers keep one product.
+ * (a_K: the (K+1)-th widest range; the "w8" product's 16-bit activations count as free). K <= maxK
+ * is the last K whose own channel still cuts the noise by 10%, and none is taken unless the split
+ * at least halves the noise, so layers without outliers keep one product.
  * `w` is [out, inp].
  */
 export function chooseOutlierChannels(
@@ -230,9 +231,12 @@ export function chooseOutlierChannels(
     }
     noise.push(absMax[order[k]] ** 2 * normal + (precision === "int8" ? a0 * outl : 0));
   }
-  const best = Math.min(...noise);
-  if (!(best <= 0.5 * noise[0])) return [];
-  const k = noise.findIndex((v) => v <= 1.1 * best);
+  // K: up to the last channel whose own split still cut the noise by 10% or more. Channels in a
+  // flat tail cut it by a percent or two each; they would cost a gather and product time for
+  // almost nothing.
+  let k = 0;
+  for (let i = 1; i < noise.length; i++) if (noise[i] <= 0.9 * noise[i - 1]) k = i;
+  if (!(noise[k] <= 0.5 * noise[0])) return [];
   return order.slice(0, k).sort((a, b) => a - b);
 }
 
@@ -403,11 +407,6 @@ export function quantizedLinear(
         : new Float32Array(K).fill(1);
       const wS = Float32Array.from(wO, (v, i) => v * smooth[i % K]);
       const { q, scales } = quantizeWeight(wS, out, K, opts.weightBits);
-      const wq = g.op1(
-        "DequantizeLinear",
-        [g.i8(`${prefix}_outlier_wq`, q, [K, out]), g.f32(`${prefix}_outlier_ws`, scales, [out])],
-        { axis: attr.int(1) },
-      );
       const xS = g.op1("Mul", [
         xO,
         g.f32(
@@ -416,7 +415,7 @@ export function quantizedLinear(
           [K],
         ),
       ]);
-      yO = g.op1("MatMul", [xS, wq]);
+      yO = int16RowProduct(g, xS, g.i8(`${prefix}_outlier_wq`, q, [K, out]), scales, prefix);
       const partO = new Float64Array(out * K);
       for (let o = 0; o < out; o++)
         for (let k = 0; k < K; k++) partO[o * K + k] = (q[k * out + o] * scales[o]) / smooth[k];
@@ -502,6 +501,43 @@ function int8Product(
   }
   const colScaled = g.op1("Mul", [accf, g.f32(`${prefix}_ws`, scales, [out])]);
   return g.op1("Mul", [colScaled, rowScale]);
+}
+
+/**
+ * x W^T for int8 weights `wq` ([inp, out], column scales `scales`) and activations rounded to 16
+ * bits per token row: codes c = round(x / s), s = max|x| / 32767, split into a high byte
+ * h = floor(c / 256) (fed as uint8 h + 128 with zero point 128) and a low byte l = c - 256 h (uint8,
+ * zero point 0); two MatMulInteger products are summed in int32 as 256 acc_h + acc_l, exact, then
+ * scaled once. For the few outlier channels: their activations keep 16 bits where the ordinary
+ * product keeps 8, at the cost of two small integer products (a float MatMul of run-time
+ * dequantized weights measured slower: onnxruntime repacks a non-constant B on every run).
+ */
+function int16RowProduct(
+  g: GraphBuilder,
+  x: string,
+  wq: string,
+  scales: Float32Array,
+  prefix: string,
+): string {
+  const axes = { axes: attr.ints([-1]), keepdims: attr.int(1) };
+  const rowMax = g.op1("ReduceMax", [g.op1("Abs", [x])], axes);
+  const rowScale = g.op1("Max", [g.op1("Div", [rowMax, g.scalar("c32767", 32767)]), g.scalar("tiny", 1e-30)]);
+  const codes = g.op1("Round", [g.op1("Div", [x, rowScale])]);
+  const high = g.op1("Floor", [g.op1("Div", [codes, g.scalar("c256", 256)])]);
+  const low = g.op1("Sub", [codes, g.op1("Mul", [high, g.scalar("c256", 256)])]);
+  const toU8 = (v: string) => g.op1("Cast", [v], { to: attr.int(DataType.UINT8) });
+  const accHigh = g.op1("MatMulInteger", [
+    toU8(g.op1("Add", [high, g.scalar("c128", 128)])),
+    wq,
+    g.u8("zp128", [128], []),
+  ]);
+  const accLow = g.op1("MatMulInteger", [toU8(low), wq]);
+  const acc = g.op1("Add", [g.op1("Mul", [accHigh, g.i32(`${prefix}_c256i`, [256], [])]), accLow]);
+  const accf = g.op1("Cast", [acc], { to: attr.int(DataType.FLOAT) });
+  return g.op1("Mul", [
+    g.op1("Mul", [accf, g.f32(`${prefix}_outlier_ws`, scales, [scales.length])]),
+    rowScale,
+  ]);
 }
 
 /** b - (W_deq - W) mean, with the dequantized weights as [out, inp]. */
