@@ -366,8 +366,19 @@ export function quantizedLinear(
         for (const [k, c] of cols.entries()) m[o * cols.length + k] = w[o * inp + c];
       return m;
     };
+    // The channels of each part: a Slice when the outliers are the last channels (the graph
+    // builder orders the MLP's hidden channels so), else a Gather, which onnxruntime performs one
+    // element at a time on the last axis (~1.2 ms on [197, 768] here, against ~0.05 for a Slice).
+    const tail = outliers.every((c, k) => c === inp - outliers.length + k);
     const gather = (cols: readonly number[], name: string) =>
-      g.op1("Gather", [x, g.i32(name, cols)], { axis: attr.int(-1) });
+      tail
+        ? g.op1("Slice", [
+            x,
+            g.i64(`${name}_start`, [cols[0]]),
+            g.i64(`${name}_end`, [cols[0] + cols.length]),
+            g.i64(`${name}_axes`, [-1]),
+          ])
+        : g.op1("Gather", [x, g.i32(name, cols)], { axis: attr.int(-1) });
     const scatter = (part: ArrayLike<number>, cols: readonly number[]) => {
       for (let o = 0; o < out; o++)
         for (const [k, c] of cols.entries()) wDeq[o * inp + c] = part[o * cols.length + k];
