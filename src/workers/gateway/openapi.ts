@@ -35,14 +35,20 @@ const ERRORS: Record<string, { name: string; description: string; codes: string[
   },
   "401": {
     name: "Unauthorized",
-    description: "API_KEY is set and the request has no or a wrong `Authorization: Bearer <key>`",
+    description:
+      "Keys exist (API_KEY or issued keys) and the request has no, a malformed, an unknown, a revoked or an expired `Authorization: Bearer <key>`",
     codes: ["unauthorized"],
     headers: { "www-authenticate": { schema: { type: "string" } } },
   },
+  "403": {
+    name: "Forbidden",
+    description: "The key lacks the scope this route needs (classify, jobs, images, admin)",
+    codes: ["forbidden"],
+  },
   "404": {
     name: "NotFound",
-    description: "No route has this path, or no job of this caller has this id",
-    codes: ["not-found"],
+    description: "No route has this path, or no job of this caller (or API key) has this id",
+    codes: ["not-found", "key-not-found"],
   },
   "405": {
     name: "MethodNotAllowed",
@@ -80,7 +86,18 @@ const ERRORS: Record<string, { name: string; description: string; codes: string[
     name: "Conflict",
     description:
       "The job is not in a state that allows this (redeliver before it is final, or while a delivery runs)",
-    codes: ["delivery-not-final", "delivery-in-progress", "no-callback-url"],
+    codes: ["delivery-not-final", "delivery-in-progress", "no-callback-url", "job-final"],
+  },
+  "429": {
+    name: "RateLimited",
+    description:
+      "The key's requests-per-minute or images-per-minute quota is used up; retry after `Retry-After` seconds. `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers) say what remains",
+    codes: ["rate-limited"],
+    headers: {
+      "retry-after": ref("headers", "RetryAfter"),
+      "ratelimit-policy": { schema: { type: "string" } },
+      ratelimit: { schema: { type: "string" } },
+    },
   },
   "500": {
     name: "InternalError",
@@ -91,7 +108,14 @@ const ERRORS: Record<string, { name: string; description: string; codes: string[
     name: "Unavailable",
     description:
       "The model is not published, not loadable, or a stage is unreachable; retry after `Retry-After` seconds",
-    codes: ["model-unavailable", "model-load-failed", "decode-timeout", "jobs-unavailable"],
+    codes: [
+      "model-unavailable",
+      "model-load-failed",
+      "decode-timeout",
+      "jobs-unavailable",
+      "keys-unavailable",
+      "usage-unavailable",
+    ],
     headers: { "retry-after": ref("headers", "RetryAfter") },
   },
   "504": {
@@ -109,7 +133,8 @@ export function errorResponses(...statuses: (keyof typeof ERRORS)[]): Json {
 }
 
 /** Responses of every model-backed /v1 route: auth, model availability, deadline. */
-const v1Errors = (...more: (keyof typeof ERRORS)[]) => errorResponses("401", "503", "504", ...more);
+const v1Errors = (...more: (keyof typeof ERRORS)[]) =>
+  errorResponses("401", "403", "429", "503", "504", ...more);
 /** Every /v1 operation may require the bearer key (only when API_KEY is set: hence the `{}`). */
 export const v1Security = [{ bearer: [] }, {}];
 

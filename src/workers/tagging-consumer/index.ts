@@ -9,6 +9,7 @@
  * It is its own Worker, not the proxy's `queue()`, so that decoding and classifying never run in
  * an isolate that serves images (one thread and 128 MB per isolate; a decode may take ~100 MB).
  */
+import { recordUsage, type UsageEventsDataset } from "../../accounts/usage.ts";
 import { defaultDecoder } from "../../classify/decoder.ts";
 import { createClassifier } from "../../classify/index.ts";
 import type { ClassifierEnv } from "../../edge/env.ts";
@@ -26,10 +27,16 @@ export interface TaggingConsumerEnv extends ClassifierEnv, TaggingVars {
   DB: D1Database;
   /** The image bucket (R2 messages always read it; also the origin when ORIGIN_URL is empty). */
   IMAGES?: R2Bucket;
+  /** Usage records (Analytics Engine, production). */
+  USAGE_EVENTS?: UsageEventsDataset;
 }
+
+/** Usage id of tagging work: CDN misses, notifications and backfills are not one client's requests. */
+export const TAGGING_USAGE_ID = "cdn";
 
 export default {
   async queue(batch, env, ctx) {
+    const t0 = Date.now();
     const config = taggingConfigOf(env);
     const classifier = createClassifier(env, { decode: defaultDecoder, keepAlive: (p) => ctx.waitUntil(p) });
     const results = await handleTagBatch(
@@ -43,6 +50,22 @@ export default {
       },
       TAGGING_MAX_RETRIES,
     );
-    console.log(JSON.stringify({ event: "tagging-batch", messages: batch.messages.length, results }));
+    const tagged = results.filter((r) => r.outcome === "tagged");
+    ctx.waitUntil(
+      recordUsage(env, TAGGING_USAGE_ID, "tagging", {
+        images: tagged.filter((r) => r.outcome === "tagged" && r.classified).length,
+        images_tagged: tagged.length,
+      }),
+    );
+    // One structured line per queue invocation (results carry outcomes and reasons, never bytes or URLs).
+    console.log(
+      JSON.stringify({
+        event: "queue",
+        queue: batch.queue,
+        messages: batch.messages.length,
+        outcomes: results,
+        ms: Date.now() - t0,
+      }),
+    );
   },
 } satisfies ExportedHandler<TaggingConsumerEnv, unknown>;
