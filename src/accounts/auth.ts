@@ -88,10 +88,23 @@ export interface AuthInput {
   keepAlive?: (p: Promise<unknown>) => void;
 }
 
+/** D1 could not answer: fail closed (never open the service because the key table is unreachable). */
+function unavailable(e: unknown): AppError {
+  console.error(JSON.stringify({ event: "auth-d1-failed", error: String(e).slice(0, 300) }));
+  return new AppError(
+    "auth-unavailable",
+    503,
+    "API keys cannot be checked right now (the key database did not answer). Retry shortly.",
+    { retryAfter: 5 },
+  );
+}
+
 async function keyRow(db: SqlDatabase, cache: KeyCache, id: string, now: number, ttl: number) {
   const hit = cache.rows.get(id);
   if (hit && now - hit.at < ttl) return hit.value;
-  const row = await new KeyStore(db).get(id);
+  const row = await new KeyStore(db).get(id).catch((e: unknown) => {
+    throw unavailable(e);
+  });
   cache.rows.set(id, { value: row, at: now });
   return row;
 }

@@ -10,6 +10,9 @@
  */
 import { type SqlDatabase, USAGE_FIELDS, type UsageCounts, UsageStore } from "./store.ts";
 
+/** Usage id of tagging work: CDN misses, notifications and backfills are not one client's requests. */
+export const TAGGING_USAGE_ID = "cdn";
+
 /** The Analytics Engine binding's shape. */
 export interface UsageEventsDataset {
   writeDataPoint(p: { indexes?: string[]; blobs?: string[]; doubles?: number[] }): void;

@@ -114,6 +114,7 @@ const ERRORS: Record<string, { name: string; description: string; codes: string[
       "decode-timeout",
       "jobs-unavailable",
       "keys-unavailable",
+      "auth-unavailable",
       "usage-unavailable",
     ],
     headers: { "retry-after": ref("headers", "RetryAfter") },

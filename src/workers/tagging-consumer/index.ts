@@ -9,7 +9,7 @@
  * It is its own Worker, not the proxy's `queue()`, so that decoding and classifying never run in
  * an isolate that serves images (one thread and 128 MB per isolate; a decode may take ~100 MB).
  */
-import { recordUsage, type UsageEventsDataset } from "../../accounts/usage.ts";
+import { recordUsage, TAGGING_USAGE_ID, type UsageEventsDataset } from "../../accounts/usage.ts";
 import { defaultDecoder } from "../../classify/decoder.ts";
 import { createClassifier } from "../../classify/index.ts";
 import type { ClassifierEnv } from "../../edge/env.ts";
@@ -30,9 +30,6 @@ export interface TaggingConsumerEnv extends ClassifierEnv, TaggingVars {
   /** Usage records (Analytics Engine, production). */
   USAGE_EVENTS?: UsageEventsDataset;
 }
-
-/** Usage id of tagging work: CDN misses, notifications and backfills are not one client's requests. */
-export const TAGGING_USAGE_ID = "cdn";
 
 export default {
   async queue(batch, env, ctx) {
