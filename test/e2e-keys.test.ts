@@ -34,6 +34,14 @@ async function keysCli(...args: string[]): Promise<unknown> {
     ],
     { cwd: root, timeout: 120_000 },
   );
+  // The CLI takes seconds, in which the server may close a kept-alive connection; a request sent
+  // on it then fails at once. This GET takes any such socket (failing is fine), so the test's next
+  // POST starts on a live one.
+  for (let i = 0; i < 2; i++)
+    await fetch(`${svc!.url}/healthz`).then(
+      (r) => r.arrayBuffer(),
+      () => null,
+    );
   return JSON.parse(stdout);
 }
 
