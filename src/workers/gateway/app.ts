@@ -32,7 +32,7 @@ import { FAVICON_SVG, homePage } from "./home-page.ts";
 import { imagesOpenApiPaths } from "./images-openapi.ts";
 import { readClassifyInput, resolveExifTranspose, resolveTopK, withCurlHint } from "./input.ts";
 import { type JobsAppEnv, registerJobRoutes } from "./jobs.ts";
-import { jobsPaths } from "./jobs-openapi.ts";
+import { jobsPaths, jobsWebhooks } from "./jobs-openapi.ts";
 import { openApiDocument } from "./openapi.ts";
 
 export type { PixelDecoder, Prediction } from "../../classify/index.ts";
@@ -134,7 +134,7 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   app.get("/favicon.ico", () => new Response(FAVICON_SVG, { headers: FAVICON_HEADERS }));
   // Relative `servers` ("/"): the Host header is never reflected into the document.
   app.get("/openapi.json", (c) =>
-    c.json(openApiDocument({ ...jobsPaths(), ...imagesOpenApiPaths, ...accountsPaths })),
+    c.json(openApiDocument({ ...jobsPaths(), ...imagesOpenApiPaths, ...accountsPaths }, jobsWebhooks())),
   );
 
   // 200 only when a classification can succeed now: the pointer and manifest load, every stage is

@@ -195,3 +195,45 @@ export function jobsPaths(): Record<string, Json> {
     },
   };
 }
+
+/** The webhook a job's callback_url receives (OpenAPI 3.1 `webhooks`): one signed event per final job. */
+export function jobsWebhooks(): Record<string, Json> {
+  return {
+    classificationEvent: {
+      post: {
+        operationId: "classificationEvent",
+        summary:
+          "The final event of a job, POSTed to its callback_url and signed as Standard Webhooks prescribes (webhook-id, webhook-timestamp, webhook-signature). The same bytes on every retry and redelivery",
+        requestBody: {
+          required: true,
+          content: {
+            "application/json": {
+              schema: {
+                type: "object",
+                required: ["type", "timestamp", "data"],
+                properties: {
+                  type: {
+                    enum: [
+                      "classification.succeeded",
+                      "classification.failed",
+                      "classification.canceled",
+                      "classification.expired",
+                    ],
+                    description:
+                      "canceled: POST /v1/jobs/{id}/cancel (results discarded); expired: not started within cancel_after",
+                  },
+                  timestamp: { type: "string", format: "date-time" },
+                  data: job,
+                },
+              },
+            },
+          },
+        },
+        responses: {
+          "2XX": { description: "Delivered" },
+          "410": { description: "Gone: no more attempts" },
+        },
+      },
+    },
+  };
+}

@@ -411,14 +411,18 @@ export const json = (schema: Json, description: string, headers?: Json) => ({
 });
 
 /** The API description. `extraPaths`: path items of routes added by other modules. */
-export function openApiDocument(extraPaths: Record<string, Json> = {}): Json {
+export function openApiDocument(
+  extraPaths: Record<string, Json> = {},
+  webhooks: Record<string, Json> = {},
+): Json {
   return {
+    ...(Object.keys(webhooks).length > 0 && { webhooks }),
     openapi: "3.1.0",
     info: {
       title: "beit-edge",
       version: "1.0.0",
       description:
-        "Image classification with BEiT-base (ImageNet-22k, 21,841 labels) as int8 ONNX shards on Cloudflare Workers. When the API_KEY secret is set, /v1/* requires `Authorization: Bearer <key>`; otherwise the service is open. Every error is application/problem+json (components.schemas.Problem); a path that does not exist answers 404 `not-found`, a known path with another method 405 with `Allow`.",
+        "Image classification with BEiT-base (ImageNet-22k, 21,841 labels) as int8 ONNX shards on Cloudflare Workers. When the API_KEY secret is set or an API key was issued (POST /v1/keys, npm run keys), /v1/* requires `Authorization: Bearer <key>` and each key's scopes and per-minute quotas apply (429 `rate-limited`, RateLimit-Policy / RateLimit fields); otherwise the service is open. Every response carries x-request-id. Every error is application/problem+json (components.schemas.Problem); a path that does not exist answers 404 `not-found`, a known path with another method 405 with `Allow`.",
     },
     servers: [{ url: "/", description: "The origin that serves this document" }],
     components: components(),
