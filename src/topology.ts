@@ -289,7 +289,7 @@ export const TAGGING_CONSUMER: WorkerSpec = {
   kind: "tagging-consumer",
   name: TAGGING_CONSUMER_NAME,
   entry: "src/workers/tagging-consumer/index.ts",
-  vars: { ...CLASSIFIER_VARS, ...TAGGING_VARS },
+  vars: { ...CLASSIFIER_VARS, ...TAGGING_VARS, ...ACCOUNTS_VARS },
   r2Buckets: { MODELS: BUCKETS.MODELS, IMAGES: BUCKETS.IMAGES },
   bindsStages: true,
   queueConsumers: [
@@ -303,6 +303,9 @@ export const TAGGING_CONSUMER: WorkerSpec = {
   ],
   d1Databases: [DATABASE],
   kvNamespaces: { TAGS: TAGS_KV },
+  // A backfill's images count against the image quota of the key that asked (deployed after the
+  // gateway, which defines the class).
+  durableObjects: { QUOTA: { className: QUOTA_CLASS, scriptName: GATEWAY_NAME } },
   analyticsEngineDatasets: USAGE_EVENTS,
 };
 
@@ -356,7 +359,7 @@ export const STAGE: WorkerSpec = {
 };
 
 /** Every Worker of the deployment. Order: per-stage Workers are deployed before their callers. */
-export const WORKERS: WorkerSpec[] = [STAGE, TAGGING, TAGGING_CONSUMER, GATEWAY, JOBS];
+export const WORKERS: WorkerSpec[] = [STAGE, TAGGING, GATEWAY, TAGGING_CONSUMER, JOBS];
 
 /** One concrete Worker of a deployment serving a model with a given number of stages. */
 export interface ResolvedWorker {

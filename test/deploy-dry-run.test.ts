@@ -79,7 +79,7 @@ describe("npm run deploy -- --dry-run", () => {
       "wrangler secret put WEBHOOK_SECRET --name beit-edge-jobs",
       // Keys, quotas, usage: the quota Durable Object and the usage dataset.
       "would ensure Durable Object classes KeyQuota on beit-edge: SQLite-backed, created by its deploy (migrations v1",
-      "would ensure Analytics Engine dataset beit_edge_usage (written by beit-edge-tagging-consumer, beit-edge, beit-edge-jobs)",
+      "would ensure Analytics Engine dataset beit_edge_usage (written by beit-edge, beit-edge-tagging-consumer, beit-edge-jobs)",
     ])
       expect(stderr).toContain(line);
     // One D1 step and one migrations step for both features.

@@ -141,10 +141,11 @@ describe("npm run deploy against a local Cloudflare API stand-in", () => {
         ...files.filter((f) => f !== present).map((f) => `put ${f}`),
         `put manifests/${manifest.version}.json`,
         ...Array.from({ length: n }, (_, i) => `script beit-edge-stage-${i}`),
-        // The tagging Worker before the gateway that binds it; its consumer (a Worker of its own).
+        // The tagging Worker before the gateway that binds it; its consumer (a Worker of its own)
+        // after the gateway, whose quota Durable Object it binds.
         "script beit-edge-tagging",
-        "script beit-edge-tagging-consumer",
         "script beit-edge",
+        "script beit-edge-tagging-consumer",
         "script beit-edge-jobs",
         "put active.json",
       ]);

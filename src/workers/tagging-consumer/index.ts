@@ -9,6 +9,9 @@
  * It is its own Worker, not the proxy's `queue()`, so that decoding and classifying never run in
  * an isolate that serves images (one thread and 128 MB per isolate; a decode may take ~100 MB).
  */
+import type { AccountsVars } from "../../accounts/config.ts";
+import { limitsOf } from "../../accounts/limits.ts";
+import { chargeKey, type QuotaNamespace } from "../../accounts/quota.ts";
 import { recordUsage, TAGGING_USAGE_ID, type UsageEventsDataset } from "../../accounts/usage.ts";
 import { defaultDecoder } from "../../classify/decoder.ts";
 import { createClassifier } from "../../classify/index.ts";
@@ -20,7 +23,9 @@ import { ImageStore } from "../../tagging/store.ts";
 import { TAGGING_MAX_RETRIES } from "../../topology.ts";
 import { tagClassifier } from "./classifier.ts";
 
-export interface TaggingConsumerEnv extends ClassifierEnv, TaggingVars {
+export interface TaggingConsumerEnv extends ClassifierEnv, TaggingVars, AccountsVars {
+  /** The per-key quota objects (class KeyQuota in the gateway): backfills charge their key. */
+  QUOTA?: QuotaNamespace;
   /** Hot-path entries the proxy reads (one per image locator). */
   TAGS: KVNamespace;
   /** images + image_labels (migrations/0002_images.sql). */
@@ -44,15 +49,15 @@ export default {
         store: new ImageStore(env.DB),
         tags: env.TAGS,
         classifier: tagClassifier(classifier),
+        chargeImages: async (keyId, images) => {
+          if (!env.QUOTA) return null;
+          const limits = await limitsOf(env.DB, keyId, env);
+          return limits ? chargeKey(env.QUOTA, keyId, { requests: 0, images, ...limits }) : null;
+        },
+        usage: (keyId, counts) =>
+          ctx.waitUntil(recordUsage(env, keyId ?? TAGGING_USAGE_ID, "tagging", counts)),
       },
       TAGGING_MAX_RETRIES,
-    );
-    const tagged = results.filter((r) => r.outcome === "tagged");
-    ctx.waitUntil(
-      recordUsage(env, TAGGING_USAGE_ID, "tagging", {
-        images: tagged.filter((r) => r.outcome === "tagged" && r.classified).length,
-        images_tagged: tagged.length,
-      }),
     );
     // One structured line per queue invocation (results carry outcomes and reasons, never bytes or URLs).
     console.log(
