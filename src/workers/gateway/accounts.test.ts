@@ -237,3 +237,48 @@ describe("usage and request logs", () => {
     expect(logs.join("\n")).not.toContain("root-secret");
   });
 });
+
+describe("jobs a client can stop, over HTTP", () => {
+  it("cancels a queued job (202 canceled), refuses a second cancel (409 job-final) and bad cancel_after (422)", async () => {
+    const sent: unknown[] = [];
+    const jobsEnv: GatewayEnv = {
+      ...env,
+      UPLOADS: await d1.bindings.bucket("UPLOADS"),
+      JOBS_QUEUE: { send: async (m: unknown) => void sent.push(m) } as unknown as Queue,
+      DELIVERY_QUEUE: { send: async (m: unknown) => void sent.push(m) } as unknown as Queue,
+    };
+    const k = await createKey({ name: "jobs", scopes: ["jobs"] });
+    const auth = { authorization: `Bearer ${k.key}` };
+    const submit = (query: string) =>
+      app.request(
+        `/v1/jobs${query}`,
+        { method: "POST", body: new Uint8Array([2]), headers: { ...auth, "content-type": "image/png" } },
+        jobsEnv,
+      );
+    const bad = await submit("?cancel_after=0");
+    expect([bad.status, ((await bad.json()) as { parameter: string }).parameter]).toEqual([
+      422,
+      "cancel_after",
+    ]);
+    const made = await submit("?cancel_after=60");
+    expect(made.status).toBe(202);
+    const job = (await made.json()) as { id: string; parameters: { cancel_after: number } };
+    expect(job.parameters.cancel_after).toBe(60);
+    const cancel = () => app.request(`/v1/jobs/${job.id}/cancel`, { method: "POST", headers: auth }, jobsEnv);
+    const first = await cancel();
+    expect(first.status).toBe(202);
+    expect(((await first.json()) as { status: string }).status).toBe("canceled");
+    const again = await cancel();
+    expect(again.status).toBe(409);
+    expect(await again.json()).toMatchObject({ code: "job-final", status: 409, job_status: "canceled" });
+    const list = await app.request("/v1/jobs?status=canceled", { headers: auth }, jobsEnv);
+    expect(((await list.json()) as { jobs: { id: string }[] }).jobs.map((j) => j.id)).toEqual([job.id]);
+    const other = await createKey({ name: "other", scopes: ["jobs"] });
+    const foreign = await app.request(
+      `/v1/jobs/${job.id}/cancel`,
+      { method: "POST", headers: { authorization: `Bearer ${other.key}` } },
+      jobsEnv,
+    );
+    expect(foreign.status).toBe(404);
+  });
+});

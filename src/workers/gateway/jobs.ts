@@ -328,7 +328,7 @@ export function registerJobRoutes(app: Hono<JobsAppEnv>, deps: Deps): void {
         "job-final",
         409,
         `The job has already ended (${jobView(r.job).status}); there is nothing to cancel.`,
-        { status: jobView(r.job).status },
+        { job_status: jobView(r.job).status },
       );
     }
     if (r.job.status === "queued") {
