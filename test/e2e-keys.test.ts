@@ -77,7 +77,7 @@ describe("keys over wrangler dev", () => {
     expect(res.status).toBe(200);
     expect(res.headers.get("x-request-id")).toMatch(/^req_/);
     expect(res.headers.get("ratelimit-policy")).toBe('"requests";q=3;w=60, "images";q=600;w=60');
-    await res.body?.cancel();
+    await res.arrayBuffer();
   }, 300_000);
 
   it("answers 429 past the key's rpm, with Retry-After and the RateLimit fields", async () => {
@@ -88,7 +88,7 @@ describe("keys over wrangler dev", () => {
       if (r.status === 429) refused = r;
       else {
         expect(r.status).toBe(200);
-        await r.body?.cancel();
+        await r.arrayBuffer();
       }
     }
     expect(refused).not.toBeNull();
@@ -129,7 +129,7 @@ describe("keys over wrangler dev", () => {
     while (Date.now() - t0 < 60_000) {
       const r = await call("/v1/model", admin.key);
       status = r.status;
-      await r.body?.cancel();
+      await r.arrayBuffer();
       if (status === 401) break;
       await new Promise((res) => setTimeout(res, 1000));
     }

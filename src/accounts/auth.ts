@@ -184,3 +184,15 @@ export async function resolvePrincipal(a: AuthInput): Promise<Principal> {
     );
   throw unauthorized("The API key is not valid for this service.");
 }
+
+/** Whether requests need a key now (for the home page's key field); true when D1 cannot tell. */
+export async function authIsOn(
+  apiKey: string | null,
+  db: SqlDatabase | undefined,
+  config: AccountsConfig,
+  now: number,
+): Promise<boolean> {
+  if (apiKeysOf(apiKey).length > 0) return true;
+  if (!db) return false;
+  return anyIssuedKey(db, cacheOf(db), now, config.keyCacheTtlMs).catch(() => true);
+}

@@ -10,6 +10,8 @@
  * path asked with another method answers 405 with `Allow` (src/edge/methods.ts, derived from the routes).
  */
 import { type Context, Hono } from "hono";
+import { authIsOn } from "../../accounts/auth.ts";
+import { accountsConfigOf } from "../../accounts/config.ts";
 import {
   type Classifier,
   createClassifier,
@@ -130,7 +132,9 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   });
   app.route("/", imageRoutes<GatewayEnv>());
 
-  app.get("/", (c) => c.html(homePage(configOf(c.env).apiKey !== null)));
+  app.get("/", async (c) =>
+    c.html(homePage(await authIsOn(configOf(c.env).apiKey, c.env.DB, accountsConfigOf(c.env), Date.now()))),
+  );
   app.get("/favicon.ico", () => new Response(FAVICON_SVG, { headers: FAVICON_HEADERS }));
   // Relative `servers` ("/"): the Host header is never reflected into the document.
   app.get("/openapi.json", (c) =>
