@@ -36,7 +36,8 @@ import { synthesize, writeCheckpoint } from "../model-shards/checkpoint/synth.ts
 import { TINY_BUILD } from "../model-shards/configs.ts";
 import { AppError } from "../src/shared/errors.ts";
 import type { Manifest } from "../src/shared/manifest.ts";
-import { BUCKETS, JOBS, WORKERS } from "../src/topology.ts";
+import { BUCKETS, DATABASE, JOBS, WORKERS } from "../src/topology.ts";
+import { d1Cli } from "./lib/d1-cli.ts";
 import { resolveDevSecrets } from "./lib/dev-secrets.ts";
 import { contentTypeOf, filesOfDir } from "./lib/image-origin.ts";
 import { publishLocal, withLocalBucket } from "./lib/local-r2.ts";
@@ -267,7 +268,23 @@ async function main(): Promise<void> {
     guardPids: [process.pid, ...launcherPids()],
   });
   const url = svc.url.replace("127.0.0.1", "localhost");
-  const auth = secrets.values.API_KEY !== undefined;
+  const staticKey = secrets.values.API_KEY !== undefined;
+  // Issued keys (npm run keys) live in the local D1 the service now serves.
+  const issued = await d1Cli({
+    root,
+    databaseName: DATABASE.databaseName,
+    config: join(root, ".wrangler/generated/gateway.json"),
+    persistTo: args.persist,
+  })
+    .prepare("SELECT COUNT(*) AS n, SUM(revoked_at IS NULL) AS active FROM api_keys")
+    .bind()
+    .first<{ n: number; active: number | null }>()
+    .catch(() => null);
+  const issuedText =
+    issued && issued.n > 0
+      ? `${issued.n} issued key(s) in D1, ${issued.active ?? 0} not revoked (npm run keys -- list)`
+      : "";
+  const auth = staticKey || (issued?.n ?? 0) > 0;
   banner([
     `beit-edge is serving ${what}`,
     `  ${url}/            the demo page: classify an image, browse the tagged images`,
@@ -278,8 +295,8 @@ async function main(): Promise<void> {
     `  curl -F file=@samples/${SAMPLE_JPEG} -F callback_url=http://127.0.0.1:9000/webhooks ${url}/v1/jobs`,
     `Docs: README.md and docs/ (API: ${url}/openapi.json).`,
     auth
-      ? `Auth is ON (API_KEY from ${secrets.sources.API_KEY === "environment" ? "the environment" : ".dev.vars"}): add -H 'authorization: Bearer <key>' to /v1/* calls.`
-      : "Auth is off (no API_KEY in the environment or .dev.vars): the API is open.",
+      ? `Auth is ON (${[staticKey ? `API_KEY from ${secrets.sources.API_KEY === "environment" ? "the environment" : ".dev.vars"}` : "", issuedText].filter(Boolean).join("; ")}): add -H 'authorization: Bearer <key>' to /v1/* calls.`
+      : "Auth is off (no API_KEY, no issued key): the API is open. npm run keys -- create --name NAME turns it on.",
     ...Object.keys(secrets.values)
       .filter((k) => k !== "API_KEY")
       .map(

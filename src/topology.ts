@@ -103,6 +103,15 @@ export interface WorkerSpec {
   /** KV bindings: binding name -> namespace title. */
   kvNamespaces?: Record<string, string>;
   crons?: string[];
+  /**
+   * Durable Object bindings: binding name -> class, and the script that defines it when it is
+   * another Worker (its name). A Worker defining classes lists them in `durableObjectClasses`.
+   */
+  durableObjects?: Record<string, { className: string; scriptName?: string }>;
+  /** Durable Object classes this Worker's entry exports (deployed as SQLite-backed, migration tag v1..). */
+  durableObjectClasses?: string[];
+  /** Workers Analytics Engine bindings: binding name -> dataset (created by Cloudflare on first write). */
+  analyticsEngineDatasets?: Record<string, string>;
 }
 
 /** The vars every Worker that classifies reads (parsed by src/edge/config.ts). */
@@ -213,6 +222,28 @@ export const JOBS_VARS: Record<string, VarSpec> = {
   },
 };
 
+/** Keys, quotas and usage (issue #20; read by src/accounts/config.ts). */
+export const ACCOUNTS_VARS = {
+  DEFAULT_RPM: {
+    default: "600",
+    doc: "Requests per minute of a key without its own limit (and of the static API_KEY).",
+  },
+  DEFAULT_IMAGES_PER_MINUTE: {
+    default: "600",
+    doc: "Images classified per minute (classify, jobs) of a key without its own limit.",
+  },
+  KEY_CACHE_TTL_S: {
+    default: "30",
+    doc: "Seconds an isolate reuses a key's row before asking D1 again (0..60): a revoked key stops working within this time.",
+  },
+} as const satisfies Record<string, VarSpec>;
+
+/** The Durable Object class counting each key's quota (src/accounts/quota.ts), exported by the gateway. */
+export const QUOTA_CLASS = "KeyQuota";
+/** The Analytics Engine dataset usage goes to in production. */
+export const USAGE_DATASET = "beit_edge_usage";
+const USAGE_EVENTS = { USAGE_EVENTS: USAGE_DATASET };
+
 /** Queue producer bindings of the Workers that submit jobs or deliveries. */
 const JOB_PRODUCERS = { JOBS_QUEUE: QUEUES.JOBS, DELIVERY_QUEUE: QUEUES.DELIVERIES };
 
@@ -220,8 +251,11 @@ export const GATEWAY: WorkerSpec = {
   kind: "gateway",
   name: GATEWAY_NAME,
   entry: "src/workers/gateway/index.ts",
-  vars: { ...CLASSIFIER_VARS, ...JOBS_VARS, IMAGES_BUCKET: TAGGING_VARS.IMAGES_BUCKET },
+  vars: { ...CLASSIFIER_VARS, ...JOBS_VARS, ...ACCOUNTS_VARS, IMAGES_BUCKET: TAGGING_VARS.IMAGES_BUCKET },
   secrets: ["API_KEY"],
+  durableObjects: { QUOTA: { className: QUOTA_CLASS } },
+  durableObjectClasses: [QUOTA_CLASS],
+  analyticsEngineDatasets: USAGE_EVENTS,
   r2Buckets: { MODELS: BUCKETS.MODELS, UPLOADS: BUCKETS.UPLOADS, IMAGES: BUCKETS.IMAGES },
   bindsStages: true,
   // /images/* is forwarded to the tagging Worker (one port locally); /v1/images reads DB and
@@ -255,7 +289,7 @@ export const TAGGING_CONSUMER: WorkerSpec = {
   kind: "tagging-consumer",
   name: TAGGING_CONSUMER_NAME,
   entry: "src/workers/tagging-consumer/index.ts",
-  vars: { ...CLASSIFIER_VARS, ...TAGGING_VARS },
+  vars: { ...CLASSIFIER_VARS, ...TAGGING_VARS, ...ACCOUNTS_VARS },
   r2Buckets: { MODELS: BUCKETS.MODELS, IMAGES: BUCKETS.IMAGES },
   bindsStages: true,
   queueConsumers: [
@@ -269,6 +303,10 @@ export const TAGGING_CONSUMER: WorkerSpec = {
   ],
   d1Databases: [DATABASE],
   kvNamespaces: { TAGS: TAGS_KV },
+  // A backfill's images count against the image quota of the key that asked (deployed after the
+  // gateway, which defines the class).
+  durableObjects: { QUOTA: { className: QUOTA_CLASS, scriptName: GATEWAY_NAME } },
+  analyticsEngineDatasets: USAGE_EVENTS,
 };
 
 /** Webhook jobs (issue #9): the two queue consumers, the dead-letter consumer and the sweeper cron. */
@@ -276,8 +314,12 @@ export const JOBS: WorkerSpec = {
   kind: "jobs",
   name: `${GATEWAY_NAME}-jobs`,
   entry: "src/workers/jobs/index.ts",
-  vars: { ...CLASSIFIER_VARS, ...JOBS_VARS },
+  vars: { ...CLASSIFIER_VARS, ...JOBS_VARS, ...ACCOUNTS_VARS },
   secrets: ["WEBHOOK_SECRET", "WEBHOOK_SECRET_PREVIOUS"],
+  // A job's images count against its key's image quota when they are classified (deployed after
+  // the gateway, which defines the class).
+  durableObjects: { QUOTA: { className: QUOTA_CLASS, scriptName: GATEWAY_NAME } },
+  analyticsEngineDatasets: USAGE_EVENTS,
   r2Buckets: { MODELS: BUCKETS.MODELS, UPLOADS: BUCKETS.UPLOADS },
   bindsStages: true,
   queueProducers: JOB_PRODUCERS,
@@ -317,7 +359,7 @@ export const STAGE: WorkerSpec = {
 };
 
 /** Every Worker of the deployment. Order: per-stage Workers are deployed before their callers. */
-export const WORKERS: WorkerSpec[] = [STAGE, TAGGING, TAGGING_CONSUMER, GATEWAY, JOBS];
+export const WORKERS: WorkerSpec[] = [STAGE, TAGGING, GATEWAY, TAGGING_CONSUMER, JOBS];
 
 /** One concrete Worker of a deployment serving a model with a given number of stages. */
 export interface ResolvedWorker {

@@ -69,7 +69,7 @@ describe("npm run deploy -- --dry-run", () => {
       "would ensure queue beit-edge-jobs-dlq: create if missing",
       "would ensure R2 bucket beit-edge-uploads: create if missing",
       "would ensure D1 database beit-edge (binding DB)",
-      "would ensure D1 migrations migrations/ --remote (only new ones apply): 0001_jobs.sql, 0002_images.sql",
+      "would ensure D1 migrations migrations/ --remote (only new ones apply): 0001_jobs.sql, 0002_images.sql, 0003_accounts.sql",
       // CDN image tagging: its bucket, queue + DLQ and KV namespace, from the same topology.
       "would ensure R2 bucket beit-edge-images: create if missing",
       "would ensure queue beit-edge-tagging: create if missing",
@@ -77,6 +77,9 @@ describe("npm run deploy -- --dry-run", () => {
       "would ensure KV namespace beit-edge-tags (binding TAGS): create if missing",
       "would ensure cron * * * * * on beit-edge-jobs",
       "wrangler secret put WEBHOOK_SECRET --name beit-edge-jobs",
+      // Keys, quotas, usage: the quota Durable Object and the usage dataset.
+      "would ensure Durable Object classes KeyQuota on beit-edge: SQLite-backed, created by its deploy (migrations v1",
+      "would ensure Analytics Engine dataset beit_edge_usage (written by beit-edge, beit-edge-tagging-consumer, beit-edge-jobs)",
     ])
       expect(stderr).toContain(line);
     // One D1 step and one migrations step for both features.

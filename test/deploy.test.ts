@@ -141,10 +141,11 @@ describe("npm run deploy against a local Cloudflare API stand-in", () => {
         ...files.filter((f) => f !== present).map((f) => `put ${f}`),
         `put manifests/${manifest.version}.json`,
         ...Array.from({ length: n }, (_, i) => `script beit-edge-stage-${i}`),
-        // The tagging Worker before the gateway that binds it; its consumer (a Worker of its own).
+        // The tagging Worker before the gateway that binds it; its consumer (a Worker of its own)
+        // after the gateway, whose quota Durable Object it binds.
         "script beit-edge-tagging",
-        "script beit-edge-tagging-consumer",
         "script beit-edge",
+        "script beit-edge-tagging-consumer",
         "script beit-edge-jobs",
         "put active.json",
       ]);
@@ -209,6 +210,34 @@ describe("npm run deploy against a local Cloudflare API stand-in", () => {
         ["TAGGING", "beit-edge-tagging"],
       ]);
       expect(fake.scripts.get("beit-edge-stage-0")!.parts.some((p) => p.endsWith(".wasm"))).toBe(true);
+      // Keys, quotas, usage (issue #20): the gateway defines the quota Durable Object (migration v1),
+      // the jobs Worker binds it by script name, both write the usage dataset; migrations/ 0003.
+      type DoBinding = {
+        name: string;
+        type: string;
+        class_name?: string;
+        script_name?: string;
+        dataset?: string;
+      };
+      const gb = gateway.metadata.bindings as unknown as DoBinding[];
+      expect(gb.find((b) => b.name === "QUOTA")).toMatchObject({
+        type: "durable_object_namespace",
+        class_name: "KeyQuota",
+      });
+      expect(gb.find((b) => b.name === "USAGE_EVENTS")).toMatchObject({
+        type: "analytics_engine",
+        dataset: "beit_edge_usage",
+      });
+      expect(gateway.metadata.migrations).toMatchObject({
+        new_tag: "v1",
+        steps: [{ new_sqlite_classes: ["KeyQuota"] }],
+      });
+      expect((jobsBindings as DoBinding[]).find((b) => b.name === "QUOTA")).toMatchObject({
+        class_name: "KeyQuota",
+        script_name: "beit-edge",
+      });
+      const accounts = await readFile(join(root, "migrations", "0003_accounts.sql"), "utf8");
+      expect(db.sql.some((q) => q.includes(/CREATE TABLE[^(]+/i.exec(accounts)![0]))).toBe(true);
       for (const f of files)
         expect(fake.objects.get(`${BUCKET}/${f}`), f).toEqual(
           new Uint8Array(await readFile(join(dir, "shards", f.slice(7)))),
@@ -251,6 +280,9 @@ describe("npm run deploy against a local Cloudflare API stand-in", () => {
         .bindings as unknown as Binding[];
       expect(consumer.find((b) => b.name === "TAGS")?.namespace_id).toBe(fake.kv.get("beit-edge-tags"));
       expect(consumer.find((b) => b.type === "d1")?.id).toBe(fake.databases.get("beit-edge")!.uuid);
+      // The quota class exists since the first deploy: the second sends no new migration step.
+      const migrations = fake.scripts.get("beit-edge")!.metadata.migrations;
+      expect(migrations?.steps ?? []).toEqual([]);
       expect(JSON.parse(pointer(fake))).toMatchObject({ version: manifest.version });
     } finally {
       await fake.close();

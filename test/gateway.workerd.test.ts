@@ -4,7 +4,7 @@
  * problem+json, auth, and the read-only routes. Classifications must equal, bit for bit, what
  * onnxruntime-web in Node gives for the same image (computed in global setup).
  */
-import { env, SELF } from "cloudflare:test";
+import { applyD1Migrations, env, SELF } from "cloudflare:test";
 import { beforeAll, describe, expect, inject, it } from "vitest";
 import type { GatewayEnv } from "../src/edge/env.ts";
 import { PROBLEM_BASE } from "../src/edge/problem.ts";
@@ -52,6 +52,9 @@ function curlData(file: Uint8Array): Uint8Array {
 
 beforeAll(async () => {
   await seedModel(genv.MODELS, fx.modelA);
+  // The key table (auth is checked against it when API_KEY is not set).
+  const tenv = env as unknown as { DB: D1Database; TEST_MIGRATIONS: Parameters<typeof applyD1Migrations>[1] };
+  await applyD1Migrations(tenv.DB, tenv.TEST_MIGRATIONS);
 });
 
 describe("POST /v1/classify", () => {
@@ -388,6 +391,48 @@ describe("auth", () => {
     expect((await call("/healthz")).status).toBe(200);
     expect((await call("/openapi.json")).status).toBe(200);
     expect((await SELF.fetch(`${URL_BASE}/v1/labels`)).status).toBe(200);
+  });
+});
+
+describe("keys and quotas in workerd (real D1 and Durable Object)", () => {
+  const call = (path: string, init: RequestInit = {}) => {
+    const headers = new Headers(init.headers);
+    headers.set("x-test-gateway", "keyed");
+    return SELF.fetch(`${URL_BASE}${path}`, { ...init, headers });
+  };
+  const admin = { authorization: "Bearer s3cret-key" };
+
+  it("issues a key through the admin API, counts its requests exactly, answers 429, and revokes it", async () => {
+    const made = await call("/v1/keys", {
+      method: "POST",
+      body: JSON.stringify({ name: "workerd", scopes: ["classify"], rpm: 2 }),
+      headers: { ...admin, "content-type": "application/json" },
+    });
+    expect(made.status).toBe(201);
+    const { id, key } = (await made.json()) as { id: string; key: string };
+    const auth = { authorization: `Bearer ${key}` };
+    const first = await call("/v1/classify", {
+      method: "POST",
+      body: png,
+      headers: { ...auth, "content-type": "image/png" },
+    });
+    expect(first.status).toBe(200);
+    expect(first.headers.get("ratelimit-policy")).toBe('"requests";q=2;w=60, "images";q=600;w=60');
+    expect(first.headers.get("ratelimit")).toMatch(/^"requests";r=1;t=\d+, "images";r=599;t=\d+$/);
+    // Refused for its scope: not counted.
+    await expectProblem(await call("/v1/jobs", { headers: auth }), 403, "forbidden");
+    const second = await call("/v1/labels", { headers: auth });
+    expect(second.status).toBe(200);
+    expect(second.headers.get("ratelimit")).toMatch(/^"requests";r=0;/);
+    const limited = await expectProblem(await call("/v1/labels", { headers: auth }), 429, "rate-limited");
+    expect(limited.limit).toBe("requests");
+    const del = await call(`/v1/keys/${id}`, { method: "DELETE", headers: admin });
+    expect(del.status).toBe(200);
+    await expectProblem(await call("/v1/labels", { headers: auth }), 401, "unauthorized");
+    // The static key has the default quota and its own counter.
+    expect((await call("/v1/labels", { headers: admin })).headers.get("ratelimit-policy")).toMatch(
+      /^"requests";q=600;/,
+    );
   });
 });
 

@@ -4,8 +4,8 @@
  * (503 + Retry-After + problem+json, never cached, and the next request after the fix succeeds),
  * and each stage isolate's measured wasm heap against the plan's stage budget.
  */
-import { env, SELF } from "cloudflare:test";
-import { describe, expect, inject, it } from "vitest";
+import { applyD1Migrations, env, SELF } from "cloudflare:test";
+import { beforeAll, describe, expect, inject, it } from "vitest";
 import type { GatewayEnv } from "../src/edge/env.ts";
 import { PROBLEM_BASE } from "../src/edge/problem.ts";
 import { shardKey } from "../src/shards/layout.ts";
@@ -14,6 +14,12 @@ import { activate, fileOf, seedModel } from "./workerd/seed.ts";
 
 const fx = inject("workerdFixtures");
 const bucket = (env as unknown as GatewayEnv).MODELS;
+
+beforeAll(async () => {
+  // The key table: with no API_KEY the gateway asks D1 whether any key was issued.
+  const tenv = env as unknown as { DB: D1Database; TEST_MIGRATIONS: Parameters<typeof applyD1Migrations>[1] };
+  await applyD1Migrations(tenv.DB, tenv.TEST_MIGRATIONS);
+});
 const png = fromBase64(fx.images.gradient);
 const URL_BASE = "https://beit-edge.test";
 

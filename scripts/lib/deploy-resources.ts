@@ -20,6 +20,10 @@ export interface TopologyResources {
   kv: { binding: string; title: string }[];
   crons: { worker: string; crons: string[] }[];
   secrets: { worker: string; secrets: string[] }[];
+  /** Durable Object classes and the Worker defining them (created by that Worker's deploy, migration tags v1..). */
+  durableObjects: { worker: string; classes: string[] }[];
+  /** Analytics Engine datasets and who writes them (Cloudflare creates a dataset on its first write). */
+  analyticsEngine: { dataset: string; workers: string[] }[];
 }
 
 /** Every resource named by the topology, deduplicated. */
@@ -30,7 +34,13 @@ export function topologyResources(workers: WorkerSpec[] = WORKERS): TopologyReso
   const kv = new Map<string, TopologyResources["kv"][number]>();
   const crons: TopologyResources["crons"] = [];
   const secrets: TopologyResources["secrets"] = [];
+  const durableObjects: TopologyResources["durableObjects"] = [];
+  const datasets = new Map<string, string[]>();
   for (const w of workers) {
+    if (w.durableObjectClasses?.length)
+      durableObjects.push({ worker: w.name, classes: w.durableObjectClasses });
+    for (const d of Object.values(w.analyticsEngineDatasets ?? {}))
+      datasets.set(d, [...(datasets.get(d) ?? []), w.name]);
     for (const b of Object.values(w.r2Buckets ?? {})) buckets.add(b);
     for (const q of Object.values(w.queueProducers ?? {})) queues.add(q);
     for (const c of w.queueConsumers ?? []) {
@@ -49,6 +59,8 @@ export function topologyResources(workers: WorkerSpec[] = WORKERS): TopologyReso
     kv: [...kv.values()],
     crons,
     secrets,
+    durableObjects,
+    analyticsEngine: [...datasets].map(([dataset, ws]) => ({ dataset, workers: ws })),
   };
 }
 
@@ -73,6 +85,14 @@ export async function resourcePlan(root: string, r = topologyResources()): Promi
   for (const k of r.kv)
     lines.push(`KV namespace ${k.title} (binding ${k.binding}): create if missing, its id into the configs`);
   for (const c of r.crons) lines.push(`cron ${c.crons.join(", ")} on ${c.worker} (deployed with the Worker)`);
+  for (const d of r.durableObjects)
+    lines.push(
+      `Durable Object classes ${d.classes.join(", ")} on ${d.worker}: SQLite-backed, created by its deploy (migrations ${d.classes.map((_, i) => `v${i + 1}`).join(", ")}; only new tags apply)`,
+    );
+  for (const a of r.analyticsEngine)
+    lines.push(
+      `Analytics Engine dataset ${a.dataset} (written by ${a.workers.join(", ")}): bound with each Worker; Cloudflare creates it on the first write`,
+    );
   for (const s of r.secrets)
     lines.push(
       `secrets of ${s.worker} (not set by deploy): ${s.secrets.map((n) => `wrangler secret put ${n} --name ${s.worker}`).join("; ")}`,

@@ -100,7 +100,8 @@ export interface RunningService {
  *   is on);
  * - with `cronsFired`, the warning that "Scheduled Workers are not automatically triggered" and
  *   its curl hint: serveLocal fires them itself when `runCrons` is set (the banner says so).
- * Until `ready()` is called it also drops blank lines and the readiness probe's `GET /healthz` logs;
+ * Until `ready()` is called it also drops blank lines and the readiness probe's `GET /healthz` logs
+ * (wrangler's and the gateway's own JSON line);
  * everything else (request logs, warnings, errors) passes.
  */
 export function wranglerNoiseFilter(opts: { cronsFired?: boolean } = {}): {
@@ -140,7 +141,8 @@ export function wranglerNoiseFilter(opts: { cronsFired?: boolean } = {}): {
     }
     if (ready) return true;
     // Before the service is ready: no blank lines and no log lines of the readiness probe.
-    if (line === "" || /\[wrangler:info\] GET \/healthz /.test(line)) return false;
+    if (line === "" || /\[wrangler:info\] GET \/healthz /.test(line) || /"route":"\/healthz"/.test(line))
+      return false;
     if (/has access to the following bindings:$/.test(line)) {
       inTable = true;
       return false;

@@ -39,6 +39,10 @@ interface WranglerJson {
   d1_databases: { migrations_dir?: string }[];
   kv_namespaces: unknown;
   triggers: unknown;
+  durable_objects?: unknown;
+  migrations?: unknown;
+  analytics_engine_datasets?: unknown;
+  observability?: unknown;
 }
 const read = async (p: string) => JSON.parse(await readFile(p, "utf8")) as WranglerJson;
 
@@ -71,11 +75,25 @@ describe("writeWranglerConfigs", () => {
       "beit-edge-stage-1",
       "beit-edge-stage-2",
       "beit-edge-tagging",
-      "beit-edge-tagging-consumer",
+      // The gateway defines the quota Durable Object its consumers bind by script name.
       "beit-edge",
+      "beit-edge-tagging-consumer",
       "beit-edge-jobs",
     ]);
     const g = await read(c.gateway);
+    // Keys, quotas, usage: the gateway defines KeyQuota (migration v1) and writes the usage
+    // dataset; the jobs Worker and the tagging consumer bind the class by script name; Workers Logs on.
+    expect(g.durable_objects).toEqual({ bindings: [{ name: "QUOTA", class_name: "KeyQuota" }] });
+    expect(g.migrations).toEqual([{ tag: "v1", new_sqlite_classes: ["KeyQuota"] }]);
+    expect(g.analytics_engine_datasets).toEqual([{ binding: "USAGE_EVENTS", dataset: "beit_edge_usage" }]);
+    for (const kind of ["jobs", "tagging-consumer"]) {
+      const w = await read(c.workers.find((x) => x.kind === kind)!.path);
+      expect(w.durable_objects, kind).toEqual({
+        bindings: [{ name: "QUOTA", class_name: "KeyQuota", script_name: "beit-edge" }],
+      });
+      expect(w.migrations, kind).toBeUndefined();
+    }
+    for (const w of c.workers) expect((await read(w.path)).observability, w.name).toEqual({ enabled: true });
     expect(g.services).toEqual([
       ...[0, 1, 2].map((i) => ({ binding: `STAGE_${i}`, service: `beit-edge-stage-${i}` })),
       { binding: "TAGGING", service: "beit-edge-tagging" },

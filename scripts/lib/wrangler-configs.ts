@@ -113,6 +113,24 @@ export function wranglerConfig(
       id: opts.resourceIds?.[binding] ?? title,
     }));
   if (s.crons?.length) cfg.triggers = { crons: s.crons };
+  if (s.durableObjects)
+    cfg.durable_objects = {
+      bindings: Object.entries(s.durableObjects).map(([name, d]) => ({
+        name,
+        class_name: d.className,
+        ...(d.scriptName && { script_name: d.scriptName }),
+      })),
+    };
+  // One migration per class, in the order they were added: deploys apply only the new tags.
+  if (s.durableObjectClasses?.length)
+    cfg.migrations = s.durableObjectClasses.map((c, i) => ({ tag: `v${i + 1}`, new_sqlite_classes: [c] }));
+  if (s.analyticsEngineDatasets)
+    cfg.analytics_engine_datasets = Object.entries(s.analyticsEngineDatasets).map(([binding, dataset]) => ({
+      binding,
+      dataset,
+    }));
+  // Workers Logs: the one JSON line per request / queue invocation (src/edge/request-log.ts) is queryable.
+  cfg.observability = { enabled: true };
   cfg.rules = wasmRules;
   return cfg;
 }

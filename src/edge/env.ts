@@ -4,6 +4,9 @@
  * scripts can build them. Raw var strings are read only by src/edge/config.ts; everything else
  * takes the typed {@link Config} it returns.
  */
+import type { AccountsVars } from "../accounts/config.ts";
+import type { QuotaNamespace } from "../accounts/quota.ts";
+import type { UsageEventsDataset } from "../accounts/usage.ts";
 import type { JobsVars } from "../jobs/config.ts";
 import type { DeliveryMessage, JobMessage } from "../jobs/consumers.ts";
 import { MAX_STAGES, stageBindingName } from "../topology.ts";
@@ -56,7 +59,15 @@ export interface JobsBindings extends JobsVars {
   DELIVERY_QUEUE?: Queue<DeliveryMessage>;
 }
 
-export interface GatewayEnv extends ClassifierEnv, JobsBindings {
+/** Keys, quotas and usage (issue #20): all optional, so a deployment without them still serves. */
+export interface AccountsBindings extends AccountsVars {
+  /** Durable Object namespace of the per-key quota counters (class KeyQuota, in the gateway). */
+  QUOTA?: QuotaNamespace;
+  /** Workers Analytics Engine dataset of usage records (production). */
+  USAGE_EVENTS?: UsageEventsDataset;
+}
+
+export interface GatewayEnv extends ClassifierEnv, JobsBindings, AccountsBindings {
   /** Secret; when set, /v1/* requires `Authorization: Bearer <API_KEY>` (several keys: space-separated). */
   API_KEY?: string;
   /** The tagging Worker: /images/* is forwarded to it (issue #10). */
@@ -71,7 +82,11 @@ export interface GatewayEnv extends ClassifierEnv, JobsBindings {
 }
 
 /** The jobs Worker (src/workers/jobs): every jobs binding is required. */
-export interface JobsEnv extends ClassifierEnv, Required<Omit<JobsBindings, keyof JobsVars>>, JobsVars {}
+export interface JobsEnv
+  extends ClassifierEnv,
+    Required<Omit<JobsBindings, keyof JobsVars>>,
+    JobsVars,
+    AccountsBindings {}
 
 export interface StageEnv {
   MODELS: R2Bucket;

@@ -74,6 +74,13 @@ export interface ConsumerDeps {
   now?: () => number;
   /** Rare unexpected failures are logged here (default console.error). */
   log?: (message: string, error?: unknown) => void;
+  /**
+   * Charges a job's images to its owner's image quota just before they are classified; a refused
+   * charge puts the job back to queued until the quota's window resets. Absent: no quota.
+   */
+  chargeImages?(owner: string, images: number): Promise<{ allowed: boolean; retryAfterS: number } | null>;
+  /** Adds to an owner's usage (off the hot path). */
+  usage?(owner: string, counts: { images?: number; model_ms?: number; deliveries?: number }): void;
 }
 
 export type MessageAction = { ack: true } | { ack: false; delaySeconds: number };
@@ -89,11 +96,77 @@ function isRetryable(e: AppError): boolean {
   return e.status >= 500;
 }
 
+/** The problem details a canceled or expired job carries as its `error`. */
+export function endProblem(kind: "canceled" | "expired", job: JobRow): Record<string, unknown> {
+  return kind === "canceled"
+    ? problemBody(
+        new AppError(
+          "job-canceled",
+          409,
+          "The job was canceled by its client (POST /v1/jobs/{id}/cancel); its images were not classified, or its result was discarded.",
+        ),
+      )
+    : problemBody(
+        new AppError(
+          "job-expired",
+          504,
+          `The job was not started within its cancel_after of ${Math.round(((job.start_by ?? job.created_at) - job.created_at) / 1000)} s, so it was never classified.`,
+        ),
+      );
+}
+
+/**
+ * Ends a job this consumer holds (claim token in `job.attempts`) as canceled or expired, with its
+ * final event, and enqueues the delivery.
+ */
+export async function endJob(
+  deps: ConsumerDeps,
+  job: JobRow,
+  kind: "canceled" | "expired",
+): Promise<boolean> {
+  const now = deps.now ?? Date.now;
+  const done = await deps.store.finish(
+    job,
+    { status: kind, error: endProblem(kind, job) },
+    now(),
+    deps.config.retentionMs,
+  );
+  if (done) await afterFinish(deps, done.job, done.delivery !== null);
+  return done !== null;
+}
+
+/** Expires the job if it is queued, never started, and past its cancel_after. */
+export async function expireIfDue(deps: ConsumerDeps, jobId: string): Promise<boolean> {
+  const now = (deps.now ?? Date.now)();
+  const j = await deps.store.byId(jobId);
+  if (j?.status !== "queued" || j.started_at !== null || !j.start_by || j.start_by >= now) return false;
+  const held = await deps.store.claimToEnd(jobId, now, deps.config.leaseMs);
+  return held ? endJob(deps, held, "expired") : false;
+}
+
 /** Handles one job message. */
 export async function runJob(deps: ConsumerDeps, msg: JobMessage): Promise<MessageAction> {
   const now = deps.now ?? Date.now;
-  const job = await deps.store.claim(msg.jobId, now(), deps.config.leaseMs);
-  if (!job) return ACK; // final, unknown (expired), or running under another live claim
+  const claimedAt = now();
+  const job = await deps.store.claim(msg.jobId, claimedAt, deps.config.leaseMs);
+  if (!job) {
+    // final, unknown (expired rows), running under another live claim, or past its cancel_after
+    await expireIfDue(deps, msg.jobId);
+    return ACK;
+  }
+  // Canceled while queued, before the cancel itself could take it: never classified.
+  if (job.cancel_requested_at) {
+    await endJob(deps, job, "canceled");
+    return ACK;
+  }
+  if (deps.chargeImages) {
+    const r = await deps.chargeImages(job.owner, job.image_count);
+    if (r && !r.allowed) {
+      // Back to queued, as not started (cancel_after still applies), until the window resets.
+      await deps.store.release(job.id, job.attempts, now(), undefined, job.started_at === claimedAt);
+      return { ack: false, delaySeconds: Math.max(1, r.retryAfterS) };
+    }
+  }
   let error: AppError;
   try {
     const images = await readUploads(deps, job);
@@ -101,6 +174,8 @@ export async function runJob(deps: ConsumerDeps, msg: JobMessage): Promise<Messa
       topK: job.top_k,
       exifTranspose: job.exif_transpose === 1,
     });
+    const runMs = (out.timings as { runMs?: number[] } | undefined)?.runMs ?? [];
+    deps.usage?.(job.owner, { images: images.length, model_ms: runMs.reduce((n, x) => n + x, 0) });
     const results = job.batch === 1 ? out.predictions : out.predictions[0];
     const done = await deps.store.finish(
       job,
@@ -108,6 +183,14 @@ export async function runJob(deps: ConsumerDeps, msg: JobMessage): Promise<Messa
       now(),
       deps.config.retentionMs,
     );
+    if (!done) {
+      // A cancel that arrived while it ran: the result is discarded, the event says canceled.
+      const current = await deps.store.byId(job.id);
+      if (current?.status === "running" && current.attempts === job.attempts && current.cancel_requested_at) {
+        await endJob(deps, current, "canceled");
+        return ACK;
+      }
+    }
     if (done) await afterFinish(deps, done.job, done.delivery !== null);
     return ACK;
   } catch (e) {
@@ -126,7 +209,13 @@ export async function runJob(deps: ConsumerDeps, msg: JobMessage): Promise<Messa
     if (done) await afterFinish(deps, done.job, done.delivery !== null);
     return ACK;
   }
-  // Retryable: back to queued (so the retried message can claim it) and retry later.
+  // Retryable: back to queued (so the retried message can claim it) and retry later; a job
+  // canceled meanwhile ends now instead.
+  const current = await deps.store.byId(job.id);
+  if (current?.cancel_requested_at && current.status === "running" && current.attempts === job.attempts) {
+    await endJob(deps, current, "canceled");
+    return ACK;
+  }
   await deps.store.release(job.id, job.attempts, now(), problem);
   const retryAfter = typeof error.extra.retryAfter === "number" ? error.extra.retryAfter : 0;
   return { ack: false, delaySeconds: Math.max(retryAfter, jobRetryDelay(job.attempts)) };
@@ -209,6 +298,10 @@ export async function runDelivery(deps: ConsumerDeps, msg: DeliveryMessage): Pro
     error = ae.detail;
     refused = ae.status === 422;
   }
+  if (deps.usage) {
+    const owner = (await deps.store.byId(d.job_id))?.owner;
+    if (owner) deps.usage(owner, { deliveries: 1 });
+  }
   const outcome = refused ? { kind: "gone" as const } : classifyAttempt(status ?? undefined, retryAfter);
   const at = now();
   if (outcome.kind === "delivered") {
@@ -274,6 +367,8 @@ export async function runDeadLetter(
 }
 
 export interface SweepReport {
+  /** Queued jobs past their cancel_after, ended `expired`. */
+  expiredUnstarted: number;
   jobs: number;
   deliveries: number;
   uploadsDeleted: number;
@@ -284,6 +379,9 @@ export interface SweepReport {
 export async function sweep(deps: ConsumerDeps, limit = 100): Promise<SweepReport> {
   const now = (deps.now ?? Date.now)();
   const cfg = deps.config;
+  let expiredUnstarted = 0;
+  for (const id of await deps.store.dueExpiries(now, limit))
+    if (await expireIfDue(deps, id)) expiredUnstarted++;
   const jobs = await deps.store.stuckJobs(now, cfg.stuckAfterMs, limit);
   for (const jobId of jobs) await deps.sendJob({ jobId });
   const deliveries = await deps.store.stuckDeliveries(now, cfg.deliveryStuckAfterMs, limit);
@@ -291,5 +389,11 @@ export async function sweep(deps: ConsumerDeps, limit = 100): Promise<SweepRepor
   const uploads = await deps.store.uploadsToDelete(now, limit);
   await deleteUploads(deps, uploads);
   const expired = await deps.store.expire(now, limit);
-  return { jobs: jobs.length, deliveries: deliveries.length, uploadsDeleted: uploads.length, expired };
+  return {
+    jobs: jobs.length,
+    deliveries: deliveries.length,
+    uploadsDeleted: uploads.length,
+    expired,
+    expiredUnstarted,
+  };
 }

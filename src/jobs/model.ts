@@ -12,20 +12,44 @@
  * attempts, last_status, last_error, last_attempt_at, next_attempt_at, delivered_at}` (pending
  * with no attempts until the job is final), or null without a callback_url.
  *
- * Event (webhook body): `{type: "classification.succeeded" | "classification.failed", timestamp,
+ * Event (webhook body): `{type: "classification.succeeded" | "classification.failed" |
+ * "classification.canceled" | "classification.expired", timestamp,
  * data: <job object without delivery>}`, fixed once when the job becomes final, so every retry and
  * redelivery carries the same bytes under the same `webhook-id`.
  */
 
-export type JobStatus = "queued" | "running" | "succeeded" | "failed";
+/** The statuses stored in jobs.status (a canceled or expired job is stored as failed + outcome). */
+export type StoredJobStatus = "queued" | "running" | "succeeded" | "failed";
+/** The statuses clients see: `canceled` (POST /v1/jobs/{id}/cancel), `expired` (not started by cancel_after). */
+export type JobStatus = StoredJobStatus | "canceled" | "expired";
 export type DeliveryState = "pending" | "delivered" | "failed";
-export const JOB_STATUSES: readonly JobStatus[] = ["queued", "running", "succeeded", "failed"];
+export const JOB_STATUSES: readonly JobStatus[] = [
+  "queued",
+  "running",
+  "succeeded",
+  "failed",
+  "canceled",
+  "expired",
+];
+/** Final statuses: nothing changes a job in one of these any more. */
+export const FINAL_STATUSES: readonly JobStatus[] = ["succeeded", "failed", "canceled", "expired"];
+export type EventType =
+  | "classification.succeeded"
+  | "classification.failed"
+  | "classification.canceled"
+  | "classification.expired";
 
 /** A row of `jobs` (migrations/0001_jobs.sql). */
 export interface JobRow {
   id: string;
   owner: string;
-  status: JobStatus;
+  status: StoredJobStatus;
+  /** Why a `failed` row ended without a result: canceled or expired (null otherwise). */
+  outcome?: "canceled" | "expired" | null;
+  /** Set by a cancel while the job runs: its result is then not delivered. */
+  cancel_requested_at?: number | null;
+  /** cancel_after: a job not started by then (Unix ms) ends expired. */
+  start_by?: number | null;
   idempotency_key: string | null;
   request_hash: string;
   callback_url: string | null;
@@ -93,7 +117,9 @@ export interface JobView {
   expires_at: string;
   callback_url: string | null;
   metadata: unknown;
-  parameters: { top_k: number; exif_transpose: boolean };
+  parameters: { top_k: number; exif_transpose: boolean; cancel_after: number | null };
+  /** When a cancel was asked while the job ran (its result is then not delivered). */
+  cancel_requested_at: string | null;
   image_count: number;
   results: unknown;
   images: unknown;
@@ -104,7 +130,7 @@ export interface JobView {
 }
 
 export interface WebhookEvent {
-  type: "classification.succeeded" | "classification.failed";
+  type: EventType;
   timestamp: string;
   data: JobView;
 }
@@ -133,18 +159,32 @@ export function deliveryView(d: DeliveryRow): DeliveryView {
   };
 }
 
+/** The status a client sees for a row. */
+export function viewStatus(job: JobRow): JobStatus {
+  return job.status === "failed" && job.outcome ? job.outcome : job.status;
+}
+
 /** The job object; `delivery` is included when given (undefined leaves it out, as in events). */
 export function jobView(job: JobRow, delivery?: DeliveryRow | null): JobView {
+  const status = viewStatus(job);
   const view: JobView = {
     id: job.id,
-    status: job.status,
+    status,
     created_at: iso(job.created_at)!,
     started_at: iso(job.started_at),
     finished_at: iso(job.finished_at),
     expires_at: iso(job.expires_at)!,
     callback_url: job.callback_url,
     metadata: json(job.metadata),
-    parameters: { top_k: job.top_k, exif_transpose: job.exif_transpose === 1 },
+    parameters: {
+      top_k: job.top_k,
+      exif_transpose: job.exif_transpose === 1,
+      cancel_after:
+        job.start_by === null || job.start_by === undefined
+          ? null
+          : Math.round((job.start_by - job.created_at) / 1000),
+    },
+    cancel_requested_at: iso(job.cancel_requested_at ?? null),
     image_count: job.image_count,
     results: json(job.results),
     images: json(job.images),
@@ -178,7 +218,7 @@ export function jobView(job: JobRow, delivery?: DeliveryRow | null): JobView {
 /** The event body for a final job, serialised once (these exact bytes are signed and re-sent). */
 export function eventPayload(job: JobRow, now: number): string {
   const event: WebhookEvent = {
-    type: job.status === "succeeded" ? "classification.succeeded" : "classification.failed",
+    type: `classification.${viewStatus(job) as "succeeded" | "failed" | "canceled" | "expired"}`,
     timestamp: new Date(now).toISOString(),
     data: jobView(job),
   };

@@ -46,10 +46,13 @@ export interface NewJob {
   retentionMs: number;
   /** Defaults to a new time-ordered id; the gateway picks it first to name the uploads. */
   id?: string;
+  /** cancel_after (s): a job not started within this ends `expired`. */
+  cancelAfterS?: number | null;
 }
 
 export interface JobOutcome {
-  status: "succeeded" | "failed";
+  /** canceled and expired are stored as status failed + outcome. */
+  status: "succeeded" | "failed" | "canceled" | "expired";
   results?: unknown;
   images?: unknown;
   model?: unknown;
@@ -66,7 +69,7 @@ export interface ListOptions {
 }
 
 const JOB_COLUMNS = `id, owner, status, idempotency_key, request_hash, callback_url, metadata, top_k,
-  exif_transpose, batch, image_count, image_bytes, created_at, updated_at, expires_at`;
+  exif_transpose, batch, image_count, image_bytes, created_at, updated_at, expires_at, start_by`;
 
 export class JobStore {
   constructor(readonly db: D1Database) {}
@@ -79,7 +82,7 @@ export class JobStore {
     const id = n.id ?? newJobId(n.now);
     const row = await this.db
       .prepare(
-        `INSERT INTO jobs (${JOB_COLUMNS}) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO jobs (${JOB_COLUMNS}) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT DO NOTHING RETURNING *`,
       )
       .bind(
@@ -97,6 +100,7 @@ export class JobStore {
         n.now,
         n.now,
         n.now + n.retentionMs,
+        n.cancelAfterS ? n.now + n.cancelAfterS * 1000 : null,
       )
       .first<JobRow>();
     if (row) return { job: row, created: true };
@@ -135,9 +139,13 @@ export class JobStore {
   ): Promise<{ jobs: { job: JobRow; delivery: DeliveryRow | null }[]; next: string | null }> {
     const where = ["j.owner = ?"];
     const args: unknown[] = [owner];
-    if (o.status) {
+    if (o.status === "canceled" || o.status === "expired") {
+      where.push("j.status = 'failed' AND j.outcome = ?");
+      args.push(o.status);
+    } else if (o.status) {
       where.push("j.status = ?");
       args.push(o.status);
+      if (o.status === "failed") where.push("j.outcome IS NULL");
     }
     if (o.cursor) {
       where.push("j.id < ?");
@@ -194,20 +202,70 @@ export class JobStore {
       .prepare(
         `UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = ?,
            started_at = COALESCE(started_at, ?), updated_at = ?
-         WHERE id = ? AND (status = 'queued' OR (status = 'running' AND lease_until < ?)) RETURNING *`,
+         WHERE id = ? AND (status = 'queued' OR (status = 'running' AND lease_until < ?))
+           AND (start_by IS NULL OR started_at IS NOT NULL OR start_by >= ?) RETURNING *`,
       )
-      .bind(now + leaseMs, now, now, id, now)
+      .bind(now + leaseMs, now, now, id, now, now)
       .first<JobRow>();
   }
 
+  /**
+   * Takes a queued job to end it without classifying (cancel, expiry): like {@link claim} but
+   * regardless of cancel_after and without marking it started. The claimed row's `attempts` is the
+   * token {@link finish} needs.
+   */
+  claimToEnd(id: string, now: number, leaseMs: number): Promise<JobRow | null> {
+    return this.db
+      .prepare(
+        `UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = ?, updated_at = ?
+         WHERE id = ? AND status = 'queued' RETURNING *`,
+      )
+      .bind(now + leaseMs, now, id)
+      .first<JobRow>();
+  }
+
+  /**
+   * Records a cancel of the owner's job: queued or running jobs get `cancel_requested_at` (kept
+   * from the first cancel). Returns the row after it, or why nothing changed.
+   */
+  async requestCancel(
+    owner: string,
+    id: string,
+    now: number,
+  ): Promise<{ job: JobRow } | { reason: "not-found" | "final"; job?: JobRow }> {
+    const row = await this.db
+      .prepare(
+        `UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?), updated_at = ?
+         WHERE id = ? AND owner = ? AND status IN ('queued', 'running') RETURNING *`,
+      )
+      .bind(now, now, id, owner)
+      .first<JobRow>();
+    if (row) return { job: row };
+    const job = await this.get(owner, id);
+    return job ? { reason: "final", job } : { reason: "not-found" };
+  }
+
+  /** Queued jobs never started whose cancel_after has passed (the sweeper expires them). */
+  async dueExpiries(now: number, limit: number): Promise<string[]> {
+    const { results } = await this.db
+      .prepare(
+        `SELECT id FROM jobs WHERE status = 'queued' AND started_at IS NULL AND start_by IS NOT NULL
+           AND start_by < ? ORDER BY start_by LIMIT ?`,
+      )
+      .bind(now, limit)
+      .all<{ id: string }>();
+    return results.map((r) => r.id);
+  }
+
   /** Puts a claimed job back to `queued` (retryable error, or the consumer failed); false if the claim was lost. */
-  async release(id: string, token: number, now: number, error?: unknown): Promise<boolean> {
+  async release(id: string, token: number, now: number, error?: unknown, unstart = false): Promise<boolean> {
     const r = await this.db
       .prepare(
-        `UPDATE jobs SET status = 'queued', lease_until = NULL, updated_at = ?, error = COALESCE(?, error)
+        `UPDATE jobs SET status = 'queued', lease_until = NULL, updated_at = ?, error = COALESCE(?, error),
+           started_at = CASE WHEN ? THEN NULL ELSE started_at END
          WHERE id = ? AND status = 'running' AND attempts = ?`,
       )
-      .bind(now, error === undefined ? null : JSON.stringify(error), id, token)
+      .bind(now, error === undefined ? null : JSON.stringify(error), unstart ? 1 : 0, id, token)
       .run();
     return r.meta.changes === 1;
   }
@@ -223,9 +281,12 @@ export class JobStore {
     now: number,
     retentionMs: number,
   ): Promise<{ job: JobRow; delivery: DeliveryRow | null } | null> {
+    const stored = outcome.status === "succeeded" ? "succeeded" : "failed";
+    const why = outcome.status === "canceled" || outcome.status === "expired" ? outcome.status : null;
     const final: JobRow = {
       ...job,
-      status: outcome.status,
+      status: stored,
+      outcome: why,
       results: outcome.results === undefined ? null : JSON.stringify(outcome.results),
       images: outcome.images === undefined ? null : JSON.stringify(outcome.images),
       model: outcome.model === undefined ? null : JSON.stringify(outcome.model),
@@ -238,12 +299,13 @@ export class JobStore {
     };
     const update = this.db
       .prepare(
-        `UPDATE jobs SET status = ?, results = ?, images = ?, model = ?, timings = ?, error = ?,
+        `UPDATE jobs SET status = ?, outcome = ?, results = ?, images = ?, model = ?, timings = ?, error = ?,
            lease_until = NULL, updated_at = ?, finished_at = ?, expires_at = ?
-         WHERE id = ? AND status = 'running' AND attempts = ?`,
+         WHERE id = ? AND status = 'running' AND attempts = ?${stored === "succeeded" ? " AND cancel_requested_at IS NULL" : ""}`,
       )
       .bind(
         final.status,
+        final.outcome,
         final.results,
         final.images,
         final.model,

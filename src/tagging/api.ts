@@ -66,8 +66,8 @@ function storeOf(env: ImagesApiEnv): ImageStore {
 }
 
 /** The `/v1/images` routes. */
-export function imageRoutes<E extends ImagesApiEnv>(): Hono<{ Bindings: E }> {
-  const app = new Hono<{ Bindings: E }>();
+export function imageRoutes<E extends ImagesApiEnv>(): Hono<{ Bindings: E; Variables: { caller?: string } }> {
+  const app = new Hono<{ Bindings: E; Variables: { caller?: string } }>();
 
   app.get("/v1/images", async (c) => {
     const label = c.req.query("label");
@@ -166,6 +166,8 @@ export function imageRoutes<E extends ImagesApiEnv>(): Hono<{ Bindings: E }> {
         source: { kind: "r2", bucket: bucketName, key: o.key },
         retag: body.retag === true,
         requestedAt,
+        // The caller's image quota and usage are charged when the consumer classifies.
+        ...(c.get("caller") ? { keyId: c.get("caller") } : {}),
       } satisfies TagMessage,
       contentType: "json" as const,
     }));

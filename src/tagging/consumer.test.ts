@@ -251,6 +251,36 @@ describe("tagging consumer", () => {
     ).rejects.toMatchObject({ reason: "origin-error" });
   });
 
+  it("charges a backfill's image to the key that asked: waits while its quota is used up, then records its usage", async () => {
+    const model = countingClassifier();
+    let allowed = false;
+    const charged: string[] = [];
+    const usage: unknown[] = [];
+    const d: TaggerDeps = {
+      ...deps(model),
+      chargeImages: async (keyId, n) => {
+        charged.push(`${keyId}:${n}`);
+        return { allowed, retryAfterS: 9 };
+      },
+      usage: (keyId, counts) => usage.push([keyId, counts]),
+    };
+    const msg = { ...tagMsg("a/cat.png"), keyId: "key_00000000000000aa" };
+    const first = batchOf([msg]);
+    await handleTagBatch(first.batch, d, 3);
+    expect(first.retried).toEqual([0]);
+    expect(model.calls).toBe(0);
+    allowed = true;
+    const second = batchOf([msg]);
+    expect(await handleTagBatch(second.batch, d, 3)).toMatchObject([{ outcome: "tagged", classified: true }]);
+    expect(charged).toEqual(["key_00000000000000aa:1", "key_00000000000000aa:1"]);
+    expect(usage).toEqual([["key_00000000000000aa", { images: 1, images_tagged: 1 }]]);
+    // A CDN miss belongs to no key: no charge, usage under the tagging id.
+    const miss = batchOf([tagMsg("b/same-cat.png")]);
+    await handleTagBatch(miss.batch, d, 3);
+    expect(charged).toHaveLength(2);
+    expect(usage[1]).toEqual([null, { images: 0, images_tagged: 1 }]);
+  });
+
   it("refuses messages for anything but the configured origin, and malformed messages, without fetching", async () => {
     const model = countingClassifier();
     const before = origin.requests.length;

@@ -59,6 +59,13 @@ export interface TaggerDeps {
   classifier: TagClassifier;
   now?: () => number;
   log?(event: string, detail: Record<string, unknown>): void;
+  /**
+   * Charges one image to the image quota of the key that asked (backfill messages carry its id)
+   * before it is classified; a refused charge retries the message later. Absent: no quota.
+   */
+  chargeImages?(keyId: string, images: number): Promise<{ allowed: boolean; retryAfterS: number } | null>;
+  /** Adds to a key's usage (or the tagging id `cdn` for work no key asked for). */
+  usage?(keyId: string | null, counts: { images?: number; images_tagged?: number }): void;
 }
 
 export type TagResult =
@@ -320,6 +327,14 @@ export async function runTagJob(job: TagJob, deps: TaggerDeps, finalAttempt = fa
       image = { width: twin.width, height: twin.height, format: twin.format };
     } else {
       let out: Awaited<ReturnType<TagClassifier["classify"]>>;
+      if (job.keyId && deps.chargeImages) {
+        const r = await deps.chargeImages(job.keyId, 1);
+        if (r && !r.allowed)
+          throw new RetryableTagError(
+            "rate-limited",
+            `the image quota of ${job.keyId} is used up for this minute (retry after ${r.retryAfterS} s)`,
+          );
+      }
       try {
         out = await deps.classifier.classify(bytes, deps.config.topK);
       } catch (e) {
@@ -351,6 +366,7 @@ export async function runTagJob(job: TagJob, deps: TaggerDeps, finalAttempt = fa
       now: now(),
     });
     await putEntry(deps, locator, taggedEntry(v, labels, model));
+    deps.usage?.(job.keyId ?? null, { images: classified ? 1 : 0, images_tagged: 1 });
     return { outcome: "tagged", classified, labels: labels.length };
   } catch (e) {
     if (!finalAttempt) throw e;

@@ -23,6 +23,8 @@ export interface TagMessage {
   retag?: boolean;
   /** ISO time of the request that enqueued it. */
   requestedAt?: string;
+  /** The API key (id) that asked for it (backfill): its image quota and usage are charged. */
+  keyId?: string;
 }
 
 /** The body of an R2 event notification message. */
@@ -49,6 +51,8 @@ export type TagJob =
       retag: boolean;
       etagHint?: string;
       sizeHint?: number;
+      /** Who asked (a key id or caller id), when a client did (backfill). */
+      keyId?: string;
     }
   | { op: "forget"; source: ImageSource };
 
@@ -75,6 +79,7 @@ export function parseQueueMessage(body: unknown): TagJob | string {
       source,
       ...(typeof body.publicUrl === "string" ? { publicUrl: body.publicUrl } : {}),
       retag: body.retag === true,
+      ...(typeof body.keyId === "string" && body.keyId.length <= 64 ? { keyId: body.keyId } : {}),
     };
   }
   if (typeof body.action === "string" && typeof body.bucket === "string" && isRecord(body.object)) {

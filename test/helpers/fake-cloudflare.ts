@@ -20,10 +20,10 @@ export interface ApiCall {
 export interface ScriptUpload {
   bytes: number;
   /** The upload's `metadata` part (bindings, main_module, compatibility_date, ...). */
-  metadata: { bindings?: { name: string; type: string; service?: string; bucket_name?: string }[] } & Record<
-    string,
-    unknown
-  >;
+  metadata: {
+    bindings?: { name: string; type: string; service?: string; bucket_name?: string }[];
+    migrations?: { old_tag?: string; new_tag?: string; steps?: unknown[] };
+  } & Record<string, unknown>;
   /** Names of the module parts (the entry, wasm modules). */
   parts: string[];
 }
@@ -331,6 +331,19 @@ export async function startFakeCloudflare(
       const parts = [...form.keys()].filter((k) => k !== "metadata");
       return { bytes: data.byteLength, metadata, parts };
     };
+    // The script list: wrangler reads a Worker's Durable Object migration tag from it before a
+    // deploy with `migrations`, to send only the new steps.
+    if (rest === "/workers/scripts" && method === "GET")
+      return json(
+        res,
+        200,
+        envelope(
+          [...fake.scripts].map(([id, s]) => ({
+            id,
+            migration_tag: s.metadata.migrations?.new_tag,
+          })),
+        ),
+      );
     m = /^\/workers\/scripts\/([^/]+)$/.exec(rest);
     if (m && method === "PUT") {
       const name = m[1];

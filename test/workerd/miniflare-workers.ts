@@ -3,7 +3,8 @@
  * The miniflare Workers of the workerd test project, built from src/topology.ts (the one topology
  * source) and the bundles global-setup.ts makes with wrangler: every Worker of the topology for a
  * model with `stages` stages, with its var defaults, R2 buckets, service bindings, queues, D1
- * databases and KV namespaces, plus per-kind test overrides.
+ * databases, KV namespaces, Durable Objects and Analytics Engine datasets, plus per-kind test
+ * overrides.
  */
 import { join } from "node:path";
 import {
@@ -75,6 +76,21 @@ export function miniflareWorker(
       d1Databases: Object.fromEntries(s.d1Databases.map((d) => [d.binding, d.databaseName])),
     }),
     ...(s.kvNamespaces && { kvNamespaces: { ...s.kvNamespaces } }),
+    // The per-key quota object: defined by the gateway (a variant of it defines its own), bound by
+    // name from the jobs Worker.
+    ...(s.durableObjects && {
+      durableObjects: Object.fromEntries(
+        Object.entries(s.durableObjects).map(([b, d]) => [
+          b,
+          d.scriptName ? { className: d.className, scriptName: d.scriptName } : d.className,
+        ]),
+      ),
+    }),
+    ...(s.analyticsEngineDatasets && {
+      analyticsEngineDatasets: Object.fromEntries(
+        Object.entries(s.analyticsEngineDatasets).map(([b, dataset]) => [b, { dataset }]),
+      ),
+    }),
     ...(outbound && { outboundService: outbound }),
   };
 }

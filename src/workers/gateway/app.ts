@@ -10,6 +10,8 @@
  * path asked with another method answers 405 with `Allow` (src/edge/methods.ts, derived from the routes).
  */
 import { type Context, Hono } from "hono";
+import { authIsOn } from "../../accounts/auth.ts";
+import { accountsConfigOf } from "../../accounts/config.ts";
 import {
   type Classifier,
   createClassifier,
@@ -17,7 +19,6 @@ import {
   modelHeaders,
   type PixelDecoder,
 } from "../../classify/index.ts";
-import { authenticate } from "../../edge/auth.ts";
 import { configOf } from "../../edge/config.ts";
 import type { GatewayEnv } from "../../edge/env.ts";
 import { Deadline } from "../../edge/limits.ts";
@@ -27,11 +28,13 @@ import { AppError } from "../../shared/errors.ts";
 import { modelShape } from "../../shared/manifest.ts";
 import { imageRoutes } from "../../tagging/api.ts";
 import { ISOLATE_LIMIT_BYTES } from "../../topology.ts";
+import { addUsage, chargeImages, registerAccountsMiddleware, registerAccountsRoutes } from "./accounts.ts";
+import { accountsPaths } from "./accounts-openapi.ts";
 import { FAVICON_SVG, homePage } from "./home-page.ts";
 import { imagesOpenApiPaths } from "./images-openapi.ts";
 import { readClassifyInput, resolveExifTranspose, resolveTopK, withCurlHint } from "./input.ts";
 import { type JobsAppEnv, registerJobRoutes } from "./jobs.ts";
-import { jobsPaths } from "./jobs-openapi.ts";
+import { jobsPaths, jobsWebhooks } from "./jobs-openapi.ts";
 import { openApiDocument } from "./openapi.ts";
 
 export type { PixelDecoder, Prediction } from "../../classify/index.ts";
@@ -75,7 +78,17 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
 
   app.onError((err, c) => {
     const e = toAppError(err);
-    if (e.code === "internal-error") console.error("unhandled error", c.req.method, c.req.path, err);
+    if (e.code === "internal-error")
+      console.error(
+        JSON.stringify({
+          event: "unhandled-error",
+          request_id: c.get("requestId") ?? null,
+          method: c.req.method,
+          path: c.req.path,
+          error: err instanceof Error ? `${err.name}: ${err.message}` : String(err),
+        }),
+      );
+    c.set("problem", e.code);
     return problemResponse(e);
   });
   // 405 + Allow (OPTIONS: 204 + Allow) for a known path and another method, from the app's routes.
@@ -103,10 +116,8 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
     );
   });
 
-  app.use("/v1/*", async (c, next) => {
-    c.set("caller", await authenticate(c.req.header("authorization") ?? null, configOf(c.env).apiKey));
-    await next();
-  });
+  // Request id, log line, usage; then /v1 auth, scopes and the per-key request quota.
+  registerAccountsMiddleware(app);
 
   // CDN image tagging (issue #10): the images themselves are public (no API key), the tagging
   // Worker serves them; /v1/images (search, lookup, backfill) sits behind the /v1 auth above.
@@ -121,12 +132,19 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   });
   app.route("/", imageRoutes<GatewayEnv>());
 
-  app.get("/", (c) =>
-    c.html(homePage({ needsKey: configOf(c.env).apiKey !== null, imagesBucket: c.env.IMAGES_BUCKET })),
+  app.get("/", async (c) =>
+    c.html(
+      homePage({
+        needsKey: await authIsOn(configOf(c.env).apiKey, c.env.DB, accountsConfigOf(c.env), Date.now()),
+        imagesBucket: c.env.IMAGES_BUCKET,
+      }),
+    ),
   );
   app.get("/favicon.ico", () => new Response(FAVICON_SVG, { headers: FAVICON_HEADERS }));
   // Relative `servers` ("/"): the Host header is never reflected into the document.
-  app.get("/openapi.json", (c) => c.json(openApiDocument({ ...jobsPaths(), ...imagesOpenApiPaths })));
+  app.get("/openapi.json", (c) =>
+    c.json(openApiDocument({ ...jobsPaths(), ...imagesOpenApiPaths, ...accountsPaths }, jobsWebhooks())),
+  );
 
   // 200 only when a classification can succeed now: the pointer and manifest load, every stage is
   // reachable and holds the active version (a cold or evicted stage is warmed here, as the next
@@ -185,6 +203,8 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
         urlFetch: { policy: { allowLoopback: limits.allowLoopbackFetch } },
       }),
     );
+    // The images count against the key's image quota before any model work.
+    await chargeImages(c, input.images.length);
     const classifier = classifierOf(c, options);
     // One version for the whole request: top_k is checked against its labels, and it is pinned below.
     const model = await deadline.race(classifier.model());
@@ -197,6 +217,7 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
         throw input.images.reduce((err, image) => (err === e ? withCurlHint(e, image) : err), e);
       });
     const t = out.timings;
+    addUsage(c, { images: input.images.length, model_ms: t.runMs.reduce((n, x) => n + x, 0) });
     const timing: [string, number][] = [
       ["decode", t.decodeMs],
       ["preprocess", t.preprocessMs],
@@ -218,6 +239,7 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   });
 
   registerJobRoutes(app, { classifier: (c) => classifierOf(c, options) });
+  registerAccountsRoutes(app);
 
   return app;
 }

@@ -32,6 +32,8 @@ export interface ClassifyInput {
   callbackUrl?: unknown;
   /** POST /v1/jobs: metadata from the JSON body (a value) or a multipart field (JSON text), if any. */
   metadata?: unknown;
+  /** POST /v1/jobs: cancel_after (seconds) from the JSON body or a multipart field, if any. */
+  cancelAfter?: unknown;
 }
 
 export interface InputOptions {
@@ -239,12 +241,14 @@ async function fromMultipart(
   let exifTranspose: unknown;
   let callbackUrl: unknown;
   let metadata: unknown;
+  let cancelAfter: unknown;
   for (const [name, value] of form.entries()) {
     if (typeof value === "string") {
       if (name === "top_k") topK = value;
       if (name === "exif_transpose") exifTranspose = value;
       if (name === "callback_url") callbackUrl = value;
       if (name === "metadata") metadata = value;
+      if (name === "cancel_after") cancelAfter = value;
       continue;
     }
     const file = value as File;
@@ -253,7 +257,7 @@ async function fromMultipart(
     images.push(bytes);
   }
   checkBatch(images.length, opts.maxBatch);
-  return { images, batch: images.length > 1, topK, exifTranspose, callbackUrl, metadata };
+  return { images, batch: images.length > 1, topK, exifTranspose, callbackUrl, metadata, cancelAfter };
 }
 
 async function fromJson(body: Uint8Array, opts: InputOptions): Promise<ClassifyInput> {
@@ -330,7 +334,15 @@ async function fromJson(body: Uint8Array, opts: InputOptions): Promise<ClassifyI
       images.push(bytes);
     }
   }
-  return { images, batch, topK, exifTranspose, callbackUrl: o.callback_url, metadata: o.metadata };
+  return {
+    images,
+    batch,
+    topK,
+    exifTranspose,
+    callbackUrl: o.callback_url,
+    metadata: o.metadata,
+    cancelAfter: o.cancel_after,
+  };
 }
 
 /** A user-supplied parameter value for an error message: short, and numbers JSON cannot show named. */

@@ -33,7 +33,11 @@ const job: Json = {
   required: ["id", "status", "created_at"],
   properties: {
     id: { type: "string" },
-    status: { enum: ["queued", "running", "succeeded", "failed"] },
+    status: {
+      enum: ["queued", "running", "succeeded", "failed", "canceled", "expired"],
+      description: "canceled: POST /v1/jobs/{id}/cancel; expired: not started within cancel_after",
+    },
+    cancel_requested_at: nullable("string", { format: "date-time" }),
     created_at: { type: "string", format: "date-time" },
     started_at: nullable("string", { format: "date-time" }),
     finished_at: nullable("string", { format: "date-time" }),
@@ -42,7 +46,11 @@ const job: Json = {
     metadata: { description: "The submitted metadata object, untouched" },
     parameters: {
       type: "object",
-      properties: { top_k: { type: "integer" }, exif_transpose: { type: "boolean" } },
+      properties: {
+        top_k: { type: "integer" },
+        exif_transpose: { type: "boolean" },
+        cancel_after: nullable("integer", { description: "Seconds the job had to start" }),
+      },
     },
     image_count: { type: "integer" },
     results: {
@@ -80,6 +88,13 @@ export function jobsPaths(): Record<string, Json> {
           { name: "callback_url", in: "query", schema: { type: "string", format: "uri" } },
           { name: "top_k", in: "query", schema: { type: "integer", minimum: 1 } },
           { name: "exif_transpose", in: "query", schema: { type: "boolean" } },
+          {
+            name: "cancel_after",
+            in: "query",
+            description:
+              "Seconds (1..604800) the job may wait in the queue: one not started by then ends `expired` (event classification.expired) and is never classified. Also a JSON member or multipart field.",
+            schema: { type: "integer", minimum: 1, maximum: 604800 },
+          },
           { name: "Idempotency-Key", in: "header", schema: { type: "string", maxLength: 255 } },
         ],
         requestBody: {
@@ -90,14 +105,22 @@ export function jobsPaths(): Record<string, Json> {
             "multipart/form-data": {
               schema: {
                 type: "object",
-                properties: { callback_url: { type: "string" }, metadata: { type: "string" } },
+                properties: {
+                  callback_url: { type: "string" },
+                  metadata: { type: "string" },
+                  cancel_after: { type: "string" },
+                },
                 additionalProperties: { type: "string", format: "binary" },
               },
             },
             "application/json": {
               schema: {
                 type: "object",
-                properties: { callback_url: { type: "string", format: "uri" }, metadata: { type: "object" } },
+                properties: {
+                  callback_url: { type: "string", format: "uri" },
+                  metadata: { type: "object" },
+                  cancel_after: { type: "integer", minimum: 1, maximum: 604800 },
+                },
               },
             },
           },
@@ -116,7 +139,11 @@ export function jobsPaths(): Record<string, Json> {
         summary: "The caller's jobs, newest first",
         security: v1Security,
         parameters: [
-          { name: "status", in: "query", schema: { enum: ["queued", "running", "succeeded", "failed"] } },
+          {
+            name: "status",
+            in: "query",
+            schema: { enum: ["queued", "running", "succeeded", "failed", "canceled", "expired"] },
+          },
           { name: "limit", in: "query", schema: { type: "integer", minimum: 1, maximum: 100 } },
           { name: "cursor", in: "query", schema: { type: "string" } },
         ],
@@ -150,6 +177,61 @@ export function jobsPaths(): Record<string, Json> {
         responses: {
           "202": json(job, "The job, with the new delivery pending", location),
           ...errorResponses("401", "404", "409", "503"),
+        },
+      },
+    },
+    "/v1/jobs/{id}/cancel": {
+      post: {
+        operationId: "cancelJob",
+        summary:
+          "Cancel a job: a queued job ends canceled at once and is never classified; a running one ends canceled when its run returns and its result is discarded. The final event's type is classification.canceled. A job that has already ended: 409 job-final, nothing changed",
+        security: v1Security,
+        parameters: [idParam],
+        responses: {
+          "202": json(job, "The job: canceled, or running with cancel_requested_at set", location),
+          ...errorResponses("401", "403", "404", "409", "503"),
+        },
+      },
+    },
+  };
+}
+
+/** The webhook a job's callback_url receives (OpenAPI 3.1 `webhooks`): one signed event per final job. */
+export function jobsWebhooks(): Record<string, Json> {
+  return {
+    classificationEvent: {
+      post: {
+        operationId: "classificationEvent",
+        summary:
+          "The final event of a job, POSTed to its callback_url and signed as Standard Webhooks prescribes (webhook-id, webhook-timestamp, webhook-signature). The same bytes on every retry and redelivery",
+        requestBody: {
+          required: true,
+          content: {
+            "application/json": {
+              schema: {
+                type: "object",
+                required: ["type", "timestamp", "data"],
+                properties: {
+                  type: {
+                    enum: [
+                      "classification.succeeded",
+                      "classification.failed",
+                      "classification.canceled",
+                      "classification.expired",
+                    ],
+                    description:
+                      "canceled: POST /v1/jobs/{id}/cancel (results discarded); expired: not started within cancel_after",
+                  },
+                  timestamp: { type: "string", format: "date-time" },
+                  data: job,
+                },
+              },
+            },
+          },
+        },
+        responses: {
+          "2XX": { description: "Delivered" },
+          "410": { description: "Gone: no more attempts" },
         },
       },
     },

@@ -12,22 +12,58 @@
  * - `GET /v1/jobs/{id}`, `GET /v1/jobs?status=&limit=&cursor=`, `POST /v1/jobs/{id}/redeliver`.
  */
 import type { Context, Hono } from "hono";
+import type { Principal } from "../../accounts/auth.ts";
+import type { QuotaResult } from "../../accounts/quota.ts";
+import type { UsageCounts } from "../../accounts/store.ts";
 import type { Classifier } from "../../classify/index.ts";
 import { configOf } from "../../edge/config.ts";
 import type { GatewayEnv } from "../../edge/env.ts";
 import { Deadline } from "../../edge/limits.ts";
 import { checkCallbackUrl } from "../../jobs/callback-url.ts";
 import { jobsConfigOf } from "../../jobs/config.ts";
+import { endJob } from "../../jobs/consumers.ts";
 import { isJobId, JOB_STATUSES, type JobRow, type JobStatus, jobView, newJobId } from "../../jobs/model.ts";
 import { JobStore, uploadKey } from "../../jobs/repository.ts";
 import { AppError } from "../../shared/errors.ts";
 import { sha256Hex } from "../../shared/hash.ts";
+import { addUsage } from "./accounts.ts";
 import { readClassifyInput, resolveExifTranspose, resolveTopK } from "./input.ts";
 
-export type JobsAppEnv = { Bindings: GatewayEnv; Variables: { caller: string } };
+/** Per-request state the gateway's middleware sets (src/workers/gateway/accounts.ts). */
+export interface GatewayVariables {
+  /** The caller's id: jobs belong to it (a key id, the static key's id, or "open"). */
+  caller: string;
+  principal: Principal;
+  requestId: string;
+  /** The last quota charge of this request (its RateLimit fields go on the response). */
+  rate: QuotaResult | null;
+  /** Usage of this request, recorded after the response (waitUntil). */
+  usage: UsageCounts;
+  /** Problem code of an error response (for the log line). */
+  problem: string | null;
+  /** Phase timings (ms) for the log line. */
+  phases: Record<string, number>;
+}
+
+export type JobsAppEnv = { Bindings: GatewayEnv; Variables: GatewayVariables };
 
 /** Longest Idempotency-Key accepted (characters). */
 export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
+/** Longest cancel_after (s): a job's deadline to start, at most its retention (7 days by default). */
+export const MAX_CANCEL_AFTER_S = 604_800;
+
+/** cancel_after in whole seconds (1..MAX_CANCEL_AFTER_S), or null when not given. */
+function cancelAfterOf(raw: unknown): number | null {
+  if (raw === undefined || raw === null || raw === "") return null;
+  const n = typeof raw === "number" ? raw : typeof raw === "string" && /^\d+$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > MAX_CANCEL_AFTER_S)
+    throw invalid(
+      "cancel_after",
+      `cancel_after must be a whole number of seconds from 1 to ${MAX_CANCEL_AFTER_S}: a job not started by then ends expired. Got ${JSON.stringify(String(raw).slice(0, 40))}.`,
+    );
+  return n;
+}
+
 /** Jobs per page of GET /v1/jobs: default and maximum. */
 export const LIST_DEFAULT_LIMIT = 20;
 export const LIST_MAX_LIMIT = 100;
@@ -164,6 +200,7 @@ export function registerJobRoutes(app: Hono<JobsAppEnv>, deps: Deps): void {
         `A job's top_k may be at most ${cfg.maxTopK} (MAX_JOB_TOP_K), got ${topK}. /v1/classify allows more.`,
       );
     const exifTranspose = resolveExifTranspose(c.req.query("exif_transpose"), input.exifTranspose);
+    const cancelAfterS = cancelAfterOf(c.req.query("cancel_after") ?? input.cancelAfter);
     const imageHashes = await Promise.all(input.images.map((b) => sha256Hex(b)));
     const hash = await sha256Hex(
       new TextEncoder().encode(
@@ -174,6 +211,7 @@ export function registerJobRoutes(app: Hono<JobsAppEnv>, deps: Deps): void {
           metadata,
           topK,
           exifTranspose,
+          ...(cancelAfterS !== null && { cancelAfterS }),
         }),
       ),
     );
@@ -198,6 +236,7 @@ export function registerJobRoutes(app: Hono<JobsAppEnv>, deps: Deps): void {
       imageBytes: input.images.reduce((n, b) => n + b.byteLength, 0),
       now,
       retentionMs: cfg.retentionMs,
+      cancelAfterS,
     });
     if (!created) {
       // Another request with the same key won the race: drop our copy of the images.
@@ -210,6 +249,7 @@ export function registerJobRoutes(app: Hono<JobsAppEnv>, deps: Deps): void {
       // The job is stored: the sweeper re-enqueues queued jobs it finds untouched.
       console.error(`job ${job.id}: could not enqueue; the sweeper will`, e);
     }
+    addUsage(c, { jobs: 1 });
     return c.json(jobView(job, null), 202, { location: `/v1/jobs/${job.id}` });
   });
 
@@ -271,5 +311,48 @@ export function registerJobRoutes(app: Hono<JobsAppEnv>, deps: Deps): void {
     await deliveries.send({ jobId: id, generation: r.delivery.generation });
     const job = await store.get(c.get("caller"), id);
     return c.json(jobView(job!, r.delivery), 202, { location: `/v1/jobs/${id}` });
+  });
+
+  // A queued job ends canceled now (never classified); a running one is marked, and the jobs
+  // consumer discards its result and ends it canceled. Either way the final event says canceled.
+  app.post("/v1/jobs/:id/cancel", async (c) => {
+    const { store, uploads, deliveries } = storeOf(c.env);
+    const cfg = jobsConfigOf(c.env);
+    const id = c.req.param("id");
+    if (!isJobId(id)) throw notFound(id);
+    const now = Date.now();
+    const r = await store.requestCancel(c.get("caller"), id, now);
+    if ("reason" in r) {
+      if (r.reason === "not-found" || !r.job) throw notFound(id);
+      throw new AppError(
+        "job-final",
+        409,
+        `The job has already ended (${jobView(r.job).status}); there is nothing to cancel.`,
+        { job_status: jobView(r.job).status },
+      );
+    }
+    if (r.job.status === "queued") {
+      const held = await store.claimToEnd(id, now, cfg.leaseMs);
+      // Not held: a consumer claimed it first; it sees the cancel and ends it canceled.
+      if (held)
+        await endJob(
+          {
+            store,
+            uploads,
+            config: cfg,
+            classifier: () => {
+              throw new Error("a canceled job is not classified");
+            },
+            sendJob: async () => {},
+            sendDelivery: async (msg) => {
+              await deliveries.send(msg);
+            },
+          },
+          held,
+          "canceled",
+        );
+    }
+    const job = await store.get(c.get("caller"), id);
+    return c.json(jobView(job!, await store.delivery(id)), 202, { location: `/v1/jobs/${id}` });
   });
 }

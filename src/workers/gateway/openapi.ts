@@ -35,14 +35,20 @@ const ERRORS: Record<string, { name: string; description: string; codes: string[
   },
   "401": {
     name: "Unauthorized",
-    description: "API_KEY is set and the request has no or a wrong `Authorization: Bearer <key>`",
+    description:
+      "Keys exist (API_KEY or issued keys) and the request has no, a malformed, an unknown, a revoked or an expired `Authorization: Bearer <key>`",
     codes: ["unauthorized"],
     headers: { "www-authenticate": { schema: { type: "string" } } },
   },
+  "403": {
+    name: "Forbidden",
+    description: "The key lacks the scope this route needs (classify, jobs, images, admin)",
+    codes: ["forbidden"],
+  },
   "404": {
     name: "NotFound",
-    description: "No route has this path, or no job of this caller has this id",
-    codes: ["not-found"],
+    description: "No route has this path, or no job of this caller (or API key) has this id",
+    codes: ["not-found", "key-not-found"],
   },
   "405": {
     name: "MethodNotAllowed",
@@ -80,7 +86,18 @@ const ERRORS: Record<string, { name: string; description: string; codes: string[
     name: "Conflict",
     description:
       "The job is not in a state that allows this (redeliver before it is final, or while a delivery runs)",
-    codes: ["delivery-not-final", "delivery-in-progress", "no-callback-url"],
+    codes: ["delivery-not-final", "delivery-in-progress", "no-callback-url", "job-final"],
+  },
+  "429": {
+    name: "RateLimited",
+    description:
+      "The key's requests-per-minute or images-per-minute quota is used up; retry after `Retry-After` seconds. `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers) say what remains",
+    codes: ["rate-limited"],
+    headers: {
+      "retry-after": ref("headers", "RetryAfter"),
+      "ratelimit-policy": { schema: { type: "string" } },
+      ratelimit: { schema: { type: "string" } },
+    },
   },
   "500": {
     name: "InternalError",
@@ -91,7 +108,15 @@ const ERRORS: Record<string, { name: string; description: string; codes: string[
     name: "Unavailable",
     description:
       "The model is not published, not loadable, or a stage is unreachable; retry after `Retry-After` seconds",
-    codes: ["model-unavailable", "model-load-failed", "decode-timeout", "jobs-unavailable"],
+    codes: [
+      "model-unavailable",
+      "model-load-failed",
+      "decode-timeout",
+      "jobs-unavailable",
+      "keys-unavailable",
+      "auth-unavailable",
+      "usage-unavailable",
+    ],
     headers: { "retry-after": ref("headers", "RetryAfter") },
   },
   "504": {
@@ -109,7 +134,8 @@ export function errorResponses(...statuses: (keyof typeof ERRORS)[]): Json {
 }
 
 /** Responses of every model-backed /v1 route: auth, model availability, deadline. */
-const v1Errors = (...more: (keyof typeof ERRORS)[]) => errorResponses("401", "503", "504", ...more);
+const v1Errors = (...more: (keyof typeof ERRORS)[]) =>
+  errorResponses("401", "403", "429", "503", "504", ...more);
 /** Every /v1 operation may require the bearer key (only when API_KEY is set: hence the `{}`). */
 export const v1Security = [{ bearer: [] }, {}];
 
@@ -402,14 +428,18 @@ export const json = (schema: Json, description: string, headers?: Json) => ({
 });
 
 /** The API description. `extraPaths`: path items of routes added by other modules. */
-export function openApiDocument(extraPaths: Record<string, Json> = {}): Json {
+export function openApiDocument(
+  extraPaths: Record<string, Json> = {},
+  webhooks: Record<string, Json> = {},
+): Json {
   return {
+    ...(Object.keys(webhooks).length > 0 && { webhooks }),
     openapi: "3.1.0",
     info: {
       title: "beit-edge",
       version: "1.0.0",
       description:
-        "Image classification with BEiT-base (ImageNet-22k, 21,841 labels) as int8 ONNX shards on Cloudflare Workers. When the API_KEY secret is set, /v1/* requires `Authorization: Bearer <key>`; otherwise the service is open. Every error is application/problem+json (components.schemas.Problem); a path that does not exist answers 404 `not-found`, a known path with another method 405 with `Allow`.",
+        "Image classification with BEiT-base (ImageNet-22k, 21,841 labels) as int8 ONNX shards on Cloudflare Workers. When the API_KEY secret is set or an API key was issued (POST /v1/keys, npm run keys), /v1/* requires `Authorization: Bearer <key>` and each key's scopes and per-minute quotas apply (429 `rate-limited`, RateLimit-Policy / RateLimit fields); otherwise the service is open. Every response carries x-request-id. Every error is application/problem+json (components.schemas.Problem); a path that does not exist answers 404 `not-found`, a known path with another method 405 with `Allow`.",
     },
     servers: [{ url: "/", description: "The origin that serves this document" }],
     components: components(),

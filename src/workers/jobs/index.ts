@@ -9,10 +9,14 @@
  * (max_retries in src/topology.ts) and what exhausts them goes to the dead-letter queue.
  */
 
+import { limitsOf } from "../../accounts/limits.ts";
+import { chargeKey } from "../../accounts/quota.ts";
+import { recordUsage } from "../../accounts/usage.ts";
 import { defaultDecoder } from "../../classify/decoder.ts";
 import { createClassifier } from "../../classify/index.ts";
 import { configOf } from "../../edge/config.ts";
 import type { JobsEnv } from "../../edge/env.ts";
+import { logLine } from "../../edge/request-log.ts";
 import { checkCallbackUrl } from "../../jobs/callback-url.ts";
 import { jobsConfigOf } from "../../jobs/config.ts";
 import {
@@ -48,6 +52,15 @@ function depsOf(env: JobsEnv, ctx: ExecutionContext): ConsumerDeps {
         allowLoopback: configOf(env).limits.allowLoopbackFetch,
       });
     },
+    // A job's images count against its key's image quota when they are classified.
+    chargeImages: async (owner, images) => {
+      const quota = env.QUOTA;
+      if (!quota) return null;
+      const limits = await limitsOf(env.DB, owner, env);
+      if (!limits) return null;
+      return chargeKey(quota, owner, { requests: 0, images, ...limits });
+    },
+    usage: (owner, counts) => keepAlive(recordUsage(env, owner, "jobs", counts)),
   };
 }
 
@@ -64,26 +77,44 @@ async function handle<T>(msg: Message<T>, run: () => Promise<MessageAction>): Pr
 
 export default {
   async queue(batch, env, ctx) {
+    const t0 = Date.now();
     const deps = depsOf(env, ctx);
-    if (batch.queue === QUEUES.JOBS)
-      for (const m of batch.messages as Message<JobMessage>[]) await handle(m, () => runJob(deps, m.body));
-    else if (batch.queue === QUEUES.DELIVERIES)
-      await Promise.all(
-        (batch.messages as Message<DeliveryMessage>[]).map((m) => handle(m, () => runDelivery(deps, m.body))),
-      );
-    else if (batch.queue === QUEUES.JOBS_DLQ)
-      for (const m of batch.messages as Message<JobMessage | DeliveryMessage>[])
-        await handle(m, () => runDeadLetter(deps, m.body));
-    else {
-      console.error(`beit-edge-jobs consumes no queue named ${batch.queue}; its messages are retried`);
-      batch.retryAll();
+    try {
+      await consume(batch, deps);
+    } finally {
+      // One structured line per queue invocation: ids and counts only.
+      logLine({
+        event: "queue",
+        queue: batch.queue,
+        messages: batch.messages.length,
+        outcomes: batch.messages.map((m) => ({
+          message_id: m.id,
+          job_id: (m.body as JobMessage).jobId,
+          attempts: m.attempts,
+        })),
+        ms: Date.now() - t0,
+      });
     }
   },
   async scheduled(_event, env, ctx) {
     const report = await sweep(depsOf(env, ctx));
-    if (report.jobs || report.deliveries || report.expired)
-      console.log(
-        `sweep: re-enqueued ${report.jobs} jobs, ${report.deliveries} deliveries; expired ${report.expired} jobs`,
-      );
+    if (report.jobs || report.deliveries || report.expired || report.expiredUnstarted)
+      logLine({ event: "sweep", ...report });
   },
 } satisfies ExportedHandler<JobsEnv, JobMessage | DeliveryMessage>;
+
+async function consume(batch: MessageBatch<JobMessage | DeliveryMessage>, deps: ConsumerDeps): Promise<void> {
+  if (batch.queue === QUEUES.JOBS)
+    for (const m of batch.messages as Message<JobMessage>[]) await handle(m, () => runJob(deps, m.body));
+  else if (batch.queue === QUEUES.DELIVERIES)
+    await Promise.all(
+      (batch.messages as Message<DeliveryMessage>[]).map((m) => handle(m, () => runDelivery(deps, m.body))),
+    );
+  else if (batch.queue === QUEUES.JOBS_DLQ)
+    for (const m of batch.messages as Message<JobMessage | DeliveryMessage>[])
+      await handle(m, () => runDeadLetter(deps, m.body));
+  else {
+    console.error(`beit-edge-jobs consumes no queue named ${batch.queue}; its messages are retried`);
+    batch.retryAll();
+  }
+}
