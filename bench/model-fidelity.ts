@@ -19,6 +19,7 @@
  *   smooth       SmoothQuant alpha 0.5 on the LayerNorm-fed layers (folded into the LayerNorm), no
  *                outlier channels
  *   shipped-smooth  the shipped scheme plus SmoothQuant 0.5 on the LayerNorm-fed layers
+ *   shipped-smooth-auto  the same with the strength chosen per layer (QuantOptions.smoothLayerNorm)
  *
  * Usage: tsx bench/model-fidelity.ts [--families synth,torch,outlier:1,outlier:2,massive:1] [--n 20]
  *        [--variants before,shipped,int8-group,floor]
@@ -85,6 +86,11 @@ for (const family of families) {
       ["ln-fold", "LayerNorm folded into the next Linear, no outlier channels", none, "fold"],
       ["smooth", "SmoothQuant 0.5 on LayerNorm-fed layers, no outlier channels", none, 0.5],
       ["shipped-smooth", "shipped + SmoothQuant 0.5 on LayerNorm-fed layers", calibrated, 0.5],
+      [
+        "shipped-smooth-auto",
+        "shipped + SmoothQuant, strength per layer",
+        { ...calibrated, smoothLayerNorm: true },
+      ],
     ] as Variant[]
   ).filter(([key]) => wanted.has(key));
   const sessions = [];

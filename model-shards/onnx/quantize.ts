@@ -75,6 +75,12 @@ export interface QuantOptions {
    * builds one product per layer ("none").
    */
   outlierChannels?: "none" | "calibrated";
+  /**
+   * LayerNorm-fed layers (Q/K/V, MLP input): migrate part of the activation ranges into the weights
+   * through the LayerNorm's gain and offset, strength chosen per layer (see beit-graph.ts
+   * chooseMigration). Needs `inputStats`.
+   */
+  smoothLayerNorm?: boolean;
   /** At most this many outlier channels per layer (default {@link MAX_OUTLIERS}). */
   maxOutliers?: number;
   /**
