@@ -15,7 +15,7 @@ import { parseBeitConfig } from "./checkpoint/config.ts";
 import { loadCheckpoint } from "./checkpoint/index.ts";
 import { type SynthInit, synthesize, writeCheckpoint } from "./checkpoint/synth.ts";
 import type { Checkpoint } from "./checkpoint/types.ts";
-import { agreement } from "./fidelity.ts";
+import { agreement, fp32Logits } from "./fidelity.ts";
 import { maxAbsDiff } from "./metrics.ts";
 import { DEFAULT_QUANT } from "./onnx/quantize.ts";
 import { webSession, wholeModelGraph } from "./onnx/whole-model.ts";
@@ -118,6 +118,33 @@ describe("the benchmark's LayerNorm levers", () => {
     };
     const plain = await logits();
     for (const how of ["fold", 0.5] as const) expect(maxAbsDiff(await logits(how), plain)).toBeLessThan(1e-4);
+  });
+});
+
+describe("smoothLayerNorm (per-layer SmoothQuant folded into the LayerNorm)", () => {
+  it("splits off fewer outlier channels on the outlier family and stays within 0.02 of fp32", async () => {
+    const ck = synthesize({ size: "tiny", seed: 3, init: "outlier" });
+    const config = parseBeitConfig(ck.config);
+    const quant = await calibratedQuant(config, ck.tensors, DEFAULT_QUANT);
+    const inputs = [1, 2, 3, 4].map((i) => randomPixels(config, 40 + i));
+    const ref = await fp32Logits(config, ck.tensors, inputs);
+    const run = async (smoothLayerNorm: boolean) => {
+      let channels = 0;
+      const sg = wholeModelGraph(config, ck.tensors, {
+        precision: "int8",
+        quant: { ...quant, smoothLayerNorm, onLayer: (r) => (channels += r.outliers.length) },
+      });
+      const session = await webSession(sg.graph);
+      const outs: Float32Array[] = [];
+      for (const x of inputs) outs.push(await session.run(x, sg.input, sg.output));
+      await session.release();
+      return { channels, a: agreement(outs, ref) };
+    };
+    const plain = await run(false);
+    const smooth = await run(true);
+    expect(smooth.channels).toBeLessThan(plain.channels);
+    expect(smooth.a.relL2Mean).toBeLessThanOrEqual(0.02);
+    expect(smooth.a.top1Agreement).toBe(inputs.length);
   });
 });
 
