@@ -8,21 +8,21 @@
  *
  * Families (model-shards/checkpoint/synth.ts): synth, torch, outlier (strength 1 and 2), massive.
  * Variants, one run each:
- *   before #18   one int8 product per layer (--outliers none): the scheme before outlier channels
- *   shipped      the converter's default (DEFAULT_QUANT, calibrated outlier channels, "w8")
- *   int8 group   the outlier channels as a second int8 product (outlierPrecision "int8")
- *   floor        the worst input channels (the same choice, fp32 cost model) multiplied in float32:
+ *   before       one int8 product per layer (--outliers none): the scheme before outlier channels
+ *   shipped      the converter's default (DEFAULT_QUANT): SmoothQuant 0.5 folded into the
+ *                LayerNorm-fed layers, calibrated outlier channels ("w8") in the others
+ *   outliers     outlier channels in every layer, no SmoothQuant
+ *   int8-group   the same with the outlier channels as a second int8 product
+ *   floor        outlier channels in every layer (fp32 cost model) multiplied in float32:
  *                per-token int8 activations and per-channel int8 weights for the rest, the floor
  *                the issue asks to report beside what the build achieves
- * Levers (--variants ln-fold,smooth,shipped-smooth), measured once each:
+ * Levers (--variants ln-fold,smooth,smooth-0.75), measured once each:
  *   ln-fold      LayerNorm gamma/beta folded into the following Linear, no outlier channels
- *   smooth       SmoothQuant alpha 0.5 on the LayerNorm-fed layers (folded into the LayerNorm), no
- *                outlier channels
- *   shipped-smooth  the shipped scheme plus SmoothQuant 0.5 on the LayerNorm-fed layers
- *   shipped-smooth-auto  the same with the strength chosen per layer (QuantOptions.smoothLayerNorm)
+ *   smooth       SmoothQuant alpha 0.5 on the LayerNorm-fed layers, no outlier channels anywhere
+ *   smooth-0.75  the shipped scheme with strength 0.75
  *
  * Usage: tsx bench/model-fidelity.ts [--families synth,torch,outlier:1,outlier:2,massive:1] [--n 20]
- *        [--variants before,shipped,int8-group,floor]
+ *        [--variants before,shipped,outliers,int8-group,floor]
  */
 import { calibratedQuant } from "../model-shards/build.ts";
 import { parseBeitConfig } from "../model-shards/checkpoint/config.ts";
@@ -38,7 +38,7 @@ import { flag } from "./lib/cli.ts";
 
 const N = Number(flag("n", "20"));
 const families = flag("families", "synth,torch,outlier:1,outlier:2,massive:1").split(",");
-const wanted = new Set(flag("variants", "before,shipped,int8-group,floor").split(","));
+const wanted = new Set(flag("variants", "before,shipped,outliers,int8-group,floor").split(","));
 
 /** pixel_values for a photo-like 224x224 picture, normalized with mean 0.5, std 0.5. */
 function photoPixels(seed: number): Float32Array {
@@ -71,18 +71,27 @@ for (const family of families) {
   const ref = await fp32Logits(config, ck.tensors, inputs);
   let span = 0;
   for (const o of ref) for (const v of o) span = Math.max(span, Math.abs(v));
-  const none = { ...calibrated, maxOutliers: 0 };
+  const none = { ...calibrated, maxOutliers: 0, smoothLayerNorm: undefined };
   type Variant = [key: string, name: string, quant: QuantOptions, layerNormMigration?: "fold" | number];
   const variants = (
     [
       ["before", "before #18: one int8 product per layer", { ...calibrated, inputStats: undefined }],
-      ["shipped", "shipped: calibrated outlier channels (w8)", calibrated],
+      ["shipped", "shipped: SmoothQuant 0.5 on LayerNorm-fed layers, outlier channels elsewhere", calibrated],
+      [
+        "outliers",
+        "outlier channels in every layer, no SmoothQuant",
+        { ...calibrated, smoothLayerNorm: undefined },
+      ],
       [
         "int8-group",
         "outlier channels as a second int8 product",
         { ...calibrated, outlierPrecision: "int8" },
       ],
-      ["floor", "floor: outlier channels in float32", { ...calibrated, outlierPrecision: "fp32" }],
+      [
+        "floor",
+        "floor: outlier channels (every layer) in float32",
+        { ...calibrated, smoothLayerNorm: undefined, outlierPrecision: "fp32" },
+      ],
       ["ln-fold", "LayerNorm folded into the next Linear, no outlier channels", none, "fold"],
       ["smooth", "SmoothQuant 0.5 on LayerNorm-fed layers, no outlier channels", none, 0.5],
       ["shipped-smooth", "shipped + SmoothQuant 0.5 on LayerNorm-fed layers", calibrated, 0.5],

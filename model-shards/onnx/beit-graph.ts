@@ -30,7 +30,6 @@ import {
   chooseOutlierChannels,
   DEFAULT_QUANT,
   MAX_OUTLIERS,
-  noiseToSignal,
   type QuantOptions,
   quantizedLinear,
 } from "./quantize.ts";
@@ -53,12 +52,13 @@ export interface StageGraphOptions {
    */
   probeInputMeans?: boolean;
   /**
-   * Benchmarks only, levers measured against the shipped scheme (bench/model-fidelity.ts): how
-   * the LayerNorm before attention and before the MLP meets its Linear. "fold": gamma and beta go
+   * How the LayerNorm before attention and before the MLP meets its Linear (default: int8 builds
+   * take quant.smoothLayerNorm, fp32 builds nothing). "fold" (a benchmark lever): gamma and beta go
    * into the Linear (W diag(gamma), b + W beta) and the LayerNorm only normalizes; a number alpha:
    * SmoothQuant's migration, s_j = a_j^alpha / max|W_:,j|^(1 - alpha) from the calibrated range a_j
    * of channel j (quant.inputStats), gamma and beta divided by s, W's columns multiplied by it.
-   * Exact in real arithmetic either way. Outlier channels are not chosen for those layers then.
+   * Exact in real arithmetic either way. Those layers then take all their channels in one int8
+   * product (no outlier channels).
    */
   layerNormMigration?: "fold" | number;
 }
@@ -252,29 +252,9 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
   ) => {
     const gamma = f32(need(tensors, `${key}.weight`, [H]));
     const beta = f32(need(tensors, `${key}.bias`, [H]));
-    const how = opts.layerNormMigration;
-    if (how === undefined) {
-      const migrated =
-        q.smoothLayerNorm && int8 && (q.select?.(prefix) ?? true)
-          ? chooseMigration(q, prefix, w, out, H)
-          : null;
-      if (!migrated) return linear(layerNorm(x, lnPrefix, key), w, b, out, H, prefix);
-      const { s, stats } = migrated;
-      const ln = layerNorm(x, lnPrefix, key, {
-        gamma: Float32Array.from(gamma, (v, j) => v / s[j]),
-        beta: Float32Array.from(beta, (v, j) => v / s[j]),
-      });
-      const lq = { ...q, inputStats: new Map([...(q.inputStats ?? []), [prefix, stats]]) };
-      return linear(
-        ln,
-        Float32Array.from(w, (v, i) => v * s[i % H]),
-        b,
-        out,
-        H,
-        prefix,
-        lq,
-      );
-    }
+    const how =
+      opts.layerNormMigration ?? (int8 && q.inputStats?.has(prefix) ? q.smoothLayerNorm : undefined);
+    if (how === undefined) return linear(layerNorm(x, lnPrefix, key), w, b, out, H, prefix);
     const range = q.inputStats?.get(prefix)?.absMax;
     const s = new Float32Array(H);
     for (let j = 0; j < H; j++) {
@@ -525,48 +505,4 @@ function permutedQuant(q: QuantOptions, prefix: string, perm: number[], outliers
       : {}),
     ...(mean ? { inputMeans: new Map([...(q.inputMeans ?? []), [prefix, pick(mean)]]) } : {}),
   };
-}
-
-/** The migration strengths a LayerNorm-fed layer may get (0: none). */
-const LAYER_NORM_STRENGTHS = [0, 0.25, 0.5, 0.75];
-
-/**
- * SmoothQuant's migration for a LayerNorm-fed layer, folded into the LayerNorm (free at run time):
- * s_j = a_j^alpha / max|W_:,j|^(1 - alpha), with alpha per layer from LAYER_NORM_STRENGTHS by the
- * estimated noise after outlier channels are chosen for the migrated layer ({@link noiseToSignal});
- * among strengths within 1.5x of the least noise, the one leaving the fewest outlier channels (each
- * costs run time). Returns null for "none" or without calibration.
- */
-function chooseMigration(
-  q: QuantOptions,
-  prefix: string,
-  w: Float32Array,
-  out: number,
-  inp: number,
-): { s: Float32Array; stats: { absMax: Float32Array; meanSquare: Float32Array } } | null {
-  const stats = q.inputStats?.get(prefix);
-  if (!stats || q.simulate || q.outliers?.has(prefix)) return null;
-  const wMax = new Float32Array(inp);
-  for (let o = 0; o < out; o++)
-    for (let j = 0; j < inp; j++) wMax[j] = Math.max(wMax[j], Math.abs(w[o * inp + j]));
-  const precision = q.floatOutliers?.has(prefix) ? "fp32" : (q.outlierPrecision ?? "w8");
-  const maxK = (q.maxOutliers ?? MAX_OUTLIERS) * (q.floatOutliers?.has(prefix) ? 2 : 1);
-  const candidates = LAYER_NORM_STRENGTHS.map((alpha) => {
-    const s = Float32Array.from(stats.absMax, (a, j) =>
-      alpha === 0 || !(a > 0) || !(wMax[j] > 0) ? 1 : a ** alpha / wMax[j] ** (1 - alpha),
-    );
-    const migrated = {
-      absMax: Float32Array.from(stats.absMax, (a, j) => a / s[j]),
-      meanSquare: Float32Array.from(stats.meanSquare, (m, j) => m / (s[j] * s[j])),
-    };
-    const ws = Float32Array.from(w, (v, i) => v * s[i % inp]);
-    const outliers = chooseOutlierChannels(ws, out, inp, migrated.absMax, maxK, precision);
-    const noise = noiseToSignal(ws, out, inp, migrated, outliers, precision, q.weightBits);
-    return { alpha, s, stats: migrated, outliers: outliers.length, noise };
-  });
-  const least = Math.min(...candidates.map((c) => c.noise));
-  const best = candidates
-    .filter((c) => c.noise <= 1.5 * least)
-    .sort((a, b) => a.outliers - b.outliers || a.noise - b.noise)[0];
-  return best.alpha === 0 ? null : { s: best.s, stats: best.stats };
 }

@@ -76,11 +76,11 @@ export interface QuantOptions {
    */
   outlierChannels?: "none" | "calibrated";
   /**
-   * LayerNorm-fed layers (Q/K/V, MLP input): migrate part of the activation ranges into the weights
-   * through the LayerNorm's gain and offset, strength chosen per layer (see beit-graph.ts
-   * chooseMigration). Needs `inputStats`.
+   * LayerNorm-fed layers (Q/K/V, MLP input): SmoothQuant's migration strength alpha, folded into the
+   * LayerNorm's gain and offset (free at run time; see StageGraphOptions.layerNormMigration); those
+   * layers then multiply every channel in one int8 product. Needs `inputStats`; unset: none.
    */
-  smoothLayerNorm?: boolean;
+  smoothLayerNorm?: number;
   /** At most this many outlier channels per layer (default {@link MAX_OUTLIERS}). */
   maxOutliers?: number;
   /**
@@ -253,6 +253,7 @@ export const DEFAULT_QUANT: QuantOptions = {
   asymmetric: "gelu",
   biasCorrection: "mlp-output",
   outlierChannels: "calibrated",
+  smoothLayerNorm: 0.5,
 };
 
 /** Keeps the calibrated means of the layers `q.biasCorrection` names. */
