@@ -2,7 +2,8 @@
  * The one stage loader over both model sources: a tiny model opened from its shard directory and
  * from the R2 shard store (in-memory R2 + Cache API) runs to the same logits and labels, reports
  * where its bytes came from (disk, r2, then cache), refuses a stage the manifest does not have,
- * and a directory refuses another model version.
+ * a directory refuses another model version, and a heap reservation (#19) leaves the heap at the
+ * reserved size with outputs bit-identical to an unreserved session's.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { localModelSource } from "../../model-shards/local-source.ts";
@@ -13,6 +14,7 @@ import { ShardStore } from "../shards/store.ts";
 import { AppError } from "../shared/errors.ts";
 import { numel } from "../shared/manifest.ts";
 import { openStage, openStages } from "./open-stage.ts";
+import { wasmHeapBytes } from "./ort.ts";
 import { runPipeline } from "./pipeline.ts";
 
 let tiny: TinyModel;
@@ -61,5 +63,24 @@ describe("openStage", () => {
       status: 422,
       code: "model-version-mismatch",
     });
+  });
+
+  it("grows the wasm heap to the reservation before the first run, in one step, with identical outputs", async () => {
+    const disk = localModelSource(tiny.out);
+    const manifest = await disk.manifest();
+    const x = pixels(numel(manifest.stages[0].inputs[0].shape));
+    const plain = await openStage(disk, manifest, 0, { reserveHeapBytes: 0 });
+    const a = await plain.session.run(x, plain.input, plain.output);
+    await plain.release();
+    // Memory never shrinks, so reserve above whatever this process's heap is now.
+    const target = wasmHeapBytes() + 24 * 65536 * 16;
+    const reserved = await openStage(disk, manifest, 0, { reserveHeapBytes: target });
+    expect(wasmHeapBytes()).toBe(target);
+    const b = await reserved.session.run(x, reserved.input, reserved.output);
+    const c = await reserved.session.run(x, reserved.input, reserved.output);
+    expect(wasmHeapBytes()).toBe(target);
+    await reserved.release();
+    expect(Array.from(b)).toEqual(Array.from(a));
+    expect(Array.from(c)).toEqual(Array.from(a));
   });
 });

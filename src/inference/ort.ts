@@ -16,6 +16,13 @@
  * 3. In both cases the wrapper records the `WebAssembly.Memory` ORT's instance uses (found in the
  *    imports object or the instance's exports), which {@link wasmHeapBytes} reports. The wrapper is
  *    removed as soon as the first session exists (ORT instantiates its wasm once per isolate).
+ * 4. {@link reserveWasmHeap} grows that Memory from JavaScript. ORT's JavaScript then still holds
+ *    typed-array views of the old, shorter buffer (`Module.HEAPU8`, used to copy inputs in), which
+ *    Emscripten's glue renews only when one of its own functions next touches memory. So while
+ *    ORT's Emscripten module initializes, a one-shot setter on `Object.prototype.HEAPU8` catches
+ *    the module object at its first `Module.HEAPU8 = ...` (and turns back into a plain property at
+ *    once); after a grow, one `Module.getValue` call makes the glue renew every view. Without the
+ *    module object, no reservation is made.
  */
 import * as ort from "onnxruntime-web/wasm";
 import { AppError } from "../shared/errors.ts";
@@ -50,6 +57,24 @@ const MARKER = new Uint8Array([0x62, 0x65, 0x69, 0x74, 0x2d, 0x65, 0x64, 0x67, 0
 let initPromise: Promise<void> | null = null;
 let memory: WebAssembly.Memory | null = null;
 let unhook: (() => void) | null = null;
+/** ORT's Emscripten module object, caught at initialization (step 4 above). */
+let emModule: { getValue?: (ptr: number, type: string) => unknown } | null = null;
+
+function catchEmscriptenModule(): void {
+  Object.defineProperty(Object.prototype, "HEAPU8", {
+    configurable: true,
+    set(this: object, value: unknown) {
+      delete (Object.prototype as Record<string, unknown>).HEAPU8;
+      Object.defineProperty(this, "HEAPU8", { value, writable: true, enumerable: true, configurable: true });
+      emModule = this as typeof emModule;
+    },
+  });
+}
+
+function stopCatchingModule(): void {
+  const d = Object.getOwnPropertyDescriptor(Object.prototype, "HEAPU8");
+  if (d?.set) delete (Object.prototype as Record<string, unknown>).HEAPU8;
+}
 
 function isMarker(src: unknown): boolean {
   if (!(src instanceof Uint8Array) && !(src instanceof ArrayBuffer)) return false;
@@ -94,6 +119,7 @@ function hookInstantiate(wasmModule: WebAssembly.Module | undefined): void {
   WebAssembly.instantiate = hooked as typeof WebAssembly.instantiate;
   unhook = () => {
     if (WebAssembly.instantiate === (hooked as unknown)) WebAssembly.instantiate = original;
+    stopCatchingModule();
     unhook = null;
   };
 }
@@ -114,6 +140,7 @@ export function initOrt(opts: InitOrtOptions = {}): Promise<void> {
     ort.env.wasm.simd = true;
     ort.env.logLevel = "error";
     if (opts.wasmModule) ort.env.wasm.wasmBinary = MARKER;
+    catchEmscriptenModule();
     hookInstantiate(opts.wasmModule);
   })();
   return initPromise;
@@ -179,6 +206,32 @@ export async function createStageSession(
       await session.release();
     },
   };
+}
+
+/** WebAssembly pages are 64 KiB. */
+const WASM_PAGE = 65536;
+
+/**
+ * Grows ORT's wasm memory to at least `bytes` now, in one step, and returns its new byteLength
+ * (0 before the first session). Why: when ORT's allocator runs out, Emscripten grows the memory by
+ * 20% of its current size (its geometric growth step), and wasm memory never shrinks, so a stage
+ * whose run needs 61 MiB ends at 69.2 MiB (16 -> 40 -> 48 -> 57.6 -> 69.2). Growing to the stage's
+ * planned heap before its first run leaves the allocator room to the byte: the heap stays at the
+ * plan unless the run needs more (then Emscripten's own step applies, as before). Growing the
+ * Memory from JavaScript is what Emscripten itself does; see step 4 at the top for ORT's views.
+ *
+ * @example
+ * await createStageSession(graph, weights, tuning);
+ * reserveWasmHeap(spec.wasmHeapBytes); // before the first run
+ */
+export function reserveWasmHeap(bytes: number): number {
+  if (!memory) return 0;
+  const have = memory.buffer.byteLength;
+  if (bytes > have && typeof emModule?.getValue === "function") {
+    memory.grow(Math.ceil((bytes - have) / WASM_PAGE));
+    emModule.getValue(0, "i8"); // the glue sees the new buffer and renews Module.HEAPU8 and the rest
+  }
+  return memory.buffer.byteLength;
 }
 
 /**
