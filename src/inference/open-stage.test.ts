@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { localModelSource } from "../../model-shards/local-source.ts";
 import { bucketWithModel, buildTinyModel, type TinyModel } from "../../test/helpers/fake-classifier.ts";
 import { MemoryCache } from "../../test/helpers/memory-r2.ts";
+import { shardKey } from "../shards/layout.ts";
 import { readLabels } from "../shards/source.ts";
 import { ShardStore } from "../shards/store.ts";
 import { AppError } from "../shared/errors.ts";
@@ -82,5 +83,28 @@ describe("openStage", () => {
     await reserved.release();
     expect(Array.from(b)).toEqual(Array.from(a));
     expect(Array.from(c)).toEqual(Array.from(a));
+  });
+
+  it("a truncated or corrupted weights file in R2 is a 503 with Retry-After, and the stage opens once it is fixed", async () => {
+    const disk = localModelSource(tiny.out);
+    const manifest = await disk.manifest();
+    const spec = manifest.stages[1];
+    const ref = spec.weights!;
+    const good = (await disk.file(ref)).bytes;
+    const flipped = good.slice();
+    flipped[flipped.length >> 1] ^= 0xff;
+    for (const bad of [good.slice(0, good.length >> 1), flipped]) {
+      const r2 = await bucketWithModel(tiny);
+      await r2.put(shardKey(ref.file), bad);
+      const store = new ShardStore(r2.asBinding(), { cache: new MemoryCache() as unknown as Cache });
+      const err = await openStage(store, manifest, 1).catch((e) => e);
+      expect(err).toBeInstanceOf(AppError);
+      expect(err).toMatchObject({ status: 503, code: "model-unavailable" });
+      expect((err as AppError).extra.retryAfter).toBeGreaterThan(0);
+      await r2.put(shardKey(ref.file), good);
+      const ok = await openStage(store, manifest, 1, { prime: true });
+      expect(ok.origin).toBe("r2");
+      await ok.release();
+    }
   });
 });
