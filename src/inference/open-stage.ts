@@ -82,8 +82,11 @@ export async function openStage<O extends FileOrigin>(
       400,
       `Model version ${manifest.version.slice(0, 12)} has ${manifest.stages.length} stages; stage ${index} does not exist.`,
     );
-  let graph: LoadedFile<O> | null = await source.file(spec.graph);
-  let weights: LoadedFile<O> | null = spec.weights ? await source.file(spec.weights) : null;
+  // Both reads at once: the graph's round trip hides behind the weights' (tens of KB vs. MiB).
+  let [graph, weights]: [LoadedFile<O> | null, LoadedFile<O> | null] = await Promise.all([
+    source.file(spec.graph),
+    spec.weights ? source.file(spec.weights) : null,
+  ]);
   // Only these facts outlive session creation: the bytes themselves must not stay reachable from
   // this frame while the first run grows the wasm heap.
   const files = [graph, weights].flatMap((f) =>
@@ -93,7 +96,7 @@ export async function openStage<O extends FileOrigin>(
   const tCreate = Date.now();
   try {
     session = await createStageSession(
-      graph.bytes,
+      (graph as LoadedFile<O>).bytes,
       weights && spec.externalDataPath ? { path: spec.externalDataPath, data: weights.bytes } : null,
       { graphOptimizationLevel: manifest.graphOptimization, ...opts.tuning },
     );
