@@ -107,6 +107,8 @@ interface Cold {
   ms: number;
   timing: string;
   stages: StageStatusJson[];
+  /** Each stage isolate's V8 heap after the cold classify (inspector Runtime.getHeapUsage), bytes. */
+  jsHeap?: { used: number; total: number }[];
 }
 interface RoundResult {
   r2: Cold;
@@ -167,6 +169,30 @@ async function profiled<T>(
   }
 }
 
+/**
+ * Each stage isolate's V8 heap (used, total) through workerd's inspector. The shard buffers are
+ * ArrayBuffer backing stores outside this figure; the loader frees them after create.
+ */
+async function stageJsHeaps(svc: RunningService, stages: number): Promise<{ used: number; total: number }[]> {
+  try {
+    const port = await findWorkerdInspector(svc.child.pid as number);
+    const out: { used: number; total: number }[] = [];
+    for (let i = 0; i < stages; i++) {
+      const x = await IsolateInspector.connect(port, `core:user:beit-edge-stage-${i}`);
+      try {
+        const h = await x.send<{ usedSize: number; totalSize: number }>("Runtime.getHeapUsage");
+        out.push({ used: h.usedSize, total: h.totalSize });
+      } finally {
+        x.close();
+      }
+    }
+    return out;
+  } catch (e) {
+    process.stderr.write(`(JS heaps not read: ${String(e)}) `);
+    return [];
+  }
+}
+
 async function round(variant: string, manifestStages: number, image: Uint8Array): Promise<RoundResult> {
   const persist = await mkdtemp(join(tmpdir(), "beit-edge-cold-"));
   try {
@@ -198,6 +224,7 @@ async function round(variant: string, manifestStages: number, image: Uint8Array)
       } else first = await classify(svc.url, image);
       step(`${first.ms.toFixed(0)} ms; status`);
       result.r2 = { ...first, stages: await stageStatus(svc.url) };
+      result.r2.jsHeap = await stageJsHeaps(svc, manifestStages);
       step("warm");
       const warm: number[] = [];
       for (let i = 0; i < warmRuns; i++) warm.push((await classify(svc.url, image)).ms);
@@ -292,6 +319,10 @@ for (let i = 0; i < Number(args["npm-start"]); i++) {
 
 const med = (xs: number[]) => median(xs).toFixed(0);
 const mib = (b: number) => (b / 1048576).toFixed(1);
+const heapCell = (v: string, origin: "r2" | "cache", s: number) => {
+  const h = origin === "r2" ? results.get(v)?.at(-1)?.r2.jsHeap?.[s] : undefined;
+  return h ? `${mib(h.used)} / ${mib(h.total)}` : "";
+};
 const lines: string[] = [];
 lines.push(
   `model ${manifest.version.slice(0, 12)} (${manifest.precision}, ${manifest.stages.length} stages), ${rounds} round(s), ${started.toISOString()}, load average ${load0.toFixed(1)} at start / ${loadavg()[0].toFixed(1)} at end`,
@@ -330,8 +361,8 @@ lines.push(
   "",
   "Stage loads inside workerd (ms, median over rounds; `GET /v1/status` lastLoad):",
   "",
-  "| variant | origin | stage | manifest | fetch | sha256 | session create | priming run | total | peak wasm heap (MiB) |",
-  "|---|---|---|---|---|---|---|---|---|---|",
+  "| variant | origin | stage | manifest | fetch | sha256 | session create | priming run | total | peak wasm heap (MiB) | JS heap used / total (MiB, inspector, R2 cold, last round) |",
+  "|---|---|---|---|---|---|---|---|---|---|---|",
 );
 for (const v of variants)
   for (const origin of ["r2", "cache"] as const)
@@ -343,7 +374,7 @@ for (const v of variants)
       if (ls.length === 0) continue;
       const p = (k: keyof Omit<Phases, "origin">) => med(ls.map((x) => (x.lastLoad as Phases)[k]));
       lines.push(
-        `| ${v} | ${origin === "r2" ? "R2" : "Cache API"} | ${s} | ${p("manifestMs")} | ${p("fetchMs")} | ${p("verifyMs")} | ${p("createMs")} | ${p("primeMs")} | ${p("totalMs")} | ${mib(Math.max(...ls.map((x) => x.peakWasmHeapBytes)))} |`,
+        `| ${v} | ${origin === "r2" ? "R2" : "Cache API"} | ${s} | ${p("manifestMs")} | ${p("fetchMs")} | ${p("verifyMs")} | ${p("createMs")} | ${p("primeMs")} | ${p("totalMs")} | ${mib(Math.max(...ls.map((x) => x.peakWasmHeapBytes)))} | ${heapCell(v, origin, s)} |`,
       );
     }
 if (profileStages.length) {
