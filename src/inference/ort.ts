@@ -19,10 +19,11 @@
  * 4. {@link reserveWasmHeap} grows that Memory from JavaScript. ORT's JavaScript then still holds
  *    typed-array views of the old, shorter buffer (`Module.HEAPU8`, used to copy inputs in), which
  *    Emscripten's glue renews only when one of its own functions next touches memory. So while
- *    ORT's Emscripten module initializes, a one-shot setter on `Object.prototype.HEAPU8` catches
- *    the module object at its first `Module.HEAPU8 = ...` (and turns back into a plain property at
- *    once); after a grow, one `Module.getValue` call makes the glue renew every view. Without the
- *    module object, no reservation is made.
+ *    ORT's Emscripten module initializes (until the first session exists), a setter on
+ *    `Object.prototype.HEAPU8` catches each module object at its first `Module.HEAPU8 = ...` (the
+ *    object then gets its own plain property); ORT's is the one with `_OrtCreateSession`. After a
+ *    grow, one `Module.getValue` call makes the glue renew every view. Without ORT's module object,
+ *    no reservation is made.
  */
 import * as ort from "onnxruntime-web/wasm";
 import { AppError } from "../shared/errors.ts";
@@ -57,16 +58,28 @@ const MARKER = new Uint8Array([0x62, 0x65, 0x69, 0x74, 0x2d, 0x65, 0x64, 0x67, 0
 let initPromise: Promise<void> | null = null;
 let memory: WebAssembly.Memory | null = null;
 let unhook: (() => void) | null = null;
-/** ORT's Emscripten module object, caught at initialization (step 4 above). */
-let emModule: { getValue?: (ptr: number, type: string) => unknown } | null = null;
+/**
+ * Emscripten module objects that assigned `HEAPU8` while ORT initialized (step 4 above). Other
+ * Emscripten modules (the image codecs, in a process that has both) may initialize in that window
+ * too, so ORT's is picked by its `_OrtCreateSession` export.
+ */
+const caught: object[] = [];
+type EmModule = { getValue?: (ptr: number, type: string) => unknown; _OrtCreateSession?: unknown };
+let emModule: EmModule | null = null;
+
+function ortModule(): EmModule | null {
+  emModule ??=
+    (caught.find((m) => typeof (m as EmModule)._OrtCreateSession === "function") as EmModule) ?? null;
+  return emModule;
+}
 
 function catchEmscriptenModule(): void {
   Object.defineProperty(Object.prototype, "HEAPU8", {
     configurable: true,
     set(this: object, value: unknown) {
-      delete (Object.prototype as Record<string, unknown>).HEAPU8;
+      // From now on this object has its own HEAPU8, so only its first assignment lands here.
       Object.defineProperty(this, "HEAPU8", { value, writable: true, enumerable: true, configurable: true });
-      emModule = this as typeof emModule;
+      caught.push(this);
     },
   });
 }
@@ -227,9 +240,10 @@ const WASM_PAGE = 65536;
 export function reserveWasmHeap(bytes: number): number {
   if (!memory) return 0;
   const have = memory.buffer.byteLength;
-  if (bytes > have && typeof emModule?.getValue === "function") {
+  const em = ortModule();
+  if (bytes > have && typeof em?.getValue === "function") {
     memory.grow(Math.ceil((bytes - have) / WASM_PAGE));
-    emModule.getValue(0, "i8"); // the glue sees the new buffer and renews Module.HEAPU8 and the rest
+    em.getValue(0, "i8"); // the glue sees the new buffer and renews Module.HEAPU8 and the rest
   }
   return memory.buffer.byteLength;
 }
