@@ -18,6 +18,12 @@
  * another isolate runs land in the profiled one's JS/GC buckets (its wasm bucket stays its own);
  * profiling all four stages at once made the cold classify hang in wrangler dev here.
  *
+ * Each round also reports the warm median of that same round and the cold/warm ratio (the #19
+ * goal: true cold first classification at most 1.8x warm). With `--npm-start N` (default 1; 0 skips
+ * it), `npm start --model DIR` is timed N times from launch to its banner on a persist dir where the
+ * model is already published (`npm start -- --prepare-only` first, untimed): the banner shows once
+ * every stage has loaded (`/healthz`).
+ *
  * Variants are stage-Worker vars (`--variants shipped,noprime`, see VARIANTS); rounds interleave
  * them. Local only: in production each stage is its own isolate on the caller's thread too, but
  * R2, the Cache API and the clock differ (bench/README.md).
@@ -26,7 +32,7 @@
  *
  * Prints a Markdown table (and writes bench/results/cold-start.md).
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -70,6 +76,7 @@ const { values: args } = parseCommandLine(
       variants: { type: "string", default: "shipped" },
       warm: { type: "string", default: "3" },
       profile: { type: "string", default: "" },
+      "npm-start": { type: "string", default: "1" },
     },
   },
   (m) =>
@@ -100,6 +107,8 @@ interface Cold {
   ms: number;
   timing: string;
   stages: StageStatusJson[];
+  /** Each stage isolate's V8 heap after the cold classify (inspector Runtime.getHeapUsage), bytes. */
+  jsHeap?: { used: number; total: number }[];
 }
 interface RoundResult {
   r2: Cold;
@@ -160,6 +169,30 @@ async function profiled<T>(
   }
 }
 
+/**
+ * Each stage isolate's V8 heap (used, total) through workerd's inspector. The shard buffers are
+ * ArrayBuffer backing stores outside this figure; the loader frees them after create.
+ */
+async function stageJsHeaps(svc: RunningService, stages: number): Promise<{ used: number; total: number }[]> {
+  try {
+    const port = await findWorkerdInspector(svc.child.pid as number);
+    const out: { used: number; total: number }[] = [];
+    for (let i = 0; i < stages; i++) {
+      const x = await IsolateInspector.connect(port, `core:user:beit-edge-stage-${i}`);
+      try {
+        const h = await x.send<{ usedSize: number; totalSize: number }>("Runtime.getHeapUsage");
+        out.push({ used: h.usedSize, total: h.totalSize });
+      } finally {
+        x.close();
+      }
+    }
+    return out;
+  } catch (e) {
+    process.stderr.write(`(JS heaps not read: ${String(e)}) `);
+    return [];
+  }
+}
+
 async function round(variant: string, manifestStages: number, image: Uint8Array): Promise<RoundResult> {
   const persist = await mkdtemp(join(tmpdir(), "beit-edge-cold-"));
   try {
@@ -191,6 +224,7 @@ async function round(variant: string, manifestStages: number, image: Uint8Array)
       } else first = await classify(svc.url, image);
       step(`${first.ms.toFixed(0)} ms; status`);
       result.r2 = { ...first, stages: await stageStatus(svc.url) };
+      result.r2.jsHeap = await stageJsHeaps(svc, manifestStages);
       step("warm");
       const warm: number[] = [];
       for (let i = 0; i < warmRuns; i++) warm.push((await classify(svc.url, image)).ms);
@@ -215,6 +249,48 @@ async function round(variant: string, manifestStages: number, image: Uint8Array)
   }
 }
 
+/**
+ * `npm start --model DIR` on a persist dir where the model is already published: seconds from
+ * launch to the "Ready in" banner (printed once every stage has answered /healthz). The process
+ * group this starts is stopped by its id.
+ */
+async function npmStartReady(port: number): Promise<number> {
+  const persist = await mkdtemp(join(tmpdir(), "beit-edge-start-"));
+  const base = ["tsx", "scripts/start.ts", "--model", dir, "--persist", persist, "--port", String(port)];
+  try {
+    const prep = spawnSync("npx", [...base, "--prepare-only"], { cwd: root, stdio: "ignore" });
+    if (prep.status !== 0) throw new Error("npm start --prepare-only failed");
+    const t0 = performance.now();
+    const child = spawn("npx", base, { cwd: root, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    try {
+      return await new Promise<number>((ok, fail) => {
+        let out = "";
+        const timer = setTimeout(
+          () => fail(new Error(`npm start not ready after 300 s:\n${out.slice(-2000)}`)),
+          300_000,
+        );
+        const watch = (b: Buffer) => {
+          out += b.toString();
+          if (/Ready in \d+ s/.test(out)) {
+            clearTimeout(timer);
+            ok((performance.now() - t0) / 1000);
+          }
+        };
+        child.stdout.on("data", watch);
+        child.stderr.on("data", watch);
+        child.once("exit", (code) =>
+          fail(new Error(`npm start exited (${code}) before its banner:\n${out.slice(-2000)}`)),
+        );
+      });
+    } finally {
+      if (child.pid) process.kill(-child.pid, "SIGTERM");
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  } finally {
+    await rm(persist, { recursive: true, force: true });
+  }
+}
+
 const manifest = await readManifest(dir).catch(() => {
   throw new Error(`no model in ${dir}: run \`npm start -- --prepare-only\` first`);
 });
@@ -234,11 +310,43 @@ for (let r = 0; r < rounds; r++)
     results.set(v, list);
   }
 
+const npmStarts: number[] = [];
+for (let i = 0; i < Number(args["npm-start"]); i++) {
+  process.stderr.write(`npm start ${i + 1}: `);
+  npmStarts.push(await npmStartReady(await freePort()));
+  process.stderr.write(`ready in ${npmStarts.at(-1)?.toFixed(1)} s\n`);
+}
+
 const med = (xs: number[]) => median(xs).toFixed(0);
 const mib = (b: number) => (b / 1048576).toFixed(1);
+const heapCell = (v: string, origin: "r2" | "cache", s: number) => {
+  const h = origin === "r2" ? results.get(v)?.at(-1)?.r2.jsHeap?.[s] : undefined;
+  return h ? `${mib(h.used)} / ${mib(h.total)}` : "";
+};
 const lines: string[] = [];
 lines.push(
   `model ${manifest.version.slice(0, 12)} (${manifest.precision}, ${manifest.stages.length} stages), ${rounds} round(s), ${started.toISOString()}, load average ${load0.toFixed(1)} at start / ${loadavg()[0].toFixed(1)} at end`,
+);
+lines.push(
+  "",
+  "Per round: true cold first classification (fresh isolates, shards in R2) against the warm median of the same round (#19 goal: at most 1.8x):",
+  "",
+  "| variant | round | R2 cold (ms) | Cache API cold (ms) | warm median, same round (ms) | R2 cold / warm | Cache API cold / warm |",
+  "|---|---|---|---|---|---|---|",
+);
+for (const v of variants)
+  for (const [i, r] of results.get(v)!.entries()) {
+    const w = median(r.warm);
+    lines.push(
+      `| ${v} | ${i + 1} | ${r.r2.ms.toFixed(0)} | ${r.cache.ms.toFixed(0)} | ${w.toFixed(0)} | ${(r.r2.ms / w).toFixed(2)}x | ${(r.cache.ms / w).toFixed(2)}x |`,
+    );
+  }
+if (npmStarts.length)
+  lines.push(
+    "",
+    `\`npm start --model DIR\` (model already published), launch to banner: ${npmStarts.map((x) => `${x.toFixed(1)} s`).join(", ")} (#19 goal: under 15 s)`,
+  );
+lines.push(
   "",
   "| variant | R2 cold (client) | Cache API cold (client) | warm after it | first classify Server-Timing (R2 cold, last round) |",
   "|---|---|---|---|---|",
@@ -253,8 +361,8 @@ lines.push(
   "",
   "Stage loads inside workerd (ms, median over rounds; `GET /v1/status` lastLoad):",
   "",
-  "| variant | origin | stage | manifest | fetch | sha256 | session create | priming run | total | peak wasm heap (MiB) |",
-  "|---|---|---|---|---|---|---|---|---|---|",
+  "| variant | origin | stage | manifest | fetch | sha256 | session create | priming run | total | peak wasm heap (MiB) | JS heap used / total (MiB, inspector, R2 cold, last round) |",
+  "|---|---|---|---|---|---|---|---|---|---|---|",
 );
 for (const v of variants)
   for (const origin of ["r2", "cache"] as const)
@@ -266,7 +374,7 @@ for (const v of variants)
       if (ls.length === 0) continue;
       const p = (k: keyof Omit<Phases, "origin">) => med(ls.map((x) => (x.lastLoad as Phases)[k]));
       lines.push(
-        `| ${v} | ${origin === "r2" ? "R2" : "Cache API"} | ${s} | ${p("manifestMs")} | ${p("fetchMs")} | ${p("verifyMs")} | ${p("createMs")} | ${p("primeMs")} | ${p("totalMs")} | ${mib(Math.max(...ls.map((x) => x.peakWasmHeapBytes)))} |`,
+        `| ${v} | ${origin === "r2" ? "R2" : "Cache API"} | ${s} | ${p("manifestMs")} | ${p("fetchMs")} | ${p("verifyMs")} | ${p("createMs")} | ${p("primeMs")} | ${p("totalMs")} | ${mib(Math.max(...ls.map((x) => x.peakWasmHeapBytes)))} | ${heapCell(v, origin, s)} |`,
       );
     }
 if (profileStages.length) {

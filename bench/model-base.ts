@@ -93,7 +93,8 @@ if (!reuse) {
     const parts = [s.embeddings ? "embed" : "", `${s.layers[1] - s.layers[0]} layers`, s.head ? "head" : ""]
       .filter(Boolean)
       .join("+");
-    const wasmEst = s.estimatedPeakBytes - s.weightBytes - 8 * MiB;
+    // The planned heap the loader reserves (older manifests: the old model's heap + shard + 8 MiB JS).
+    const wasmEst = s.wasmHeapBytes ?? s.estimatedPeakBytes - s.weightBytes - 8 * MiB;
     console.log(
       `| ${s.index} | [${s.layers[0]}, ${s.layers[1]}) ${parts} | ${(s.weightBytes / MiB).toFixed(1)} | ${(s.estimatedPeakBytes / MiB).toFixed(1)} | ${(m.afterRun / MiB).toFixed(1)} | ${(wasmEst / MiB).toFixed(1)} |`,
     );

@@ -288,7 +288,7 @@ async function main(): Promise<void> {
       rows.push([
         `stage ${s.index} peak wasm heap (workerd, /v1/status)`,
         `${(s.peakWasmHeapBytes / 1048576).toFixed(1)} MiB = ${((100 * s.peakWasmHeapBytes) / MB128).toFixed(0)}% of 128 MB`,
-        `planner estimate ${(s.estimatedPeakBytes / 1048576).toFixed(1)} MiB (heap + JS + transient R2 buffer)`,
+        `planner estimate ${(s.estimatedPeakBytes / 1048576).toFixed(1)} MiB (max of create: heap + shard buffer + JS, and run: reserved heap + JS)`,
       ]);
 
     // 2. Warm colo: new isolates, Cache API persisted in the same persist dir.

@@ -125,7 +125,7 @@ describe("buildShards on the tiny synthetic checkpoint", () => {
   });
 
   it("splits by the stage budget and the split model runs like the unsplit one", async () => {
-    const budget = estimateStage(fromBin.config, "int8", 0, 2, false).estimatedPeakBytes;
+    const budget = estimateStage(fromBin.config, "int8", 0, 1, false).estimatedPeakBytes;
     const m = await buildShards(fromBin, {
       outDir: join(root, "split"),
       precision: "int8",

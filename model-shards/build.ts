@@ -40,7 +40,7 @@ import {
   type QuantOptions,
   selectBiasCorrection,
 } from "./onnx/quantize.ts";
-import { type ExtraBytes, type Plan, planStages } from "./plan.ts";
+import { type ExtraBytes, type Plan, plannedWasmHeap, planStages } from "./plan.ts";
 import { loadLocalModel } from "./runner.ts";
 
 /** Converter identity written into manifests. */
@@ -359,6 +359,7 @@ async function writeStages(
       outputs: [sg.output],
       weightBytes: sg.weightBytes,
       estimatedPeakBytes: p.estimatedPeakBytes,
+      wasmHeapBytes: plannedWasmHeap(ck.config, precision, p, sg.weightBytes),
     });
     progress(`stage ${i}: ${(sg.weightBytes / 1048576).toFixed(1)} MiB of weights written`, (i + 1) / total);
   }

@@ -3,15 +3,22 @@
  * The shard planner: splits BEiT's encoder layers into pipeline stages so that each stage's
  * estimated isolate peak stays under a budget. Needs the config only (shapes), never weights.
  *
- * Peak model of one stage isolate (all figures in bytes):
- *   wasm heap  = WASM_BASE + WASM_WEIGHT_FACTOR x weightBytes + activations
- *   transient  = weightBytes            (the .weights body read from R2, alive during session create)
- *   JS heap    = JS_HEAP_ALLOWANCE      (worker code, ORT glue, request and response buffers)
- *   peak       = wasm heap + transient + JS heap
- * The budget is the isolate limit (ISOLATE_LIMIT_BYTES in src/topology.ts, 128 MiB) minus
- * DEFAULT_MARGIN. The constants are calibrated against onnxruntime-web's WebAssembly.Memory
- * byteLength measured after session create and one run (plan.test.ts, and bench/model-base.ts,
- * which runs model-shards/measure-heap.ts per built stage).
+ * Peak model of one stage isolate (all figures in bytes), two phases that do not overlap:
+ *   create     = WASM_BASE + weightBytes        (ORT's runtime and its copy of the weights)
+ *              + weightBytes                    (the .weights body read from R2, held by
+ *                                                onnxruntime-web until the session exists)
+ *              + JS_HEAP_ALLOWANCE              (worker code, ORT glue, request buffers)
+ *   run        = wasm heap + JS_HEAP_ALLOWANCE, where
+ *   wasm heap  = WASM_BASE + weightBytes + activations (a run's scratch, measured per layer)
+ *   peak       = max(create, run)
+ * They do not overlap because the stage loader frees the shard bytes the moment the session
+ * exists (ArrayBuffer transfer(0), src/inference/open-stage.ts) and only then grows the wasm heap
+ * to the planned `wasm heap` in one step (the manifest's wasmHeapBytes, reserved before the first
+ * run: src/inference/ort.ts reserveWasmHeap), so the heap ends at the plan, not at Emscripten's
+ * next 20% growth step. The budget is the isolate limit (ISOLATE_LIMIT_BYTES in src/topology.ts,
+ * 128 MiB) minus DEFAULT_MARGIN. The constants are calibrated against the smallest heap each
+ * full-size stage's runs fit in (bench/stage-memory.ts: bisection over the reservation, fresh
+ * process each) and checked by plan.test.ts.
  */
 
 import { AppError } from "../src/shared/errors.ts";
@@ -26,10 +33,31 @@ export const MiB = 1024 * 1024;
 export const ISOLATE_LIMIT = ISOLATE_LIMIT_BYTES;
 /** Safety margin below the isolate limit (estimate error, wasm growth steps, GC slack). */
 export const DEFAULT_MARGIN = 16 * MiB;
-/** ORT's initial wasm memory plus its runtime's own allocations. */
+/**
+ * ORT's initial wasm memory (16 MiB: its runtime, graph and allocator state live inside it) plus
+ * what session create leaves above the weights: measured 10.3-12.4 MiB above the weights after
+ * create on the full-size stages, 16.4 for the one with the 16 MiB classifier (bench/stage-memory.ts).
+ */
 export const WASM_BASE = 16 * MiB;
-/** Wasm heap bytes per external-data weight byte (the initializers' copy plus allocator slack). */
-export const WASM_WEIGHT_FACTOR = 1.1;
+/**
+ * Wasm heap bytes per weight byte: ORT copies each initializer once (external data); int8
+ * MatMulInteger weights are not prepacked on the wasm SIMD build, fp32 MatMul weights are (MLAS
+ * packs B), so fp32 stages hold a second copy.
+ */
+export const WASM_WEIGHT_FACTOR: Record<Precision, number> = { int8: 1.0, fp32: 2.0 };
+/**
+ * A run's scratch, per encoder layer up to SCRATCH_LAYERS_CAP layers. Measured on full-size base
+ * (bench/stage-memory.ts: the smallest heap two runs fit in, minus the weights, WASM_BASE and the
+ * stage's input and output): 14.4 MiB for 2 layers + head, 16.5 for embed + 3 layers, 17.4 for 4,
+ * 16.8 for 5, 17.0 for embed + 5. It does not keep growing with the layers (a run frees each
+ * layer's buffers), so the estimate counts at most two layers' worth.
+ */
+export const SCRATCH_PER_LAYER = 9.5 * MiB;
+export const SCRATCH_LAYERS_CAP = 2;
+/** The classifier's scratch beside its logits (gathered input channels, int32 products). */
+export const SCRATCH_HEAD = 3 * MiB;
+/** The patch embedding's extra scratch (Conv on the pixels). */
+export const SCRATCH_EMBED = 3 * MiB;
 /** JS heap allowance of a stage isolate. */
 export const JS_HEAP_ALLOWANCE = 8 * MiB;
 
@@ -83,8 +111,17 @@ export function weightParts(config: BeitConfig, precision: Precision): StageWeig
   return { embeddings, perLayer, head, perStage, perLayerOutliers, headOutliers };
 }
 
-/** Estimated peak activation bytes inside the wasm heap for a stage. */
-export function activationBytes(config: BeitConfig, layers: number, head: boolean): number {
+/**
+ * Estimated scratch bytes a run needs inside the wasm heap for a stage: input and output, the
+ * encoder layers' working buffers (scaled from full-size base by the widest activations, [T,
+ * max(I, 3H)] floats and the attention scores), the patch embedding's, and the classifier's.
+ */
+export function activationBytes(
+  config: BeitConfig,
+  layers: number,
+  head: boolean,
+  embeddings = false,
+): number {
   const H = config.hidden_size;
   const I = config.intermediate_size;
   const heads = config.num_attention_heads;
@@ -92,13 +129,19 @@ export function activationBytes(config: BeitConfig, layers: number, head: boolea
   const T = w * w + 1;
   const input = 4 * config.num_channels * config.image_size * config.image_size;
   let bytes = input + 2 * 4 * T * H;
-  // Scores, probabilities, their softmax scratch and the bias gathered from the table.
-  // The factor 9 on the widest [T, I] activation is calibrated against the full-size int8 stages
-  // measured with bench/model-base.ts (fresh process each, after create and two runs): embed +
-  // [0, 3) 69.2 MiB measured / 71.0 estimated, [3, 7) 69.2 / 76.1, [11, 12) + head 50.1 / 71.6.
-  if (layers > 0) bytes += 4 * (9 * T * Math.max(I, 3 * H) + 4 * heads * T * T);
-  if (head) bytes += 4 * 4 * config.labels.length;
-  return bytes;
+  // Per layer, in proportion to the layer's widest activations: base (T 197, I 3072, 12 heads)
+  // gives SCRATCH_PER_LAYER, smaller configs proportionally less.
+  const widest = (c: { T: number; I: number; H: number; heads: number }) =>
+    4 * c.T * Math.max(c.I, 3 * c.H) + 4 * c.heads * c.T * c.T;
+  const perLayer =
+    (SCRATCH_PER_LAYER * widest({ T, I, H, heads })) / widest({ T: 197, I: 3072, H: 768, heads: 12 });
+  bytes += Math.min(layers, SCRATCH_LAYERS_CAP) * perLayer;
+  // The Conv's im2col buffer and output, [C x P x P + H, T], relative to base's.
+  const P = config.patch_size;
+  if (embeddings)
+    bytes += (SCRATCH_EMBED * T * (config.num_channels * P * P + H)) / (197 * (3 * 16 * 16 + 768));
+  if (head) bytes += 4 * 4 * config.labels.length + (SCRATCH_HEAD * config.labels.length * H) / (21841 * 768);
+  return Math.ceil(bytes);
 }
 
 /** One stage as planned. */
@@ -137,17 +180,36 @@ export function estimateStage(
     (to - from) * (parts.perLayer + parts.perLayerOutliers) +
     (to > from ? parts.perStage : 0) +
     (head ? parts.head + parts.headOutliers : 0);
-  const wasmHeapBytes = Math.ceil(
-    WASM_BASE + WASM_WEIGHT_FACTOR * weightBytes + activationBytes(config, to - from, head),
-  );
+  const resident = WASM_BASE + WASM_WEIGHT_FACTOR[precision] * weightBytes;
+  // Whole MiB: the reservation the loader makes (a multiple of wasm's 64 KiB pages).
+  const wasmHeapBytes =
+    Math.ceil((resident + activationBytes(config, to - from, head, embeddings)) / MiB) * MiB;
+  const create = resident + weightBytes + JS_HEAP_ALLOWANCE;
+  const run = wasmHeapBytes + JS_HEAP_ALLOWANCE;
   return {
     layers: [from, to],
     embeddings,
     head,
     weightBytes,
     wasmHeapBytes,
-    estimatedPeakBytes: wasmHeapBytes + weightBytes + JS_HEAP_ALLOWANCE,
+    estimatedPeakBytes: Math.ceil(Math.max(create, run)),
   };
+}
+
+/**
+ * The wasm heap to reserve for a built stage, from its actual weight bytes (the plan's estimate
+ * holds the outlier-channel allowance, which calibration may not use): what the manifest's
+ * `wasmHeapBytes` says.
+ */
+export function plannedWasmHeap(
+  config: BeitConfig,
+  precision: Precision,
+  stage: PlannedStage,
+  weightBytes: number,
+): number {
+  const { layers, head, embeddings } = stage;
+  const bytes = WASM_BASE + WASM_WEIGHT_FACTOR[precision] * weightBytes;
+  return Math.ceil((bytes + activationBytes(config, layers[1] - layers[0], head, embeddings)) / MiB) * MiB;
 }
 
 /** Weight bytes a build adds beyond {@link weightParts} (linear layers kept in float32). */

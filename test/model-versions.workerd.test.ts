@@ -2,7 +2,8 @@
  * Model versions and shard integrity inside workerd: a pointer swap in the middle of traffic
  * (every response is entirely one version's answer, never a mix), a corrupted and a missing shard
  * (503 + Retry-After + problem+json, never cached, and the next request after the fix succeeds),
- * and each stage isolate's measured wasm heap against the plan's stage budget.
+ * and each stage isolate's measured wasm heap against the plan's stage budget and the manifest's
+ * reservation.
  */
 import { applyD1Migrations, env, SELF } from "cloudflare:test";
 import { beforeAll, describe, expect, inject, it } from "vitest";
@@ -122,6 +123,16 @@ describe("stage isolate memory", () => {
       );
       expect(s.peakWasmHeapBytes).toBeLessThanOrEqual(status.stageBudgetBytes);
       expect(s.peakWasmHeapBytes).toBeLessThanOrEqual(s.estimatedPeakBytes);
+      // The loader grew the heap to the manifest's wasmHeapBytes before the first run, in one step,
+      // and the runs fit in it (#19): the heap is exactly the largest reservation this isolate has
+      // made (every fixture model has been resident in it by now), not an Emscripten growth step.
+      const planned = [fx.modelA, fx.modelB, fx.modelC].map(
+        (m) =>
+          (JSON.parse(m.manifest) as { stages: { wasmHeapBytes?: number }[] }).stages[s.index]
+            ?.wasmHeapBytes ?? 0,
+      );
+      expect(Math.min(...planned)).toBeGreaterThan(16 * 1024 * 1024);
+      expect(s.peakWasmHeapBytes).toBe(Math.max(...planned));
       // The load breakdown measured inside the stage isolate adds up to no more than its total.
       const l = s.lastLoad as Record<string, number>;
       expect(["r2", "cache"]).toContain(s.lastLoad?.origin);

@@ -2,17 +2,20 @@
  * The one stage loader over both model sources: a tiny model opened from its shard directory and
  * from the R2 shard store (in-memory R2 + Cache API) runs to the same logits and labels, reports
  * where its bytes came from (disk, r2, then cache), refuses a stage the manifest does not have,
- * and a directory refuses another model version.
+ * a directory refuses another model version, and a heap reservation (#19) leaves the heap at the
+ * reserved size with outputs bit-identical to an unreserved session's.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { localModelSource } from "../../model-shards/local-source.ts";
 import { bucketWithModel, buildTinyModel, type TinyModel } from "../../test/helpers/fake-classifier.ts";
 import { MemoryCache } from "../../test/helpers/memory-r2.ts";
+import { shardKey } from "../shards/layout.ts";
 import { readLabels } from "../shards/source.ts";
 import { ShardStore } from "../shards/store.ts";
 import { AppError } from "../shared/errors.ts";
 import { numel } from "../shared/manifest.ts";
 import { openStage, openStages } from "./open-stage.ts";
+import { wasmHeapBytes } from "./ort.ts";
 import { runPipeline } from "./pipeline.ts";
 
 let tiny: TinyModel;
@@ -61,5 +64,47 @@ describe("openStage", () => {
       status: 422,
       code: "model-version-mismatch",
     });
+  });
+
+  it("grows the wasm heap to the reservation before the first run, in one step, with identical outputs", async () => {
+    const disk = localModelSource(tiny.out);
+    const manifest = await disk.manifest();
+    const x = pixels(numel(manifest.stages[0].inputs[0].shape));
+    const plain = await openStage(disk, manifest, 0, { reserveHeapBytes: 0 });
+    const a = await plain.session.run(x, plain.input, plain.output);
+    await plain.release();
+    // Memory never shrinks, so reserve above whatever this process's heap is now.
+    const target = wasmHeapBytes() + 24 * 65536 * 16;
+    const reserved = await openStage(disk, manifest, 0, { reserveHeapBytes: target });
+    expect(wasmHeapBytes()).toBe(target);
+    const b = await reserved.session.run(x, reserved.input, reserved.output);
+    const c = await reserved.session.run(x, reserved.input, reserved.output);
+    expect(wasmHeapBytes()).toBe(target);
+    await reserved.release();
+    expect(Array.from(b)).toEqual(Array.from(a));
+    expect(Array.from(c)).toEqual(Array.from(a));
+  });
+
+  it("a truncated or corrupted weights file in R2 is a 503 with Retry-After, and the stage opens once it is fixed", async () => {
+    const disk = localModelSource(tiny.out);
+    const manifest = await disk.manifest();
+    const spec = manifest.stages[1];
+    const ref = spec.weights!;
+    const good = (await disk.file(ref)).bytes;
+    const flipped = good.slice();
+    flipped[flipped.length >> 1] ^= 0xff;
+    for (const bad of [good.slice(0, good.length >> 1), flipped]) {
+      const r2 = await bucketWithModel(tiny);
+      await r2.put(shardKey(ref.file), bad);
+      const store = new ShardStore(r2.asBinding(), { cache: new MemoryCache() as unknown as Cache });
+      const err = await openStage(store, manifest, 1).catch((e) => e);
+      expect(err).toBeInstanceOf(AppError);
+      expect(err).toMatchObject({ status: 503, code: "model-unavailable" });
+      expect((err as AppError).extra.retryAfter).toBeGreaterThan(0);
+      await r2.put(shardKey(ref.file), good);
+      const ok = await openStage(store, manifest, 1, { prime: true });
+      expect(ok.origin).toBe("r2");
+      await ok.release();
+    }
   });
 });

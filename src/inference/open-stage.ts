@@ -9,11 +9,11 @@
  * The shard bytes are referenced only while the session is created, so once this returns, ORT's
  * copy (in the wasm heap) is the only one left.
  */
-import type { FileOrigin, ModelSource } from "../shards/source.ts";
+import type { FileOrigin, LoadedFile, ModelSource } from "../shards/source.ts";
 import { slowestOrigin } from "../shards/source.ts";
 import { AppError, RETRY_AFTER_S } from "../shared/errors.ts";
 import { type Manifest, numel, type StageSpec } from "../shared/manifest.ts";
-import { createStageSession, type SessionTuning, type StageSession } from "./ort.ts";
+import { createStageSession, reserveWasmHeap, type SessionTuning, type StageSession } from "./ort.ts";
 import type { PipelineStage } from "./pipeline.ts";
 
 export interface OpenStageOptions {
@@ -28,6 +28,12 @@ export interface OpenStageOptions {
    * them); the Workers pass none.
    */
   tuning?: SessionTuning;
+  /**
+   * Bytes to grow ORT's wasm heap to after the session exists and before its first run; default
+   * the manifest's `wasmHeapBytes` for the stage (none in older manifests). 0: no reservation
+   * (bench/stage-memory.ts measures the heap both ways).
+   */
+  reserveHeapBytes?: number;
 }
 
 /** An open stage: its session and specs (a {@link PipelineStage}), where it came from, and how long it took. */
@@ -41,6 +47,16 @@ export interface OpenedStage<O extends FileOrigin = FileOrigin> extends Pipeline
   timings: { fetchMs: number; verifyMs: number; createMs: number; primeMs: number };
   /** Frees the session's native memory. */
   release(): Promise<void>;
+}
+
+/**
+ * Frees a buffer's memory at once instead of at the next garbage collection: `transfer(0)` detaches
+ * it and drops its backing store (workerd; Node 20's V8 lacks it, and then this does nothing).
+ * Only for bytes nobody else holds (LoadedFile.owned).
+ */
+function freeNow(bytes: Uint8Array): void {
+  const buffer = bytes.buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
+  if (typeof buffer.transfer === "function" && !(buffer instanceof SharedArrayBuffer)) buffer.transfer(0);
 }
 
 /**
@@ -66,16 +82,30 @@ export async function openStage<O extends FileOrigin>(
       400,
       `Model version ${manifest.version.slice(0, 12)} has ${manifest.stages.length} stages; stage ${index} does not exist.`,
     );
-  const graph = await source.file(spec.graph);
-  const weights = spec.weights ? await source.file(spec.weights) : null;
+  // Both reads at once: the graph's round trip hides behind the weights' (tens of KB vs. MiB).
+  const tRead = Date.now();
+  let [graph, weights]: [LoadedFile<O> | null, LoadedFile<O> | null] = await Promise.all([
+    source.file(spec.graph),
+    spec.weights ? source.file(spec.weights) : null,
+  ]);
+  // Only these facts outlive session creation: the bytes themselves must not stay reachable from
+  // this frame while the first run grows the wasm heap.
+  const files = [graph, weights].flatMap((f) => (f ? [{ origin: f.origin, verifyMs: f.verifyMs }] : []));
+  // The reads overlap, so their wall time is the fetch phase: sha256 checks (CPU, one thread) are
+  // counted apart, the rest is fetching.
+  const verifyMs = files.reduce((a, f) => a + f.verifyMs, 0);
   let session: StageSession;
   const tCreate = Date.now();
+  const fetchMs = Math.max(0, tCreate - tRead - verifyMs);
   try {
     session = await createStageSession(
-      graph.bytes,
+      (graph as LoadedFile<O>).bytes,
       weights && spec.externalDataPath ? { path: spec.externalDataPath, data: weights.bytes } : null,
       { graphOptimizationLevel: manifest.graphOptimization, ...opts.tuning },
     );
+    if (weights?.owned) freeNow(weights.bytes);
+    graph = null;
+    weights = null;
   } catch (e) {
     if (e instanceof AppError) throw e;
     throw new AppError(
@@ -85,6 +115,10 @@ export async function openStage<O extends FileOrigin>(
       { retryAfter: RETRY_AFTER_S },
     );
   }
+  // The shard bytes are no longer referenced: the wasm heap holds ORT's copy. Grow the heap to
+  // the planned size now, in one step, so the first run does not overshoot it by a growth step.
+  const reserve = opts.reserveHeapBytes ?? spec.wasmHeapBytes ?? 0;
+  if (reserve > 0) reserveWasmHeap(reserve);
   const input = spec.inputs[0];
   const output = spec.outputs[0];
   const tPrime = Date.now();
@@ -100,18 +134,17 @@ export async function openStage<O extends FileOrigin>(
           });
     }
   }
-  const origins = weights ? [graph.origin, weights.origin] : [graph.origin];
   const end = Date.now();
   return {
     session,
     input,
     output,
     spec,
-    origin: slowestOrigin(origins),
+    origin: slowestOrigin(files.map((f) => f.origin)),
     loadMs: end - t0,
     timings: {
-      fetchMs: graph.fetchMs + (weights?.fetchMs ?? 0),
-      verifyMs: graph.verifyMs + (weights?.verifyMs ?? 0),
+      fetchMs,
+      verifyMs,
       createMs: tPrime - tCreate,
       primeMs: end - tPrime,
     },

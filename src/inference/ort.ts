@@ -16,6 +16,14 @@
  * 3. In both cases the wrapper records the `WebAssembly.Memory` ORT's instance uses (found in the
  *    imports object or the instance's exports), which {@link wasmHeapBytes} reports. The wrapper is
  *    removed as soon as the first session exists (ORT instantiates its wasm once per isolate).
+ * 4. {@link reserveWasmHeap} grows that Memory from JavaScript. ORT's JavaScript then still holds
+ *    typed-array views of the old, shorter buffer (`Module.HEAPU8`, used to copy inputs in), which
+ *    Emscripten's glue renews only when one of its own functions next touches memory. So while
+ *    ORT's Emscripten module initializes (until the first session exists), a setter on
+ *    `Object.prototype.HEAPU8` catches each module object at its first `Module.HEAPU8 = ...` (the
+ *    object then gets its own plain property); ORT's is the one with `_OrtCreateSession`. After a
+ *    grow, one `Module.getValue` call makes the glue renew every view. Without ORT's module object,
+ *    no reservation is made.
  */
 import * as ort from "onnxruntime-web/wasm";
 import { AppError } from "../shared/errors.ts";
@@ -50,6 +58,36 @@ const MARKER = new Uint8Array([0x62, 0x65, 0x69, 0x74, 0x2d, 0x65, 0x64, 0x67, 0
 let initPromise: Promise<void> | null = null;
 let memory: WebAssembly.Memory | null = null;
 let unhook: (() => void) | null = null;
+/**
+ * Emscripten module objects that assigned `HEAPU8` while ORT initialized (step 4 above). Other
+ * Emscripten modules (the image codecs, in a process that has both) may initialize in that window
+ * too, so ORT's is picked by its `_OrtCreateSession` export.
+ */
+const caught: object[] = [];
+type EmModule = { getValue?: (ptr: number, type: string) => unknown; _OrtCreateSession?: unknown };
+let emModule: EmModule | null = null;
+
+function ortModule(): EmModule | null {
+  emModule ??=
+    (caught.find((m) => typeof (m as EmModule)._OrtCreateSession === "function") as EmModule) ?? null;
+  return emModule;
+}
+
+function catchEmscriptenModule(): void {
+  Object.defineProperty(Object.prototype, "HEAPU8", {
+    configurable: true,
+    set(this: object, value: unknown) {
+      // From now on this object has its own HEAPU8, so only its first assignment lands here.
+      Object.defineProperty(this, "HEAPU8", { value, writable: true, enumerable: true, configurable: true });
+      caught.push(this);
+    },
+  });
+}
+
+function stopCatchingModule(): void {
+  const d = Object.getOwnPropertyDescriptor(Object.prototype, "HEAPU8");
+  if (d?.set) delete (Object.prototype as Record<string, unknown>).HEAPU8;
+}
 
 function isMarker(src: unknown): boolean {
   if (!(src instanceof Uint8Array) && !(src instanceof ArrayBuffer)) return false;
@@ -94,6 +132,7 @@ function hookInstantiate(wasmModule: WebAssembly.Module | undefined): void {
   WebAssembly.instantiate = hooked as typeof WebAssembly.instantiate;
   unhook = () => {
     if (WebAssembly.instantiate === (hooked as unknown)) WebAssembly.instantiate = original;
+    stopCatchingModule();
     unhook = null;
   };
 }
@@ -114,6 +153,7 @@ export function initOrt(opts: InitOrtOptions = {}): Promise<void> {
     ort.env.wasm.simd = true;
     ort.env.logLevel = "error";
     if (opts.wasmModule) ort.env.wasm.wasmBinary = MARKER;
+    catchEmscriptenModule();
     hookInstantiate(opts.wasmModule);
   })();
   return initPromise;
@@ -179,6 +219,33 @@ export async function createStageSession(
       await session.release();
     },
   };
+}
+
+/** WebAssembly pages are 64 KiB. */
+const WASM_PAGE = 65536;
+
+/**
+ * Grows ORT's wasm memory to at least `bytes` now, in one step, and returns its new byteLength
+ * (0 before the first session). Why: when ORT's allocator runs out, Emscripten grows the memory by
+ * 20% of its current size (its geometric growth step), and wasm memory never shrinks, so a stage
+ * whose run needs 61 MiB ends at 69.2 MiB (16 -> 40 -> 48 -> 57.6 -> 69.2). Growing to the stage's
+ * planned heap before its first run leaves the allocator room to the byte: the heap stays at the
+ * plan unless the run needs more (then Emscripten's own step applies, as before). Growing the
+ * Memory from JavaScript is what Emscripten itself does; see step 4 at the top for ORT's views.
+ *
+ * @example
+ * await createStageSession(graph, weights, tuning);
+ * reserveWasmHeap(spec.wasmHeapBytes); // before the first run
+ */
+export function reserveWasmHeap(bytes: number): number {
+  if (!memory) return 0;
+  const have = memory.buffer.byteLength;
+  const em = ortModule();
+  if (bytes > have && typeof em?.getValue === "function") {
+    memory.grow(Math.ceil((bytes - have) / WASM_PAGE));
+    em.getValue(0, "i8"); // the glue sees the new buffer and renews Module.HEAPU8 and the rest
+  }
+  return memory.buffer.byteLength;
 }
 
 /**

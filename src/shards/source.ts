@@ -28,6 +28,12 @@ export interface LoadedFile<O extends FileOrigin = FileOrigin> {
   fetchMs: number;
   /** Time checking size and sha256. */
   verifyMs: number;
+  /**
+   * True when nothing else holds `bytes` (a fresh read, not a cache the source keeps): the stage
+   * loader may then free them the moment ORT has its copy (ArrayBuffer `transfer(0)`), instead of
+   * leaving a stage's weights to the next garbage collection while the wasm heap grows.
+   */
+  owned?: boolean;
 }
 
 export interface ModelSource<O extends FileOrigin = FileOrigin> {

@@ -141,7 +141,7 @@ export class ShardStore implements ModelSource<StoreOrigin> {
         );
         const t1 = Date.now();
         if (bytes && (await matches(bytes, ref)))
-          return { bytes, origin: "cache", fetchMs: t1 - t0, verifyMs: Date.now() - t1 };
+          return { bytes, origin: "cache", fetchMs: t1 - t0, verifyMs: Date.now() - t1, owned: true };
         await this.#cache.delete(url).catch(() => false);
       }
     }
@@ -163,7 +163,8 @@ export class ShardStore implements ModelSource<StoreOrigin> {
       });
       await this.#cache.put(url, res).catch(() => undefined);
     }
-    return { bytes, origin: "r2", fetchMs: t1 - t0 + (Date.now() - t1 - verifyMs), verifyMs };
+    // The Cache API put above has consumed its copy, so the caller holds the only reference.
+    return { bytes, origin: "r2", fetchMs: t1 - t0 + (Date.now() - t1 - verifyMs), verifyMs, owned: true };
   }
 
   /**

@@ -55,6 +55,22 @@ describe("parseManifest", () => {
     expect(parseManifest(damaged((m) => delete m.fidelity)).fidelity).toBeUndefined();
   });
 
+  it("carries each stage's planned wasm heap (wasmHeapBytes), and parses stages written before it without one", () => {
+    const m = parseManifest(raw);
+    for (const s of m.stages) {
+      expect(s.wasmHeapBytes).toBeGreaterThan(16 * 1024 * 1024);
+      expect((s.wasmHeapBytes as number) % 65536).toBe(0);
+    }
+    const old = parseManifest(
+      damaged((x) => {
+        for (const s of x.stages as Json[]) delete s.wasmHeapBytes;
+      }),
+    );
+    expect(old.stages.every((s) => s.wasmHeapBytes === undefined)).toBe(true);
+    expect(pathOf(damaged((x) => (x.stages[1].wasmHeapBytes = 0)))).toBe("$.stages[1].wasmHeapBytes");
+    expect(pathOf(damaged((x) => (x.stages[0].wasmHeapBytes = "77 MiB")))).toBe("$.stages[0].wasmHeapBytes");
+  });
+
   it("names the first bad path of a damaged manifest", () => {
     const last = tiny.manifest.stages.length - 1;
     const cases: [string, (m: Json) => void][] = [

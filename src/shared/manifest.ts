@@ -56,6 +56,13 @@ export interface StageSpec {
   weightBytes: number;
   /** The planner's estimate of the isolate's peak (wasm heap + JS heap + transient R2 buffer). */
   estimatedPeakBytes: number;
+  /**
+   * The wasm heap the stage is planned to need (weights, ORT's runtime, a run's scratch). The loader
+   * grows ORT's memory to it before the first run, in one step, so the heap ends at this figure
+   * instead of Emscripten's next 20% growth step (src/inference/ort.ts `reserveWasmHeap`). Absent in
+   * manifests written before it: no reservation, the heap grows as it did.
+   */
+  wasmHeapBytes?: number;
 }
 
 /** What BeitImageProcessor does, carried from preprocessor_config.json. */
@@ -278,6 +285,9 @@ function stage(v: unknown, path: string, index: number): StageSpec {
     outputs,
     weightBytes: int(o.weightBytes, `${path}.weightBytes`),
     estimatedPeakBytes: int(o.estimatedPeakBytes, `${path}.estimatedPeakBytes`),
+    ...(o.wasmHeapBytes === undefined
+      ? {}
+      : { wasmHeapBytes: int(o.wasmHeapBytes, `${path}.wasmHeapBytes`, 1) }),
   };
 }
 
