@@ -252,8 +252,14 @@ export function buildStageGraph(opts: StageGraphOptions): StageGraph {
   ) => {
     const gamma = f32(need(tensors, `${key}.weight`, [H]));
     const beta = f32(need(tensors, `${key}.bias`, [H]));
-    const how =
-      opts.layerNormMigration ?? (int8 && q.inputStats?.has(prefix) ? q.smoothLayerNorm : undefined);
+    // The shipped migration applies only where calibration shows outlier channels (where the layer
+    // would otherwise split some off): elsewhere it would only move rounding around.
+    const migrate =
+      int8 &&
+      q.smoothLayerNorm !== undefined &&
+      (q.select?.(prefix) ?? true) &&
+      outlierChannelsOf(q, prefix, w, out, H).length > 0;
+    const how = opts.layerNormMigration ?? (migrate ? q.smoothLayerNorm : undefined);
     if (how === undefined) return linear(layerNorm(x, lnPrefix, key), w, b, out, H, prefix);
     const range = q.inputStats?.get(prefix)?.absMax;
     const s = new Float32Array(H);

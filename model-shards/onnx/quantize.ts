@@ -76,9 +76,10 @@ export interface QuantOptions {
    */
   outlierChannels?: "none" | "calibrated";
   /**
-   * LayerNorm-fed layers (Q/K/V, MLP input): SmoothQuant's migration strength alpha, folded into the
-   * LayerNorm's gain and offset (free at run time; see StageGraphOptions.layerNormMigration); those
-   * layers then multiply every channel in one int8 product. Needs `inputStats`; unset: none.
+   * LayerNorm-fed layers (Q/K/V, MLP input) where calibration shows outlier channels: SmoothQuant's
+   * migration strength alpha, folded into the LayerNorm's gain and offset (free at run time; see
+   * StageGraphOptions.layerNormMigration); those layers then multiply every channel in one int8
+   * product. Needs `inputStats`; unset: none (outlier channels are split off there too).
    */
   smoothLayerNorm?: number;
   /** At most this many outlier channels per layer (default {@link MAX_OUTLIERS}). */
