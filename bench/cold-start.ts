@@ -174,7 +174,26 @@ async function profiled<T>(
  * ArrayBuffer backing stores outside this figure; the loader frees them after create.
  */
 async function stageJsHeaps(svc: RunningService, stages: number): Promise<{ used: number; total: number }[]> {
+  // Bounded: an inspector that never answers must not hang the bench (it did, at "status...").
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error("no answer from workerd's inspector in 10 s")), 10_000);
+  });
   try {
+    return await Promise.race([readStageJsHeaps(svc, stages), timeout]);
+  } catch (e) {
+    process.stderr.write(`(JS heaps not read: ${String(e)}) `);
+    return [];
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function readStageJsHeaps(
+  svc: RunningService,
+  stages: number,
+): Promise<{ used: number; total: number }[]> {
+  {
     const port = await findWorkerdInspector(svc.child.pid as number);
     const out: { used: number; total: number }[] = [];
     for (let i = 0; i < stages; i++) {
@@ -187,9 +206,6 @@ async function stageJsHeaps(svc: RunningService, stages: number): Promise<{ used
       }
     }
     return out;
-  } catch (e) {
-    process.stderr.write(`(JS heaps not read: ${String(e)}) `);
-    return [];
   }
 }
 
