@@ -588,14 +588,9 @@ export function correctBias(
   out: number,
   inp: number,
 ): Float32Array {
-  if (mean.length !== inp) throw new Error(`input means have ${mean.length} channels, the layer ${inp}`);
-  const corrected = new Float32Array(out);
-  for (let o = 0; o < out; o++) {
-    let shift = 0;
-    for (let i = 0; i < inp; i++) shift += (q[i * out + o] * scales[o] - w[o * inp + i]) * mean[i];
-    corrected[o] = (b ? b[o] : 0) - shift;
-  }
-  return corrected;
+  const wDeq = new Float64Array(out * inp);
+  for (let o = 0; o < out; o++) for (let i = 0; i < inp; i++) wDeq[o * inp + i] = q[i * out + o] * scales[o];
+  return correctBiasDequantized(w, wDeq, b, mean, out, inp);
 }
 
 /**
