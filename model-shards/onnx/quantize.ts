@@ -426,14 +426,7 @@ export function quantizedLinear(
         : new Float32Array(K).fill(1);
       const wS = Float32Array.from(wO, (v, i) => v * smooth[i % K]);
       const { q, scales } = quantizeWeight(wS, out, K, opts.weightBits);
-      const xS = g.op1("Mul", [
-        xO,
-        g.f32(
-          `${prefix}_outlier_smooth`,
-          smooth.map((v) => 1 / v),
-          [K],
-        ),
-      ]);
+      const xS = divideChannels(g, xO, smooth, prefix);
       yO = int16RowProduct(g, xS, g.i8(`${prefix}_outlier_wq`, q, [K, out]), scales, prefix);
       const partO = new Float64Array(out * K);
       for (let o = 0; o < out; o++)
@@ -459,14 +452,7 @@ export function quantizedLinear(
           if (wMax > 0 && stats.absMax[c] > 0) smooth[k] = Math.sqrt(stats.absMax[c] / wMax);
         }
       const wS = Float32Array.from(wO, (v, i) => v * smooth[i % K]);
-      const xS = g.op1("Mul", [
-        xO,
-        g.f32(
-          `${prefix}_outlier_smooth`,
-          smooth.map((v) => 1 / v),
-          [K],
-        ),
-      ]);
+      const xS = divideChannels(g, xO, smooth, prefix);
       const partO = new Float64Array(out * K);
       yO = int8Product(g, xS, wS, out, K, opts, asym, `${prefix}_outlier`, partO);
       for (let i = 0; i < partO.length; i++) partO[i] /= smooth[i % K];
@@ -556,6 +542,18 @@ function int16RowProduct(
   return g.op1("Mul", [
     g.op1("Mul", [accf, g.f32(`${prefix}_outlier_ws`, scales, [scales.length])]),
     rowScale,
+  ]);
+}
+
+/** x / s per channel (the activation side of a migration by s), as one Mul by 1 / s. */
+function divideChannels(g: GraphBuilder, x: string, s: Float32Array, prefix: string): string {
+  return g.op1("Mul", [
+    x,
+    g.f32(
+      `${prefix}_outlier_smooth`,
+      s.map((v) => 1 / v),
+      [s.length],
+    ),
   ]);
 }
 
